@@ -1,0 +1,40 @@
+"""Save the first images of a TFRecords dataset file as PNGs, to see what a dataset holds."""
+import cli
+
+
+def parse_args(argv=None):
+    parser = cli.ArgumentParser(
+        description='Dataset demo pipeline: transform picture from tfrecords file to png format')
+    parser.add_argument('--tfrecords', default='processData/AIS/AIS-r06.tfrecords',
+                        help='the tfrecords file path')
+    parser.add_argument('--number', type=cli.positive_int, default=10,
+                        help='set the number of dataset images to show')
+    parser.add_argument('--outdir', default='demo/output', help='the output path')
+    parser.add_argument('--grid', metavar='FILE.png',
+                        help='also save all shown images as one mosaic (a name inside OUTDIR, or a path)')
+    parser.add_argument('--rgb', action='store_true',
+                        help='save 3-channel records in colour (default: channel 0 as 8-bit grayscale)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace existing output files that differ (default: refuse and write nothing)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import dataset  # TensorFlow loads here, after -h and argument errors have had their say
+    import outputs
+    outputs.check_outdir(args.outdir)
+    images = dataset.read_images(args.tfrecords, args.number)
+    if args.rgb and images.shape[1] == 3:
+        images = images.transpose(0, 2, 3, 1)
+    else:
+        images = images[:, 0]
+    paths = outputs.write_pngs(images, args.outdir, 'dataset_img_%d.png', grid=args.grid,
+                               overwrite=args.overwrite)
+    print('wrote %d images from %s to %s' % (len(images), args.tfrecords, args.outdir))
+    if args.grid:
+        print('mosaic: %s' % paths[-1])
+
+
+if __name__ == '__main__':
+    cli.run(main)

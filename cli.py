@@ -1,0 +1,55 @@
+"""What the command-line scripts share: errors a user can fix, how they are reported, argument types, progress bars."""
+import argparse
+import sys
+
+from tqdm import tqdm
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment: reported as one line on stderr, never as a traceback."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error report (the usage is one `-h` away)."""
+
+    def error(self, message):
+        self.exit(2, '%s: error: %s (see -h)\n' % (self.prog, message))
+
+
+def run(main, argv=None):
+    """Call `main(argv)` and turn a UserError or Ctrl-C into one line on stderr and a non-zero exit status."""
+    try:
+        main(argv)
+    except UserError as error:
+        print('error: %s' % error, file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)
+
+
+def positive_int(text):
+    """argparse type for counts: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not a whole number' % text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError('must be at least 1, got %d' % value)
+    return value
+
+
+def nonnegative_int(text):
+    """argparse type for seeds and offsets: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not a whole number' % text)
+    if value < 0:
+        raise argparse.ArgumentTypeError('must be 0 or more, got %d' % value)
+    return value
+
+
+def progress(total, desc, unit='img', **kwargs):
+    """A tqdm bar on stderr that stays quiet when stderr is not a terminal (logs, CI, tests)."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False, dynamic_ncols=True, **kwargs)
