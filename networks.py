@@ -1,0 +1,290 @@
+"""The progressive-growing GAN networks of Karras et al. (ICLR 2018), "G_paper" and "D_paper" (SPEC section 4).
+
+Read top to bottom like the paper's figure: layers first, then the generator (latent -> 4x4 -> ... -> image) and
+the discriminator (image -> ... -> 4x4 -> score).  Variable names, shapes and creation order are those of the
+original PGGAN code, so its published pickles load unchanged.  The graphs are NHWC (TensorFlow's CPU kernels need
+it and its layout optimizer converts for GPUs); the only places where axis order reaches the weights, the reshape
+after the generator's first dense layer and the flatten before the discriminator's first dense layer, use the
+original channel-first order.
+
+`graph_resolution` builds a network that works at a lower resolution than its full size: the generator then
+emits (and the discriminator takes) images of that size.  Training uses it so that it only computes the
+resolution being trained; inference leaves it at the full resolution.
+"""
+import numpy as np
+
+from tfcompat import tf
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layers
+
+
+def get_weight(shape, gain=np.sqrt(2), use_wscale=False, fan_in=None):
+    """He-initialised weight; with use_wscale the stored variable is N(0, 1) and scaled at run time
+    (equalized learning rate), so stored weights are the unscaled ones."""
+    if fan_in is None:
+        fan_in = np.prod(shape[:-1])
+    std = gain / np.sqrt(fan_in)
+    if use_wscale:
+        wscale = tf.constant(np.float32(std), name='wscale')
+        return tf.get_variable('weight', shape=shape, initializer=tf.random_normal_initializer()) * wscale
+    return tf.get_variable('weight', shape=shape, initializer=tf.random_normal_initializer(0, std))
+
+
+def dense(x, fmaps, gain=np.sqrt(2), use_wscale=False):
+    if len(x.shape) > 2:
+        x = tf.reshape(x, [-1, int(np.prod(x.shape.as_list()[1:]))])
+    w = get_weight([x.shape.as_list()[1], fmaps], gain=gain, use_wscale=use_wscale)
+    return tf.matmul(x, tf.cast(w, x.dtype))
+
+
+def conv2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False):
+    w = get_weight([kernel, kernel, x.shape.as_list()[-1], fmaps], gain=gain, use_wscale=use_wscale)
+    return tf.nn.conv2d(x, tf.cast(w, x.dtype), strides=[1, 1, 1, 1], padding='SAME', data_format='NHWC')
+
+
+def apply_bias(x):
+    b = tf.get_variable('bias', shape=[x.shape.as_list()[-1]], initializer=tf.zeros_initializer())
+    return x + tf.cast(b, x.dtype)
+
+
+def leaky_relu(x, alpha=0.2):
+    return tf.maximum(x * alpha, x)
+
+
+def pixel_norm(x, epsilon=1e-8):
+    """Normalise every pixel's feature vector to unit average square, over the channel (last) axis."""
+    return x * tf.rsqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True) + epsilon)
+
+
+def upscale2d(x, factor=2):
+    """Nearest-neighbour upscaling of NHWC images."""
+    if factor == 1:
+        return x
+    _, height, width, channels = x.shape.as_list()
+    x = tf.reshape(x, [-1, height, 1, width, 1, channels])
+    x = tf.tile(x, [1, 1, factor, 1, factor, 1])
+    return tf.reshape(x, [-1, height * factor, width * factor, channels])
+
+
+def downscale2d(x, factor=2):
+    """Box-filter (average) downscaling of NHWC images."""
+    if factor == 1:
+        return x
+    ksize = [1, factor, factor, 1]
+    return tf.nn.avg_pool(x, ksize=ksize, strides=ksize, padding='VALID', data_format='NHWC')
+
+
+def _fused_kernel(w):
+    """Pad a 3x3 kernel to 5x5 and sum its four shifted 4x4 windows: one stride-2 op then does the
+    resampling and the convolution together."""
+    w = tf.pad(w, [[1, 1], [1, 1], [0, 0], [0, 0]], mode='CONSTANT')
+    return tf.add_n([w[1:, 1:], w[:-1, 1:], w[1:, :-1], w[:-1, :-1]])
+
+
+def upscale2d_conv2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False):
+    """Nearest upscale x2 followed by a conv, as one transposed convolution.  The variable is stored
+    [k, k, out, in] (the transposed-convolution filter layout) with fan-in k*k*in."""
+    _, height, width, channels = x.shape.as_list()
+    w = get_weight([kernel, kernel, fmaps, channels], gain=gain, use_wscale=use_wscale,
+                   fan_in=kernel * kernel * channels)
+    w = tf.cast(_fused_kernel(w), x.dtype)
+    output_shape = tf.stack([tf.shape(x)[0], height * 2, width * 2, fmaps])
+    x = tf.nn.conv2d_transpose(x, w, output_shape, strides=[1, 2, 2, 1], padding='SAME', data_format='NHWC')
+    x.set_shape([None, height * 2, width * 2, fmaps])
+    return x
+
+
+def conv2d_downscale2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False):
+    """A conv followed by 2x2 average downscaling, as one stride-2 convolution."""
+    w = get_weight([kernel, kernel, x.shape.as_list()[-1], fmaps], gain=gain, use_wscale=use_wscale)
+    w = tf.cast(_fused_kernel(w) * 0.25, x.dtype)
+    return tf.nn.conv2d(x, w, strides=[1, 2, 2, 1], padding='SAME', data_format='NHWC')
+
+
+def minibatch_stddev_layer(x, group_size=4):
+    """Append one feature map: the average standard deviation of features over a group of samples.
+
+    Sample n belongs to group n mod (N / G) (the minibatch is split as [G, N/G]); variance is the biased one.
+    """
+    group_size = tf.minimum(group_size, tf.shape(x)[0])
+    _, height, width, channels = x.shape.as_list()
+    y = tf.reshape(x, [group_size, -1, height, width, channels])
+    y = tf.cast(y, tf.float32)
+    y -= tf.reduce_mean(y, axis=0, keepdims=True)
+    y = tf.reduce_mean(tf.square(y), axis=0)
+    y = tf.sqrt(y + 1e-8)
+    y = tf.reduce_mean(y, axis=[1, 2, 3], keepdims=True)
+    y = tf.cast(y, x.dtype)
+    y = tf.tile(y, [group_size, height, width, 1])
+    return tf.concat([x, y], axis=-1)
+
+
+def lerp_clip(a, b, t):
+    """a + (b - a) * t with t clipped to [0, 1]: the fade-in between two resolutions."""
+    return a + (b - a) * tf.clip_by_value(t, 0.0, 1.0)
+
+
+def channels_last_from_first(x, channels, size):
+    """[N, C*size*size] laid out channel-first (as the original NCHW weights expect) -> NHWC [N, size, size, C]."""
+    return tf.transpose(tf.reshape(x, [-1, channels, size, size]), [0, 2, 3, 1])
+
+
+def flatten_channel_first(x):
+    """NHWC -> [N, C*H*W] in channel-first order (index c*H*W + h*W + w), matching the original weights."""
+    _, height, width, channels = x.shape.as_list()
+    return tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, channels * height * width])
+
+
+def feature_maps(fmap_base, fmap_decay, fmap_max):
+    """nf(stage): the number of feature maps at a stage (stage 1 is 4x4, stage 2 is 8x8, ...)."""
+    return lambda stage: min(int(fmap_base / (2.0 ** (stage * fmap_decay))), fmap_max)
+
+
+def _check_graph_resolution(resolution, graph_resolution):
+    resolution_log2 = int(np.log2(resolution))
+    if resolution != 2 ** resolution_log2 or resolution < 4:
+        raise ValueError('resolution must be a power of two >= 4, got %r' % resolution)
+    graph_resolution = graph_resolution or resolution
+    graph_log2 = int(np.log2(graph_resolution))
+    if graph_resolution != 2 ** graph_log2 or not 2 <= graph_log2 <= resolution_log2:
+        raise ValueError('graph_resolution must be a power of two in [4, %d], got %r' % (resolution, graph_resolution))
+    return resolution_log2, graph_log2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generator
+
+
+def G_paper(latents_in, labels_in,
+            num_channels=1,             # 1 for grayscale CT
+            resolution=64,              # output size
+            label_size=0,               # width of the one-hot label input, 0 = unconditional
+            fmap_base=8192,             # feature maps: nf(stage) = min(fmap_base / 2^(stage*fmap_decay), fmap_max)
+            fmap_decay=1.0,
+            fmap_max=512,
+            latent_size=None,           # default nf(0)
+            normalize_latents=True,     # pixel-norm the input vector
+            use_wscale=True,            # equalized learning rate
+            use_pixelnorm=True,         # pixel-wise feature normalisation after every conv
+            pixelnorm_epsilon=1e-8,
+            use_leakyrelu=True,         # leaky ReLU (slope 0.2) instead of ReLU
+            dtype='float32',            # compute type: 'float16'/'bfloat16' for reduced precision; weights stay float32
+            fused_scale=True,           # one transposed conv instead of upscale + conv
+            graph_resolution=None,      # build only up to this resolution and output images of this size
+            **_ignored):                # settings of other code paths found in old pickles (e.g. `structure`)
+    resolution_log2, graph_log2 = _check_graph_resolution(resolution, graph_resolution)
+    nf = feature_maps(fmap_base, fmap_decay, fmap_max)
+    if latent_size is None:
+        latent_size = nf(0)
+    act = leaky_relu if use_leakyrelu else tf.nn.relu
+    PN = (lambda x: pixel_norm(x, epsilon=pixelnorm_epsilon)) if use_pixelnorm else (lambda x: x)
+
+    latents_in.set_shape([None, latent_size])
+    labels_in.set_shape([None, label_size])
+    combo_in = tf.cast(tf.concat([latents_in, labels_in], axis=1), dtype)
+    lod_in = tf.cast(tf.get_variable('lod', initializer=np.float32(0.0), trainable=False), dtype)
+
+    def block(x, res):
+        with tf.variable_scope('%dx%d' % (2 ** res, 2 ** res)):
+            if res == 2:
+                if normalize_latents:
+                    x = pixel_norm(x, epsilon=pixelnorm_epsilon)
+                with tf.variable_scope('Dense'):
+                    # gain sqrt(2)/4 as in the original (it matched an older Theano implementation).
+                    x = dense(x, fmaps=nf(res - 1) * 16, gain=np.sqrt(2) / 4, use_wscale=use_wscale)
+                    x = channels_last_from_first(x, nf(res - 1), 4)
+                    x = PN(act(apply_bias(x)))
+                with tf.variable_scope('Conv'):
+                    x = PN(act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale))))
+            else:
+                if fused_scale:
+                    with tf.variable_scope('Conv0_up'):
+                        x = upscale2d_conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale)
+                        x = PN(act(apply_bias(x)))
+                else:
+                    x = upscale2d(x)
+                    with tf.variable_scope('Conv0'):
+                        x = PN(act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale))))
+                with tf.variable_scope('Conv1'):
+                    x = PN(act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale))))
+            return x
+
+    def torgb(x, res):
+        with tf.variable_scope('ToRGB_lod%d' % (resolution_log2 - res)):
+            return apply_bias(conv2d(x, fmaps=num_channels, kernel=1, gain=1, use_wscale=use_wscale))
+
+    # Grow from 4x4: at each resolution the image is the new block's ToRGB faded in over the upscaled image of
+    # the resolution below, by how far lod is below that resolution's level.
+    x = block(combo_in, 2)
+    images_out = torgb(x, 2)
+    for res in range(3, graph_log2 + 1):
+        x = block(x, res)
+        images_out = lerp_clip(torgb(x, res), upscale2d(images_out), lod_in - (resolution_log2 - res))
+    return tf.identity(tf.cast(images_out, tf.float32), name='images_out')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Discriminator
+
+
+def D_paper(images_in,                  # NHWC [N, graph_resolution, graph_resolution, num_channels]
+            num_channels=1,
+            resolution=64,
+            label_size=0,               # >0: auxiliary classifier outputs (AC-GAN)
+            fmap_base=8192,
+            fmap_decay=1.0,
+            fmap_max=512,
+            use_wscale=True,
+            mbstd_group_size=4,         # minibatch stddev group size; 0 or 1 turns it off
+            dtype='float32',
+            fused_scale=True,           # one stride-2 conv instead of conv + downscale
+            graph_resolution=None,      # take images of this size and build only the blocks they need
+            **_ignored):
+    resolution_log2, graph_log2 = _check_graph_resolution(resolution, graph_resolution)
+    nf = feature_maps(fmap_base, fmap_decay, fmap_max)
+    act = leaky_relu
+
+    images_in.set_shape([None, 2 ** graph_log2, 2 ** graph_log2, num_channels])
+    images_in = tf.cast(images_in, dtype)
+    lod_in = tf.cast(tf.get_variable('lod', initializer=np.float32(0.0), trainable=False), dtype)
+
+    def fromrgb(x, res):
+        with tf.variable_scope('FromRGB_lod%d' % (resolution_log2 - res)):
+            return act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=1, use_wscale=use_wscale)))
+
+    def block(x, res):
+        with tf.variable_scope('%dx%d' % (2 ** res, 2 ** res)):
+            if res >= 3:
+                with tf.variable_scope('Conv0'):
+                    x = act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale)))
+                if fused_scale:
+                    with tf.variable_scope('Conv1_down'):
+                        x = act(apply_bias(conv2d_downscale2d(x, fmaps=nf(res - 2), kernel=3,
+                                                              use_wscale=use_wscale)))
+                else:
+                    with tf.variable_scope('Conv1'):
+                        x = act(apply_bias(conv2d(x, fmaps=nf(res - 2), kernel=3, use_wscale=use_wscale)))
+                    x = downscale2d(x)
+            else:
+                if mbstd_group_size > 1:
+                    x = minibatch_stddev_layer(x, mbstd_group_size)
+                with tf.variable_scope('Conv'):
+                    x = act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale)))
+                with tf.variable_scope('Dense0'):
+                    x = act(apply_bias(dense(flatten_channel_first(x), fmaps=nf(res - 2), use_wscale=use_wscale)))
+                with tf.variable_scope('Dense1'):
+                    x = apply_bias(dense(x, fmaps=1 + label_size, gain=1, use_wscale=use_wscale))
+            return x
+
+    # Mirror of the generator: each block's output fades over FromRGB of the input box-downscaled once more.
+    images = images_in
+    x = fromrgb(images, graph_log2)
+    for res in range(graph_log2, 2, -1):
+        x = block(x, res)
+        images = downscale2d(images)
+        x = lerp_clip(x, fromrgb(images, res - 1), lod_in - (resolution_log2 - res))
+    combo_out = tf.cast(block(x, 2), tf.float32)
+    scores_out = tf.identity(combo_out[:, :1], name='scores_out')
+    labels_out = tf.identity(combo_out[:, 1:], name='labels_out')
+    return scores_out, labels_out
