@@ -15,7 +15,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
 @contextlib.contextmanager
-def _native_stderr_captured():
+def native_stderr_captured():
     """Hold back what native code writes to fd 2 while importing; replay it only if the import fails."""
     try:
         saved = os.dup(2)
@@ -38,7 +38,7 @@ def _native_stderr_captured():
             os.close(saved)
 
 
-with _native_stderr_captured():
+with native_stderr_captured():
     try:
         import tensorflow.compat.v1 as tf
         tf.disable_v2_behavior()
