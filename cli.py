@@ -53,3 +53,9 @@ def nonnegative_int(text):
 def progress(total, desc, unit='img', **kwargs):
     """A tqdm bar on stderr that stays quiet when stderr is not a terminal (logs, CI, tests)."""
     return tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False, dynamic_ncols=True, **kwargs)
+
+
+def progress_write(line, stream=sys.stdout):
+    """Print a line without tearing an active progress bar."""
+    tqdm.write(line, file=stream)
+    stream.flush()

@@ -393,7 +393,7 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
                         planes = nodule_planes(image, nodule.point, spacing=spacing, slices=slices,
                                                resolution=resolution)
                     except RowSkipped as skip:
-                        skipped.append((nodule.row, skip.reason, '%s (%s)' % (skip.message, sources[uid].path)))
+                        skipped.append((nodule.row, skip.reason, '%s: %s' % (sources[uid].path, skip.message)))
                         continue
                     planes_by_row[nodule.row] = planes
                     scan_by_row[nodule.row] = sources[uid].path

@@ -255,3 +255,40 @@ def write_dataset(out_dir, images, labels=None, metadata=None, overwrite=False, 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training input
+
+
+def training_batches(dataset_dir, resolution_log2, minibatch, labels=None, mirror=False, seed=None,
+                     shuffle_buffer=4096):
+    """Endless shuffled minibatches of one resolution as graph tensors, with no feeding from Python.
+
+    Returns (images, labels): float32 NHWC in the networks' range -1..1, and float32 [minibatch, label_size]
+    (label_size 0 without labels).  `mirror` flips half of the images horizontally at random.
+    """
+    path = tfrecord_path(dataset_dir, resolution_log2)
+    _, first = next(iterate_images(path))
+    shape = list(first.shape)
+    features = {'shape': tf.FixedLenFeature([3], tf.int64), 'data': tf.FixedLenFeature([], tf.string)}
+
+    def parse(record):
+        data = tf.decode_raw(tf.parse_single_example(record, features)['data'], tf.uint8)
+        return tf.reshape(data, shape)
+
+    images = tf.data.TFRecordDataset(path).map(parse).cache()
+    label_array = np.zeros((0, 0), np.float32) if labels is None else np.asarray(labels, np.float32)
+    if labels is None:
+        data = images.map(lambda image: (image, tf.zeros([0], tf.float32)))
+    else:
+        data = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(label_array)))
+    data = data.shuffle(shuffle_buffer, seed=seed).repeat().batch(minibatch, drop_remainder=True).prefetch(2)
+    image_batch, label_batch = data.make_one_shot_iterator().get_next()
+    image_batch = tf.transpose(tf.cast(image_batch, tf.float32), [0, 2, 3, 1]) / 127.5 - 1.0
+    if mirror:
+        flip = tf.random_uniform([minibatch], 0.0, 1.0, seed=seed) < 0.5
+        image_batch = tf.where(flip, tf.reverse(image_batch, axis=[2]), image_batch)
+    image_batch.set_shape([minibatch] + shape[1:] + shape[:1])
+    label_batch.set_shape([minibatch, label_array.shape[1] if labels is not None else 0])
+    return image_batch, label_batch

@@ -41,6 +41,7 @@ def native_stderr_captured():
 with native_stderr_captured():
     try:
         import tensorflow.compat.v1 as tf
+        tf.logging.set_verbosity(tf.logging.ERROR)  # before the switch, which logs deprecation notices
         tf.disable_v2_behavior()
         IS_TF2 = True
     except ImportError:

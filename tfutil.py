@@ -25,21 +25,38 @@ def session_config(num_threads=0):
     return config
 
 
-def init_tf(seed=None, num_threads=0):
-    """Make a default graph and session (the TF1 idiom the rest of the code relies on) and return the session."""
+def init_tf(seed=None, num_threads=0, cpu_devices=1):
+    """Make a default graph and session (the TF1 idiom the rest of the code relies on) and return the session.
+
+    `cpu_devices` > 1 splits the CPU into that many logical devices (to run multi-device training without GPUs).
+    """
     if tf.get_default_session() is not None:
         return tf.get_default_session()
     if seed is not None:
         tf.set_random_seed(seed)
+    config = session_config(num_threads)
+    if cpu_devices > 1:
+        config.device_count['CPU'] = cpu_devices
     with native_stderr_captured():  # CUDA probing on GPU-less machines logs errors that are not ours
-        session = tf.Session(config=session_config(num_threads))
+        session = tf.Session(config=config)
     session._default_session_context = session.as_default()  # keep it the default for the process' lifetime
     session._default_session_context.__enter__()
     return session
 
 
+def run_session():
+    return tf.get_default_session()
+
+
 def run(*args, **kwargs):
     return tf.get_default_session().run(*args, **kwargs)
+
+
+def initialize_uninitialized_vars():
+    """Initialise exactly the variables that have no value yet (new optimizer slots, say), leaving loaded ones."""
+    variables = tf.global_variables()
+    flags = run([tf.is_variable_initialized(v) for v in variables])
+    run([v.initializer for v, ready in zip(variables, flags) if not ready])
 
 
 def unique_scope(name):
@@ -120,6 +137,17 @@ class Network(object):
 
     def copy_vars_from(self, other):
         self.set_vars(other.get_vars())
+
+    def setup_as_moving_average_of(self, src, beta=0.999, beta_nontrainable=0.0):
+        """An op that moves this network's weights towards `src`'s: w <- src + (w - src) * beta.  With
+        beta_nontrainable 0 the non-trainables (lod) are copied.  This is how Gs follows G."""
+        updates = []
+        with tf.name_scope(self.scope + '/_moving_average/'):
+            for name, var in self.vars.items():
+                if name in src.vars:
+                    rate = beta if name in self.trainables else beta_nontrainable
+                    updates.append(tf.assign(var, src.vars[name] + (var - src.vars[name]) * rate))
+        return tf.group(*updates)
 
     def clone(self, name=None):
         copy = Network(name or self.name, self.build_func_name, **self.static_kwargs)

@@ -1,0 +1,313 @@
+"""1-dataset_display.py end to end: real TFRecords in, real PNGs out, one clear line on stderr for bad input."""
+import importlib.util
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, assert_clean_failure, run_script
+from tfcompat import tf, tfrecord_iterator, TFRecordWriter
+
+SCRIPT = '1-dataset_display.py'
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Independent helpers: TFRecords written and read here with TensorFlow's own writer and reader.
+
+
+def example(shape, data):
+    return tf.train.Example(features=tf.train.Features(feature={
+        'shape': tf.train.Feature(int64_list=tf.train.Int64List(value=list(shape))),
+        'data': tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))}))
+
+
+def write_records(path, examples):
+    writer = TFRecordWriter(str(path))
+    for ex in examples:
+        writer.write(ex.SerializeToString())
+    writer.close()
+    return str(path)
+
+
+def write_images(path, images):
+    return write_records(path, [example(image.shape, image.tobytes()) for image in images])
+
+
+def read_records(path):
+    """uint8 [N, C, H, W] read with TensorFlow's reader and decoded here."""
+    images = []
+    for serialized in tfrecord_iterator(str(path)):
+        features = tf.train.Example.FromString(serialized).features.feature
+        shape = list(features['shape'].int64_list.value)
+        images.append(np.frombuffer(features['data'].bytes_list.value[0], dtype=np.uint8).reshape(shape))
+    return np.stack(images)
+
+
+def random_images(n, c=1, size=16, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, size=(n, c, size, size)).astype(np.uint8)
+
+
+def read_png(path):
+    with Image.open(str(path)) as image:
+        image.load()
+        return image.mode, np.array(image)
+
+
+def files_under(directory):
+    """{relative path: bytes} of every file below `directory` (hidden staging folders included)."""
+    result = {}
+    for root, _, files in os.walk(str(directory)):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, 'rb') as f:
+                result[os.path.relpath(path, str(directory))] = f.read()
+    return result
+
+
+def pngs_under(directory):
+    return sorted(name for name in files_under(directory) if name.lower().endswith('.png'))
+
+
+def assert_pngs_match(outdir, planes):
+    """outdir holds dataset_img_0..N-1.png, each 8-bit grayscale and equal to the given [N, H, W] planes."""
+    for index, plane in enumerate(planes):
+        mode, array = read_png(os.path.join(str(outdir), 'dataset_img_%d.png' % index))
+        assert mode == 'L', (index, mode)
+        assert array.dtype == np.uint8
+        np.testing.assert_array_equal(array, plane, err_msg='dataset_img_%d.png' % index)
+    assert not os.path.exists(os.path.join(str(outdir), 'dataset_img_%d.png' % len(planes)))
+
+
+def contains_tile(mosaic, tile):
+    h, w = tile.shape[:2]
+    return any(np.array_equal(mosaic[y:y + h, x:x + w], tile)
+               for y in range(mosaic.shape[0] - h + 1) for x in range(mosaic.shape[1] - w + 1))
+
+
+def one_error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def assert_mentions(line, *alternatives):
+    assert any(word in line.lower() for word in alternatives), (alternatives, line)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interface
+
+
+def test_help_text():
+    result = run_script(SCRIPT, '-h')
+    assert result.returncode == 0, result.stderr
+    text = ' '.join(result.stdout.split())   # argparse may wrap lines
+    assert 'Dataset demo pipeline: transform picture from tfrecords file to png format' in text
+    for option, help_text in [('--tfrecords', 'the tfrecords file path'),
+                              ('--number', 'set the number of dataset images to show'),
+                              ('--outdir', 'the output path')]:
+        assert option in text
+        assert help_text in text
+
+
+def load_display_module():
+    spec = importlib.util.spec_from_file_location('dataset_display_script', os.path.join(ROOT, SCRIPT))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_defaults():
+    args = load_display_module().parse_args([])
+    assert args.tfrecords == 'processData/AIS/AIS-r06.tfrecords'
+    assert args.number == 10
+    assert args.outdir == 'demo/output'
+
+
+def test_options_parse():
+    args = load_display_module().parse_args(['--tfrecords', 'a/b-r03.tfrecords', '--number', '3', '--outdir', 'o'])
+    assert (args.tfrecords, args.number, args.outdir) == ('a/b-r03.tfrecords', 3, 'o')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Good input
+
+
+def test_pngs_equal_plane_0_of_records_with_mosaic_and_rerun(tmp_path):
+    images = random_images(6, seed=1)
+    images[0, 0] = 0
+    images[1, 0] = 255
+    path = write_images(tmp_path / 'set-r04.tfrecords', images)
+    outdir = tmp_path / 'out' / 'nested'
+    args = ['--tfrecords', path, '--number', 4, '--outdir', outdir, '--grid', 'mosaic.png']
+    result = run_script(SCRIPT, *args)
+    assert result.returncode == 0, result.stderr
+    records = read_records(path)
+    assert_pngs_match(outdir, records[:4, 0])
+    assert sorted(os.listdir(str(outdir))) == ['dataset_img_%d.png' % i for i in range(4)] + ['mosaic.png']
+    mode, mosaic = read_png(outdir / 'mosaic.png')
+    assert mode == 'L'
+    assert mosaic.size >= 4 * 16 * 16
+    for plane in records[:4, 0]:
+        assert contains_tile(mosaic, plane)
+    assert not contains_tile(mosaic, records[5, 0])
+
+    before = files_under(tmp_path)
+    again = run_script(SCRIPT, *args)
+    assert again.returncode == 0, again.stderr
+    assert files_under(tmp_path) == before   # the same command twice: identical files, no leftovers
+
+
+def test_rgb_records_with_and_without_rgb_flag(tmp_path):
+    images = random_images(3, c=3, seed=2)
+    path = write_images(tmp_path / 'colour-r04.tfrecords', images)
+    gray_out, rgb_out = tmp_path / 'gray', tmp_path / 'rgb'
+    result = run_script(SCRIPT, '--tfrecords', path, '--number', 3, '--outdir', gray_out)
+    assert result.returncode == 0, result.stderr
+    assert_pngs_match(gray_out, read_records(path)[:, 0])      # plane 0 only
+
+    result = run_script(SCRIPT, '--tfrecords', path, '--number', 3, '--outdir', rgb_out, '--rgb')
+    assert result.returncode == 0, result.stderr
+    for index, image in enumerate(read_records(path)):
+        mode, array = read_png(rgb_out / ('dataset_img_%d.png' % index))
+        assert mode == 'RGB'
+        np.testing.assert_array_equal(array, image.transpose(1, 2, 0))
+
+
+def test_lower_resolution_file_of_a_dataset_and_default_number(tmp_path):
+    import dataset
+    directory = str(tmp_path / 'AIS')
+    dataset.write_dataset(directory, random_images(12, size=32, seed=3))
+    path = os.path.join(directory, 'AIS-r03.tfrecords')
+    outdir = tmp_path / 'out'
+    result = run_script(SCRIPT, '--tfrecords', path, '--outdir', outdir)   # default --number 10
+    assert result.returncode == 0, result.stderr
+    records = read_records(path)
+    assert records.shape == (12, 1, 8, 8)
+    assert_pngs_match(outdir, records[:10, 0])
+    assert len(pngs_under(outdir)) == 10
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: one line on stderr, exit status != 0, no traceback, no PNG written.
+
+
+def run_bad(tmp_path, tfrecords, *extra):
+    outdir = tmp_path / 'out'
+    result = run_script(SCRIPT, '--tfrecords', tfrecords, '--outdir', outdir, *extra)
+    assert_clean_failure(result)
+    assert pngs_under(tmp_path) == []     # neither in the outdir nor anywhere else
+    return one_error_line(result)
+
+
+def test_missing_file(tmp_path):
+    path = str(tmp_path / 'nothing-r06.tfrecords')
+    line = run_bad(tmp_path, path)
+    assert path in line
+    assert_mentions(line, 'no such', 'not found', 'does not exist', 'missing')
+
+
+def test_directory_instead_of_file(tmp_path):
+    path = tmp_path / 'folder-r06.tfrecords'
+    path.mkdir()
+    line = run_bad(tmp_path, path)
+    assert str(path) in line
+    assert_mentions(line, 'directory')
+
+
+def test_not_a_tfrecords_file(tmp_path):
+    path = tmp_path / 'noise-r06.tfrecords'
+    path.write_bytes(np.random.RandomState(4).randint(0, 256, 5000).astype(np.uint8).tobytes())
+    line = run_bad(tmp_path, path)
+    assert str(path) in line
+    assert_mentions(line, 'tfrecord', 'corrupt')
+
+
+def test_truncated_file(tmp_path):
+    path = write_images(tmp_path / 'cut-r04.tfrecords', random_images(4, seed=5))
+    with open(path, 'rb') as f:
+        raw = f.read()
+    with open(path, 'wb') as f:
+        f.write(raw[:len(raw) * 5 // 8])     # two and a half records
+    line = run_bad(tmp_path, path, '--number', 3)
+    assert path in line
+    assert_mentions(line, 'truncated', 'corrupt')
+
+
+def test_corrupted_checksum(tmp_path):
+    path = write_images(tmp_path / 'crc-r04.tfrecords', random_images(4, seed=6))
+    with open(path, 'rb') as f:
+        raw = bytearray(f.read())
+    record = len(raw) // 4                    # equal-length records; flip a payload byte of record 1
+    raw[record + record // 2] ^= 0xFF
+    with open(path, 'wb') as f:
+        f.write(bytes(raw))
+    line = run_bad(tmp_path, path, '--number', 4)
+    assert path in line
+    assert_mentions(line, 'checksum', 'corrupt', 'crc')
+
+
+def test_records_without_shape_and_data(tmp_path):
+    other = tf.train.Example(features=tf.train.Features(feature={
+        'image_raw': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'\x07' * 256])),
+        'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))}))
+    path = write_records(tmp_path / 'other-r04.tfrecords', [other, other])
+    line = run_bad(tmp_path, path, '--number', 2)
+    assert path in line
+    assert_mentions(line, 'shape')
+
+
+def test_data_of_wrong_length(tmp_path):
+    good = random_images(1, seed=7)[0]
+    path = write_records(tmp_path / 'short-r04.tfrecords',
+                         [example(good.shape, good.tobytes()), example([1, 16, 16], good.tobytes()[:200])])
+    line = run_bad(tmp_path, path, '--number', 2)
+    assert path in line
+    assert_mentions(line, 'bytes', 'length', 'size')
+
+
+@pytest.mark.parametrize('number', ['0', '-3'])
+def test_number_must_be_positive(tmp_path, number):
+    path = write_images(tmp_path / 'ok-r04.tfrecords', random_images(2, seed=8))
+    line = run_bad(tmp_path, path, '--number', number)
+    assert '--number' in line
+
+
+def test_number_larger_than_the_file_holds(tmp_path):
+    path = write_images(tmp_path / 'five-r04.tfrecords', random_images(5, seed=9))
+    line = run_bad(tmp_path, path, '--number', 7)
+    assert path in line
+    assert re.search(r'\b5\b', line.replace(path, '')), line
+
+
+def test_outdir_is_an_existing_file(tmp_path):
+    path = write_images(tmp_path / 'ok-r04.tfrecords', random_images(2, seed=10))
+    outfile = tmp_path / 'out'
+    outfile.write_bytes(b'not a folder')
+    result = run_script(SCRIPT, '--tfrecords', path, '--number', 2, '--outdir', outfile)
+    assert_clean_failure(result)
+    line = one_error_line(result)
+    assert str(outfile) in line
+    assert outfile.read_bytes() == b'not a folder'
+    assert pngs_under(tmp_path) == []
+
+
+def test_existing_different_png_needs_overwrite(tmp_path):
+    images = random_images(3, seed=11)
+    path = write_images(tmp_path / 'ok-r04.tfrecords', images)
+    outdir = tmp_path / 'out'
+    outdir.mkdir()
+    Image.fromarray(np.full((16, 16), 9, dtype=np.uint8), 'L').save(str(outdir / 'dataset_img_0.png'))
+    before = files_under(outdir)
+    result = run_script(SCRIPT, '--tfrecords', path, '--number', 3, '--outdir', outdir)
+    assert_clean_failure(result)
+    line = one_error_line(result)
+    assert 'dataset_img_0.png' in line
+    assert files_under(outdir) == before          # not replaced, and none of the others written
+
+    result = run_script(SCRIPT, '--tfrecords', path, '--number', 3, '--outdir', outdir, '--overwrite')
+    assert result.returncode == 0, result.stderr
+    assert_pngs_match(outdir, read_records(path)[:, 0])
+    assert sorted(os.listdir(str(outdir))) == ['dataset_img_0.png', 'dataset_img_1.png', 'dataset_img_2.png']
