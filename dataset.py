@@ -197,6 +197,15 @@ def check_image_batch(images, source='images'):
     return images
 
 
+def check_new_dataset_dir(out_dir, overwrite=False):
+    """Fail before any work when `out_dir` may not receive a new dataset."""
+    if os.path.exists(out_dir):
+        if not os.path.isdir(out_dir):
+            raise UserError('%s: exists and is not a directory' % out_dir)
+        if os.listdir(out_dir) and not overwrite:
+            raise UserError('%s: already exists and is not empty; nothing was written (use --overwrite)' % out_dir)
+
+
 def write_dataset(out_dir, images, labels=None, metadata=None, overwrite=False, progress=None):
     """Write the full multi-resolution set for uint8 [N, C, H, W] `images` into the new directory `out_dir`.
 
@@ -206,11 +215,7 @@ def write_dataset(out_dir, images, labels=None, metadata=None, overwrite=False, 
     """
     images = check_image_batch(images, out_dir)
     out_dir = os.path.normpath(out_dir)
-    if os.path.exists(out_dir):
-        if not os.path.isdir(out_dir):
-            raise UserError('%s: exists and is not a directory' % out_dir)
-        if os.listdir(out_dir) and not overwrite:
-            raise UserError('%s: already exists and is not empty; nothing was written (use --overwrite)' % out_dir)
+    check_new_dataset_dir(out_dir, overwrite)
     if labels is not None:
         labels = np.asarray(labels, dtype=np.float32)
         if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
@@ -275,7 +280,7 @@ def training_batches(dataset_dir, resolution_log2, minibatch, labels=None, mirro
 
     def parse(record):
         data = tf.decode_raw(tf.parse_single_example(record, features)['data'], tf.uint8)
-        return tf.reshape(data, shape)
+        return tf.cast(tf.reshape(data, shape), tf.float32)
 
     images = tf.data.TFRecordDataset(path).map(parse).cache()
     label_array = np.zeros((0, 0), np.float32) if labels is None else np.asarray(labels, np.float32)
@@ -285,7 +290,7 @@ def training_batches(dataset_dir, resolution_log2, minibatch, labels=None, mirro
         data = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(label_array)))
     data = data.shuffle(shuffle_buffer, seed=seed).repeat().batch(minibatch, drop_remainder=True).prefetch(2)
     image_batch, label_batch = data.make_one_shot_iterator().get_next()
-    image_batch = tf.transpose(tf.cast(image_batch, tf.float32), [0, 2, 3, 1]) / 127.5 - 1.0
+    image_batch = tf.transpose(image_batch, [0, 2, 3, 1]) / 127.5 - 1.0
     if mirror:
         flip = tf.random_uniform([minibatch], 0.0, 1.0, seed=seed) < 0.5
         image_batch = tf.where(flip, tf.reverse(image_batch, axis=[2]), image_batch)

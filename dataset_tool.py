@@ -216,6 +216,9 @@ def compare(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.command.startswith('create_'):
+        import dataset
+        dataset.check_new_dataset_dir(args.out_dir, args.overwrite)  # before minutes of work, not after
     args.func(args)
 
 

@@ -109,6 +109,14 @@ def _check_state(path, role, state):
             and isinstance(v[1], (np.ndarray, np.generic))  # the original stored `lod` as a NumPy scalar
             for v in variables):
         raise UserError('%s: network %s has malformed variables' % (path, role))
+    names = [name for name, _ in variables]
+    repeated = sorted(set(name for name in names if names.count(name) > 1))
+    if repeated:
+        raise UserError('%s: network %s lists variable(s) %s more than once' % (path, role, ', '.join(repeated)))
+    for name, value in variables:
+        if value.dtype.kind not in 'fiu':  # weights are real numbers; refuse strings, objects, complex, bool
+            raise UserError('%s: network %s variable %s holds %s values, not real numbers'
+                            % (path, role, name, value.dtype))
 
 
 def network_from_state(state, path='<state>'):

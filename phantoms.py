@@ -15,19 +15,23 @@ windowed and quantised to uint8.
 
 Reproducibility: every patch has its own random stream, seeded from
 (seed, subtype, patch index), so the first N patches of a larger run equal a
-run of N.  Per-pixel maths uses only + - * / sqrt, min and max (correctly
-rounded in IEEE 754), and scalar trigonometry goes through Python's math
-module (the C library), so NumPy 1.16 and NumPy 2.x - whose SIMD exp, sin
-and pow may differ in the last bit - give identical bytes on the same machine.
+run of N.  Array maths uses only + - * / sqrt, min, max, floor and rint
+(exact or correctly rounded in IEEE 754), sums run in a fixed order, and
+trigonometry and exp go through Python's math module (the C library) on
+scalars.  So NumPy 1.16 and NumPy 2.x - whose SIMD exp, sin and pow may
+differ in the last bit - give identical bytes on the same machine.
 """
 import math
+from itertools import accumulate
 
 import numpy as np
 
 SUBTYPES = ('AIS', 'MIA', 'IAC')
 _SUBTYPE_CODES = {'AIS': 0x41495301, 'MIA': 0x4D494102, 'IAC': 0x49414303}
 _CHUNK = 32           # patches rendered together; the output does not depend on it
-_SAMPLE = 0.5         # spacing (px) of the area samples that paint vessels and spicules
+_STEP = 1.0           # spacing (px) of points along vessel and spicule centre lines
+_SAMPLE = 0.5         # spacing (px) of the area samples that paint them
+_SUBSTEPS = 2         # area samples along the line per centre-line point
 _HARMONICS = 6        # Fourier terms in a nodule outline
 _TAU = 2.0 * math.pi
 
@@ -36,11 +40,6 @@ def _smoothstep(t):
     """0 for t <= -1, 1 for t >= 1, a smooth cubic in between (a polynomial, so bit-exact everywhere)."""
     u = np.minimum(np.maximum(t * 0.5 + 0.5, 0.0), 1.0)
     return u * u * (3.0 - 2.0 * u)
-
-
-def _ramp(start, stop, n):
-    """Like np.linspace, whose arithmetic has changed between NumPy releases."""
-    return start + (stop - start) * (np.arange(n, dtype=np.float64) / (n - 1))
 
 
 def _gauss_taps(sigma_px):
@@ -110,47 +109,62 @@ class _Geometry(object):
 # ----------------------------------------------------------------------------- vessels and spicules
 
 class _Strokes(object):
-    """Centre lines (x, y, cos, sin, radius, weight per point) and dots (x, y, radius, weight) of one patch."""
+    """Centre-line points (x, y, direction cos/sin, radius, weight) and dots (x, y, radius, weight) of one patch.
+
+    Plain Python lists and floats: branches are short, and NumPy's per-call overhead would dominate.
+    """
 
     def __init__(self):
-        self.lines = []
+        self.columns = ([], [], [], [], [], [])
         self.dots = []
 
-    def add_line(self, x, y, cos_h, sin_h, radius, weight):
-        self.lines.append((x, y, cos_h, sin_h, radius, weight))
+    def add_line(self, *columns):
+        for column, values in zip(self.columns, columns):
+            column.extend(values)
 
 
-def _walk(rs, x0, y0, heading, length_px, curl):
-    """A gently curving path of points _SAMPLE apart."""
-    n = max(2, int(length_px / _SAMPLE))
-    angles = heading + np.cumsum(rs.normal(0.0, curl, n))
-    cos_h = np.array([math.cos(a) for a in angles])    # math, not np.cos: see the module docstring
-    sin_h = np.array([math.sin(a) for a in angles])
-    return x0 + np.cumsum(_SAMPLE * cos_h), y0 + np.cumsum(_SAMPLE * sin_h), cos_h, sin_h, angles[-1]
+def _smooth1(t):
+    """_smoothstep for one Python float."""
+    u = min(max(t * 0.5 + 0.5, 0.0), 1.0)
+    return u * u * (3.0 - 2.0 * u)
+
+
+def _walk(rs, g, x, y, heading, length_mm, curl):
+    """A gently curving path of points _STEP px apart: lists x, y, cos, sin and the final heading.
+
+    curl is the heading's random-walk spread in radians per sqrt(mm), so shapes do not depend on resolution.
+    """
+    n = max(2, int(length_mm * g.px / _STEP))
+    turns = (rs.normal(0.0, curl * math.sqrt(_STEP / g.px), n)).tolist()
+    headings = list(accumulate([heading] + turns))[1:]
+    cs = list(map(math.cos, headings))    # math, not np.cos: see the module docstring
+    ss = list(map(math.sin, headings))
+    xs = list(accumulate([x] + [_STEP * c for c in cs]))[1:]
+    ys = list(accumulate([y] + [_STEP * s for s in ss]))[1:]
+    return xs, ys, cs, ss, headings[-1]
 
 
 def _grow_tree(rs, g, strokes, x, y, heading, radius, budget):
     """Pulmonary vessels: tapering segments that fork into a thicker and a thinner daughter."""
-    limit = 1.6 * g.half
+    limit = 1.6 * g.half    # far enough outside the field of view that nothing there is visible
     min_radius = 0.18 * g.px
     stack = [(x, y, heading, radius, 0, rs.uniform(0.75, 1.0))]
     while stack:
         x, y, heading, radius, depth, weight = stack.pop()
-        xs, ys, cos_h, sin_h, end_heading = _walk(rs, x, y, heading, rs.uniform(6.0, 14.0) * g.px, 0.035)
+        xs, ys, cs, ss, heading = _walk(rs, g, x, y, heading, rs.uniform(6.0, 14.0), 0.06)
         n = len(xs)
-        radii = radius - (radius * rs.uniform(0.05, 0.2) / n) * np.arange(1, n + 1)
-        outside = np.nonzero((np.abs(xs - g.centre) >= limit) | (np.abs(ys - g.centre) >= limit))[0]
-        left = len(outside) > 0
-        weights = np.full(n, weight)
+        taper = radius * rs.uniform(0.05, 0.2) / n
+        radii = [radius - taper * (i + 1) for i in range(n)]
+        weights = [weight] * n
+        left = abs(xs[-1] - g.centre) >= limit or abs(ys[-1] - g.centre) >= limit
         # some branches dive out of the slice instead of forking
         forks = not left and depth < 4 and radii[-1] > min_radius and budget[0] >= 2 and rs.uniform() < 0.8
         if not forks and not left:
             # a vessel ending inside the patch is leaving the slice: partial volume fades it out
-            fade = _smoothstep(_ramp(3.0, -1.0, n))
-            weights, radii = weights * fade, radii * (0.4 + 0.6 * fade)
-        end = outside[0] if left else n
-        if end > 1:
-            strokes.add_line(xs[:end], ys[:end], cos_h[:end], sin_h[:end], radii[:end], weights[:end])
+            fades = [_smooth1(3.0 - 4.0 * i / (n - 1)) for i in range(n)]
+            weights = [weight * f for f in fades]
+            radii = [r * (0.4 + 0.6 * f) for r, f in zip(radii, fades)]
+        strokes.add_line(xs, ys, cs, ss, radii, weights)
         if not forks:
             continue
         side = 1.0 if rs.uniform() < 0.5 else -1.0
@@ -162,7 +176,7 @@ def _grow_tree(rs, g, strokes, x, y, heading, radius, budget):
         for turn, shrink in children:
             if radii[-1] * shrink > min_radius:
                 budget[0] -= 1
-                stack.append((xs[-1], ys[-1], end_heading + turn, radii[-1] * shrink, depth + 1,
+                stack.append((xs[-1], ys[-1], heading + turn, radii[-1] * shrink, depth + 1,
                               weight * rs.uniform(0.85, 1.0)))
 
 
@@ -186,17 +200,23 @@ def _draw_vessels(rs, g, strokes):
 def _area_samples(patches):
     """Expand centre lines and dots of a chunk into (patch, x, y, area) samples on a _SAMPLE grid."""
     parts = []
-    lines = [(b,) + line for b, strokes in enumerate(patches) for line in strokes.lines]
-    if lines:
-        b = np.concatenate([np.full(len(line[1]), line[0], dtype=np.int64) for line in lines])
-        x, y, cos_h, sin_h, radius, weight = [np.concatenate([line[i] for line in lines]) for i in range(1, 7)]
+    lengths = [len(strokes.columns[0]) for strokes in patches]
+    if sum(lengths):
+        b = np.repeat(np.arange(len(patches)), lengths)
+        x, y, cos_h, sin_h, radius, weight = [
+            np.array([v for strokes in patches for v in strokes.columns[i]], dtype=np.float64) for i in range(6)]
         k = int(math.ceil(float(radius.max()) / _SAMPLE))
-        offset = np.arange(-k, k + 1) * _SAMPLE
+        across = np.arange(-k, k + 1) * _SAMPLE
         # exact 1-D overlap of each sample's cell with the vessel's cross-section, so thin vessels keep their area
-        cover = np.maximum(np.minimum(offset + 0.5 * _SAMPLE, radius[:, None])
-                           - np.maximum(offset - 0.5 * _SAMPLE, -radius[:, None]), 0.0)
-        parts.append((b[:, None] + np.zeros(len(offset), dtype=np.int64), x[:, None] - sin_h[:, None] * offset,
-                      y[:, None] + cos_h[:, None] * offset, cover * (weight * _SAMPLE)[:, None]))
+        cover = np.maximum(np.minimum(across + 0.5 * _SAMPLE, radius[:, None])
+                           - np.maximum(across - 0.5 * _SAMPLE, -radius[:, None]), 0.0)
+        area = cover * (weight * (_STEP / _SUBSTEPS))[:, None]
+        for j in range(_SUBSTEPS):
+            # fill in between centre-line points, which are _STEP apart
+            back = j * _STEP / _SUBSTEPS
+            parts.append((np.broadcast_to(b[:, None], cover.shape),
+                          (x - back * cos_h)[:, None] - sin_h[:, None] * across,
+                          (y - back * sin_h)[:, None] + cos_h[:, None] * across, area))
     dots = [(b,) + dot for b, strokes in enumerate(patches) for dot in strokes.dots]
     if dots:
         b = np.array([dot[0] for dot in dots], dtype=np.int64).reshape(-1, 1, 1)
@@ -205,9 +225,10 @@ def _area_samples(patches):
         offset = np.arange(-k, k + 1) * _SAMPLE
         dx, dy = offset.reshape(1, 1, -1), offset.reshape(1, -1, 1)
         cover = np.minimum(np.maximum((radius - np.sqrt(dx * dx + dy * dy)) / _SAMPLE + 0.5, 0.0), 1.0)
-        parts.append((np.broadcast_to(b, cover.shape), x + dx + 0.0 * dy, y + dy + 0.0 * dx, cover * (weight * _SAMPLE * _SAMPLE)))
+        parts.append((np.broadcast_to(b, cover.shape), x + dx + 0.0 * dy, y + dy + 0.0 * dx,
+                      cover * (weight * _SAMPLE * _SAMPLE)))
     keep = [part[3] > 0.0 for part in parts]
-    return [np.concatenate([part[i][ok] for part, ok in zip(parts, keep)]) for i in range(4)]
+    return [np.concatenate([part[i][ok] for part, ok in zip(parts, keep)] + [np.zeros(0)]) for i in range(4)]
 
 
 def _paint(patches, g):
@@ -216,6 +237,9 @@ def _paint(patches, g):
     side = g.size + 2 * margin
     b, x, y, w = _area_samples(patches)
     x, y = x + margin, y + margin
+    # samples beyond the canvas (branches running outside the field of view) cannot affect it
+    near = (x > -1.0) & (x < side) & (y > -1.0) & (y < side)
+    b, x, y, w = b[near].astype(np.int64), x[near], y[near], w[near]
     x0, y0 = np.floor(x), np.floor(y)
     fx, fy = x - x0, y - y0
     ix, iy = x0.astype(np.int64), y0.astype(np.int64)
@@ -281,12 +305,13 @@ def _draw_nodule(rs, subtype, g, strokes):
             angle = rs.uniform(0.0, _TAU)
             start = 0.8 * _blob_radius(solid, angle)
             length = rs.uniform(4.0, 9.0) if rs.uniform() < 0.3 else rs.uniform(1.5, 4.0)
-            xs, ys, cos_h, sin_h, _ = _walk(rs, cx + start * math.cos(angle), cy + start * math.sin(angle),
-                                            angle + rs.normal(0.0, 0.25), length * g.px, 0.07)
-            radii = _ramp(rs.uniform(0.2, 0.4), 0.08, len(xs)) * g.px
-            strokes.add_line(xs, ys, cos_h, sin_h, radii, np.full(len(xs), rs.uniform(0.5, 1.0)))
+            xs, ys, cs, ss, _ = _walk(rs, g, cx + start * math.cos(angle), cy + start * math.sin(angle),
+                                      angle + rs.normal(0.0, 0.25), length, 0.12)
+            n, root, tip = len(xs), rs.uniform(0.2, 0.4) * g.px, 0.08 * g.px
+            radii = [root + (tip - root) * i / (n - 1) for i in range(n)]
+            strokes.add_line(xs, ys, cs, ss, radii, [rs.uniform(0.5, 1.0)] * n)
     bubbles = []
-    if rs.uniform() < 0.15:
+    if rs.uniform() < 0.1:
         # air bronchogram / bubble-like lucency inside the solid part
         for _ in range(rs.randint(1, 3)):
             angle, reach = rs.uniform(0.0, _TAU), rs.uniform(0.0, 0.5) * radius * g.px
@@ -376,7 +401,8 @@ def _draw_patch(rs, subtype, g):
     scalars[1:2] = [math.cos(angle), math.sin(angle)]
     coarse = rs.standard_normal((g.coarse.grid, g.coarse.grid))
     fine = rs.standard_normal((g.fine.grid, g.fine.grid))
-    noise = rs.standard_normal(g.noise_shape)
+    # uniform, not normal, white noise: 10x faster to draw, and Gaussian enough once blurred
+    noise = rs.random_sample(g.noise_shape)
     strokes = _Strokes()
     _draw_vessels(rs, g, strokes)
     glass, solid, bubbles = _draw_nodule(rs, subtype, g, strokes)
@@ -400,14 +426,15 @@ def _render(patches, g, window):
         for bx, by, radius in patch_bubbles:
             dx, dy = g.x - bx, g.y - by
             air = _smoothstep((radius - np.sqrt(dx * dx + dy * dy)) / (0.3 * g.px)) * nodule[i]
-            hu[i] = hu[i] + (-700.0 - hu[i]) * air
+            hu[i] = hu[i] + (-600.0 - hu[i]) * air
     chosen = [i for i, wall in enumerate(walls) if wall is not None]
     if chosen:
         occupancy, wall_hu = _render_wall([walls[i] for i in chosen], texture[chosen], g)
         hu[chosen] = hu[chosen] + (wall_hu - hu[chosen]) * occupancy
     r = len(g.psf_taps) // 2
     hu = _blur_valid(np.pad(hu, ((0, 0), (r, r), (r, r)), mode='reflect'), g.psf_taps)
-    hu = hu + (noise_hu * g.noise_gain) * _blur_valid(np.array(noise), g.noise_taps)
+    # uniform on [0, 1) has mean 1/2 and standard deviation 1 / sqrt(12)
+    hu = hu + (noise_hu * g.noise_gain * math.sqrt(12.0)) * (_blur_valid(np.array(noise), g.noise_taps) - 0.5)
     low, high = window
     grey = np.rint((hu - low) * (255.0 / (high - low)))
     return np.minimum(np.maximum(grey, 0.0), 255.0).astype(np.uint8)

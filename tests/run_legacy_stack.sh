@@ -5,9 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python36=""
-for candidate in "${PYTHON36:-}" "$(command -v python3.6 || true)" \
-                 "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.6*/bin/python3.6; do
-  if [ -n "$candidate" ] && [ -x "$candidate" ]; then python36="$candidate"; break; fi
+# pyenv's shim for python3.6 exists even when 3.6 is not the selected version, so each candidate must really run.
+for candidate in "${PYTHON36:-}" "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.6*/bin/python3.6 \
+                 "$(command -v python3.6 || true)"; do
+  if [ -n "$candidate" ] && [ -x "$candidate" ] && \
+     "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 6))' >/dev/null 2>&1; then
+    python36="$candidate"; break
+  fi
 done
 if [ -z "$python36" ]; then
   echo "SKIPPED legacy stack: no Python 3.6 interpreter found (set PYTHON36 or install 3.6 with pyenv)"

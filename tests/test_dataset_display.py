@@ -2,6 +2,7 @@
 import importlib.util
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -86,6 +87,13 @@ def contains_tile(mosaic, tile):
                for y in range(mosaic.shape[0] - h + 1) for x in range(mosaic.shape[1] - w + 1))
 
 
+def run_all(calls, workers=3):
+    """Run independent script invocations side by side (each spends seconds importing TensorFlow)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run_script, *call) for call in calls]
+        return [future.result() for future in futures]
+
+
 def one_error_line(result):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -164,12 +172,12 @@ def test_rgb_records_with_and_without_rgb_flag(tmp_path):
     images = random_images(3, c=3, seed=2)
     path = write_images(tmp_path / 'colour-r04.tfrecords', images)
     gray_out, rgb_out = tmp_path / 'gray', tmp_path / 'rgb'
-    result = run_script(SCRIPT, '--tfrecords', path, '--number', 3, '--outdir', gray_out)
-    assert result.returncode == 0, result.stderr
+    gray, rgb = run_all([(SCRIPT, '--tfrecords', path, '--number', 3, '--outdir', gray_out),
+                         (SCRIPT, '--tfrecords', path, '--number', 3, '--outdir', rgb_out, '--rgb')])
+    assert gray.returncode == 0, gray.stderr
     assert_pngs_match(gray_out, read_records(path)[:, 0])      # plane 0 only
 
-    result = run_script(SCRIPT, '--tfrecords', path, '--number', 3, '--outdir', rgb_out, '--rgb')
-    assert result.returncode == 0, result.stderr
+    assert rgb.returncode == 0, rgb.stderr
     for index, image in enumerate(read_records(path)):
         mode, array = read_png(rgb_out / ('dataset_img_%d.png' % index))
         assert mode == 'RGB'
@@ -191,123 +199,191 @@ def test_lower_resolution_file_of_a_dataset_and_default_number(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Bad input: one line on stderr, exit status != 0, no traceback, no PNG written.
+# Bad input: one line on stderr, exit status != 0, no traceback, no PNG written (nothing at all changed).
+#
+# Every scenario gets its own folder; all of them run at once in one module fixture (each run spends seconds
+# importing TensorFlow), and each scenario is then checked by its own test.
 
 
-def run_bad(tmp_path, tfrecords, *extra):
-    outdir = tmp_path / 'out'
-    result = run_script(SCRIPT, '--tfrecords', tfrecords, '--outdir', outdir, *extra)
-    assert_clean_failure(result)
-    assert pngs_under(tmp_path) == []     # neither in the outdir nor anywhere else
-    return one_error_line(result)
+def bad_missing(d):
+    return str(d / 'nothing-r06.tfrecords'), []
 
 
-def test_missing_file(tmp_path):
-    path = str(tmp_path / 'nothing-r06.tfrecords')
-    line = run_bad(tmp_path, path)
-    assert path in line
-    assert_mentions(line, 'no such', 'not found', 'does not exist', 'missing')
-
-
-def test_directory_instead_of_file(tmp_path):
-    path = tmp_path / 'folder-r06.tfrecords'
+def bad_directory(d):
+    path = d / 'folder-r06.tfrecords'
     path.mkdir()
-    line = run_bad(tmp_path, path)
-    assert str(path) in line
-    assert_mentions(line, 'directory')
+    return str(path), []
 
 
-def test_not_a_tfrecords_file(tmp_path):
-    path = tmp_path / 'noise-r06.tfrecords'
+def bad_not_tfrecords(d):
+    path = d / 'noise-r06.tfrecords'
     path.write_bytes(np.random.RandomState(4).randint(0, 256, 5000).astype(np.uint8).tobytes())
-    line = run_bad(tmp_path, path)
-    assert str(path) in line
-    assert_mentions(line, 'tfrecord', 'corrupt')
+    return str(path), []
 
 
-def test_truncated_file(tmp_path):
-    path = write_images(tmp_path / 'cut-r04.tfrecords', random_images(4, seed=5))
+def bad_truncated(d):
+    path = write_images(d / 'cut-r04.tfrecords', random_images(4, seed=5))
     with open(path, 'rb') as f:
         raw = f.read()
     with open(path, 'wb') as f:
         f.write(raw[:len(raw) * 5 // 8])     # two and a half records
-    line = run_bad(tmp_path, path, '--number', 3)
-    assert path in line
-    assert_mentions(line, 'truncated', 'corrupt')
+    return path, ['--number', 3]
 
 
-def test_corrupted_checksum(tmp_path):
-    path = write_images(tmp_path / 'crc-r04.tfrecords', random_images(4, seed=6))
+def bad_checksum(d):
+    path = write_images(d / 'crc-r04.tfrecords', random_images(4, seed=6))
     with open(path, 'rb') as f:
         raw = bytearray(f.read())
-    record = len(raw) // 4                    # equal-length records; flip a payload byte of record 1
+    record = len(raw) // 4                    # equal-length records; flip a byte in the payload of record 1
     raw[record + record // 2] ^= 0xFF
     with open(path, 'wb') as f:
         f.write(bytes(raw))
-    line = run_bad(tmp_path, path, '--number', 4)
-    assert path in line
-    assert_mentions(line, 'checksum', 'corrupt', 'crc')
+    return path, ['--number', 4]
 
 
-def test_records_without_shape_and_data(tmp_path):
+def bad_features(d):
     other = tf.train.Example(features=tf.train.Features(feature={
         'image_raw': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'\x07' * 256])),
         'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))}))
-    path = write_records(tmp_path / 'other-r04.tfrecords', [other, other])
-    line = run_bad(tmp_path, path, '--number', 2)
-    assert path in line
+    return write_records(d / 'other-r04.tfrecords', [other, other]), ['--number', 2]
+
+
+def bad_length(d):
+    good = random_images(1, seed=7)[0]
+    path = write_records(d / 'short-r04.tfrecords',
+                         [example(good.shape, good.tobytes()), example([1, 16, 16], good.tobytes()[:200])])
+    return path, ['--number', 2]
+
+
+def bad_number_zero(d):
+    return write_images(d / 'ok-r04.tfrecords', random_images(2, seed=8)), ['--number', '0']
+
+
+def bad_number_negative(d):
+    return write_images(d / 'ok-r04.tfrecords', random_images(2, seed=8)), ['--number', '-3']
+
+
+def bad_number_too_large(d):
+    return write_images(d / 'five-r04.tfrecords', random_images(5, seed=9)), ['--number', 7]
+
+
+def bad_outdir_is_file(d):
+    (d / 'out').write_bytes(b'not a folder')
+    return write_images(d / 'ok-r04.tfrecords', random_images(2, seed=10)), ['--number', 2]
+
+
+def bad_existing_png(d):
+    (d / 'out').mkdir()
+    Image.fromarray(np.full((16, 16), 9, dtype=np.uint8), 'L').save(str(d / 'out' / 'dataset_img_0.png'))
+    return write_images(d / 'ok-r04.tfrecords', random_images(3, seed=11)), ['--number', 3]
+
+
+BAD_INPUTS = dict((name[len('bad_'):], function) for name, function in list(globals().items())
+                  if name.startswith('bad_'))
+
+
+class BadRun(object):
+    def __init__(self, directory, path, args, before, result):
+        self.directory, self.path, self.args, self.before, self.result = directory, path, args, before, result
+        self.outdir = directory / 'out'
+
+
+@pytest.fixture(scope='module')
+def bad_runs(tmp_path_factory):
+    prepared = []
+    for name in sorted(BAD_INPUTS):
+        directory = tmp_path_factory.mktemp(name)
+        path, extra = BAD_INPUTS[name](directory)
+        args = ['--tfrecords', path, '--outdir', directory / 'out'] + extra
+        prepared.append((name, directory, path, args, files_under(directory)))
+    results = run_all([(SCRIPT,) + tuple(args) for _, _, _, args, _ in prepared])
+    return dict((name, BadRun(directory, path, args, before, result))
+                for (name, directory, path, args, before), result in zip(prepared, results))
+
+
+def failed_cleanly(run):
+    """The checks every bad input shares; returns the one error line."""
+    assert_clean_failure(run.result)
+    line = one_error_line(run.result)
+    assert files_under(run.directory) == run.before   # no PNG, no staging leftovers, nothing changed
+    return line
+
+
+def test_missing_file(bad_runs):
+    run = bad_runs['missing']
+    line = failed_cleanly(run)
+    assert run.path in line
+    assert_mentions(line, 'no such', 'not found', 'does not exist', 'missing')
+
+
+def test_directory_instead_of_file(bad_runs):
+    run = bad_runs['directory']
+    line = failed_cleanly(run)
+    assert run.path in line
+    assert_mentions(line, 'directory')
+
+
+def test_not_a_tfrecords_file(bad_runs):
+    run = bad_runs['not_tfrecords']
+    line = failed_cleanly(run)
+    assert run.path in line
+    assert_mentions(line, 'tfrecord', 'corrupt')
+
+
+def test_truncated_file(bad_runs):
+    run = bad_runs['truncated']
+    line = failed_cleanly(run)
+    assert run.path in line
+    assert_mentions(line, 'truncated', 'corrupt')
+
+
+def test_corrupted_checksum(bad_runs):
+    run = bad_runs['checksum']
+    line = failed_cleanly(run)
+    assert run.path in line
+    assert_mentions(line, 'checksum', 'corrupt', 'crc')
+
+
+def test_records_without_shape_and_data(bad_runs):
+    run = bad_runs['features']
+    line = failed_cleanly(run)
+    assert run.path in line
     assert_mentions(line, 'shape')
 
 
-def test_data_of_wrong_length(tmp_path):
-    good = random_images(1, seed=7)[0]
-    path = write_records(tmp_path / 'short-r04.tfrecords',
-                         [example(good.shape, good.tobytes()), example([1, 16, 16], good.tobytes()[:200])])
-    line = run_bad(tmp_path, path, '--number', 2)
-    assert path in line
+def test_data_of_wrong_length(bad_runs):
+    run = bad_runs['length']
+    line = failed_cleanly(run)
+    assert run.path in line
     assert_mentions(line, 'bytes', 'length', 'size')
 
 
-@pytest.mark.parametrize('number', ['0', '-3'])
-def test_number_must_be_positive(tmp_path, number):
-    path = write_images(tmp_path / 'ok-r04.tfrecords', random_images(2, seed=8))
-    line = run_bad(tmp_path, path, '--number', number)
+@pytest.mark.parametrize('case', ['number_zero', 'number_negative'])
+def test_number_must_be_positive(bad_runs, case):
+    line = failed_cleanly(bad_runs[case])
     assert '--number' in line
 
 
-def test_number_larger_than_the_file_holds(tmp_path):
-    path = write_images(tmp_path / 'five-r04.tfrecords', random_images(5, seed=9))
-    line = run_bad(tmp_path, path, '--number', 7)
-    assert path in line
-    assert re.search(r'\b5\b', line.replace(path, '')), line
+def test_number_larger_than_the_file_holds(bad_runs):
+    run = bad_runs['number_too_large']
+    line = failed_cleanly(run)
+    assert run.path in line
+    assert re.search(r'\b5\b', line.replace(run.path, '')), line    # says how many there are
 
 
-def test_outdir_is_an_existing_file(tmp_path):
-    path = write_images(tmp_path / 'ok-r04.tfrecords', random_images(2, seed=10))
-    outfile = tmp_path / 'out'
-    outfile.write_bytes(b'not a folder')
-    result = run_script(SCRIPT, '--tfrecords', path, '--number', 2, '--outdir', outfile)
-    assert_clean_failure(result)
-    line = one_error_line(result)
-    assert str(outfile) in line
-    assert outfile.read_bytes() == b'not a folder'
-    assert pngs_under(tmp_path) == []
+def test_outdir_is_an_existing_file(bad_runs):
+    run = bad_runs['outdir_is_file']
+    line = failed_cleanly(run)
+    assert str(run.outdir) in line
+    assert run.outdir.read_bytes() == b'not a folder'
 
 
-def test_existing_different_png_needs_overwrite(tmp_path):
-    images = random_images(3, seed=11)
-    path = write_images(tmp_path / 'ok-r04.tfrecords', images)
-    outdir = tmp_path / 'out'
-    outdir.mkdir()
-    Image.fromarray(np.full((16, 16), 9, dtype=np.uint8), 'L').save(str(outdir / 'dataset_img_0.png'))
-    before = files_under(outdir)
-    result = run_script(SCRIPT, '--tfrecords', path, '--number', 3, '--outdir', outdir)
-    assert_clean_failure(result)
-    line = one_error_line(result)
+def test_existing_different_png_needs_overwrite(bad_runs):
+    run = bad_runs['existing_png']
+    line = failed_cleanly(run)        # not replaced, and none of the others written
     assert 'dataset_img_0.png' in line
-    assert files_under(outdir) == before          # not replaced, and none of the others written
 
-    result = run_script(SCRIPT, '--tfrecords', path, '--number', 3, '--outdir', outdir, '--overwrite')
+    result = run_script(SCRIPT, *(run.args + ['--overwrite']))
     assert result.returncode == 0, result.stderr
-    assert_pngs_match(outdir, read_records(path)[:, 0])
-    assert sorted(os.listdir(str(outdir))) == ['dataset_img_0.png', 'dataset_img_1.png', 'dataset_img_2.png']
+    assert_pngs_match(run.outdir, read_records(run.path)[:, 0])
+    assert sorted(os.listdir(str(run.outdir))) == ['dataset_img_0.png', 'dataset_img_1.png', 'dataset_img_2.png']

@@ -1,0 +1,372 @@
+"""dataset_tool.py sub-commands end to end: real PNG folders in, real multi-resolution TFRecord datasets out."""
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import assert_clean_failure, run_script
+from tfcompat import tf, tfrecord_iterator
+
+SCRIPT = 'dataset_tool.py'
+SUBCOMMANDS = ['create_phantoms', 'create_from_images', 'create_from_ct', 'info', 'extract', 'compare']
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Independent helpers
+
+
+def run_all(calls, workers=3):
+    """Run independent script invocations side by side (each spends seconds importing TensorFlow)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run_script, *call) for call in calls]
+        return [future.result() for future in futures]
+
+
+def ok(result):
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'Traceback' not in result.stderr, result.stderr
+    return result
+
+
+def read_records(path):
+    """uint8 [N, C, H, W] read with TensorFlow's reader and decoded here."""
+    images = []
+    for serialized in tfrecord_iterator(str(path)):
+        features = tf.train.Example.FromString(serialized).features.feature
+        shape = list(features['shape'].int64_list.value)
+        images.append(np.frombuffer(features['data'].bytes_list.value[0], dtype=np.uint8).reshape(shape))
+    return np.stack(images)
+
+
+def reference_pyramid(images):
+    """{log2: uint8 [N, C, r, r]}: repeated 2x2 box average in float32 from the unquantised level above."""
+    top = int(round(np.log2(images.shape[-1])))
+    levels = {top: images}
+    level = images.astype(np.float32)
+    for log2 in range(top - 1, 1, -1):
+        n, c, h, w = level.shape
+        level = level.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5), dtype=np.float32)
+        levels[log2] = np.clip(np.rint(level), 0, 255).astype(np.uint8)
+    return levels
+
+
+def assert_dataset(directory, images, extra_files=()):
+    """`directory` is exactly the multi-resolution dataset of uint8 [N, C, H, W] `images` (in this order)."""
+    name = os.path.basename(str(directory))
+    levels = reference_pyramid(images)
+    expected = ['%s-r%02d.tfrecords' % (name, log2) for log2 in levels] + [name + suffix for suffix in extra_files]
+    assert sorted(os.listdir(str(directory))) == sorted(expected)
+    for log2, level in levels.items():
+        got = read_records(os.path.join(str(directory), '%s-r%02d.tfrecords' % (name, log2)))
+        np.testing.assert_array_equal(got, level, err_msg='%s r%02d' % (name, log2))
+
+
+def no_leftovers(parent, expected):
+    """The parent folder of a dataset holds exactly `expected` (no hidden staging folders)."""
+    assert sorted(os.listdir(str(parent))) == sorted(expected)
+
+
+def write_pngs(folder, arrays, prefix='img'):
+    """Write uint8 [H, W] / [H, W, 3] arrays as PNG files with Pillow; returns the [C, H, W] versions."""
+    os.makedirs(str(folder), exist_ok=True)
+    chw = []
+    for index, array in enumerate(arrays):
+        Image.fromarray(array, 'L' if array.ndim == 2 else 'RGB').save(
+            os.path.join(str(folder), '%s_%02d.png' % (prefix, index)))
+        chw.append(array[np.newaxis] if array.ndim == 2 else array.transpose(2, 0, 1))
+    return np.stack(chw)
+
+
+def gray_arrays(n, size=16, seed=0):
+    return list(np.random.RandomState(seed).randint(0, 256, (n, size, size)).astype(np.uint8))
+
+
+def rgb_arrays(n, size=16, seed=0):
+    return list(np.random.RandomState(seed).randint(0, 256, (n, size, size, 3)).astype(np.uint8))
+
+
+def read_png(path):
+    with Image.open(str(path)) as image:
+        image.load()
+        return image.mode, np.array(image)
+
+
+def one_error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Help
+
+
+def test_help_of_every_subcommand():
+    calls = [(SCRIPT, '-h')] + [(SCRIPT, command, '-h') for command in SUBCOMMANDS]
+    results = run_all(calls)
+    top = ok(results[0]).stdout
+    for command, result in zip(SUBCOMMANDS, results[1:]):
+        assert command in top
+        text = ok(result).stdout
+        assert text.startswith('usage:'), text
+        assert command in text
+
+
+def test_no_subcommand_is_a_clean_error():
+    result = run_script(SCRIPT)
+    assert_clean_failure(result)
+    one_error_line(result)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# create_from_images, then info / extract / compare
+
+
+class Made(object):
+    pass
+
+
+@pytest.fixture(scope='module')
+def made(tmp_path_factory):
+    """Create the good datasets (all at once), then run info / extract / compare on them (all at once)."""
+    m = Made()
+    root = tmp_path_factory.mktemp('made')
+    m.root = root
+    m.gray = write_pngs(root / 'gray_pngs', gray_arrays(5, seed=1))
+    (root / 'gray_pngs' / 'notes.txt').write_bytes(b'not an image, ignored')
+    m.rgb = write_pngs(root / 'rgb_pngs', rgb_arrays(3, seed=2))
+    m.shuffle_source = write_pngs(root / 'shuffle_pngs', gray_arrays(8, seed=3))
+    m.class_a = write_pngs(root / 'class_pngs' / 'a_first', gray_arrays(2, seed=4))
+    m.class_b = write_pngs(root / 'class_pngs' / 'b_second', gray_arrays(3, seed=5))
+    m.sets = root / 'sets'
+    m.sets.mkdir()
+    create = [('gray', 'gray_pngs', ()), ('rgb', 'rgb_pngs', ()), ('shuffled', 'shuffle_pngs', ('--shuffle',)),
+              ('classes', 'class_pngs', ('--labels-from-subdirs',))]
+    results = run_all([(SCRIPT, 'create_from_images', m.sets / name, root / source) + extra
+                       for name, source, extra in create])
+    m.create = dict((name, result) for (name, _, _), result in zip(create, results))
+    for result in results:
+        ok(result)
+
+    # A copy of gray, and a gray set that differs in one pixel of one image, written through the library.
+    import dataset
+    shutil.copytree(str(m.sets / 'gray'), str(root / 'copies' / 'gray'))
+    changed = m.gray.copy()
+    changed[4, 0, 15, 15] ^= 0x80
+    dataset.write_dataset(str(root / 'copies' / 'changed'), changed)
+    dataset.write_dataset(str(root / 'copies' / 'reordered'), m.gray[[1, 0, 2, 3, 4]])
+
+    later = [('info', ('info', m.sets / 'gray')),
+             ('extract', ('extract', m.sets / 'gray', root / 'extracted_gray')),
+             ('extract_rgb', ('extract', m.sets / 'rgb', root / 'extracted_rgb')),
+             ('extract_8', ('extract', m.sets / 'gray', root / 'extracted_8', '--resolution', 8)),
+             ('same', ('compare', m.sets / 'gray', root / 'copies' / 'gray')),
+             ('different', ('compare', m.sets / 'gray', root / 'copies' / 'changed')),
+             ('reordered', ('compare', m.sets / 'gray', root / 'copies' / 'reordered'))]
+    results = run_all([(SCRIPT,) + args for _, args in later])
+    m.later = dict((name, result) for (name, _), result in zip(later, results))
+    return m
+
+
+def test_create_from_grayscale_pngs(made):
+    assert_dataset(made.sets / 'gray', made.gray, extra_files=['-meta.json'])   # sorted file order, .txt ignored
+    assert made.gray.shape == (5, 1, 16, 16)
+    no_leftovers(made.sets, ['gray', 'rgb', 'shuffled', 'classes'])
+
+
+def test_create_from_rgb_pngs(made):
+    assert made.rgb.shape == (3, 3, 16, 16)
+    assert_dataset(made.sets / 'rgb', made.rgb, extra_files=['-meta.json'])
+
+
+def test_shuffle_is_a_permutation(made):
+    source = made.shuffle_source
+    stored = read_records(made.sets / 'shuffled' / 'shuffled-r04.tfrecords')
+    assert stored.shape == source.shape
+    key = lambda images: sorted(image.tobytes() for image in images)
+    assert key(stored) == key(source)                 # the same images, each exactly once
+    assert len(set(image.tobytes() for image in source)) == len(source)
+    assert not np.array_equal(stored, source)         # ... but in another order
+    assert_dataset(made.sets / 'shuffled', stored, extra_files=['-meta.json'])   # every level in that order
+
+
+def test_labels_from_subdirs_are_one_hot(made):
+    directory = made.sets / 'classes'
+    images = np.concatenate([made.class_a, made.class_b])
+    assert_dataset(directory, images, extra_files=['-meta.json', '-rxx.labels'])
+    with open(str(directory / 'classes-rxx.labels'), 'rb') as f:
+        labels = np.load(f, allow_pickle=False)
+    assert labels.dtype == np.float32
+    np.testing.assert_array_equal(labels, [[1, 0], [1, 0], [0, 1], [0, 1], [0, 1]])
+
+
+def test_info(made):
+    text = ok(made.later['info']).stdout
+    for log2 in (2, 3, 4):
+        name = 'gray-r%02d.tfrecords' % log2
+        lines = [line for line in text.splitlines() if name in line]
+        assert len(lines) == 1, text
+        assert '5' in lines[0].split(), lines[0]              # the number of records
+        assert '%d' % 2 ** log2 in lines[0], lines[0]          # the resolution
+
+
+def test_extract_writes_pngs_equal_to_records(made):
+    ok(made.later['extract'])
+    out = made.root / 'extracted_gray'
+    names = sorted(os.listdir(str(out)))
+    assert len(names) == 5 and all(name.endswith('.png') for name in names)
+    records = read_records(made.sets / 'gray' / 'gray-r04.tfrecords')
+    for name, record in zip(names, records):
+        mode, array = read_png(out / name)
+        assert mode == 'L'
+        np.testing.assert_array_equal(array, record[0])
+
+
+def test_extract_lower_resolution(made):
+    ok(made.later['extract_8'])
+    out = made.root / 'extracted_8'
+    names = sorted(os.listdir(str(out)))
+    records = read_records(made.sets / 'gray' / 'gray-r03.tfrecords')
+    assert len(names) == len(records) == 5
+    for name, record in zip(names, records):
+        mode, array = read_png(out / name)
+        assert (mode, array.shape) == ('L', (8, 8))
+        np.testing.assert_array_equal(array, record[0])
+
+
+def test_extract_rgb(made):
+    ok(made.later['extract_rgb'])
+    out = made.root / 'extracted_rgb'
+    names = sorted(os.listdir(str(out)))
+    assert len(names) == 3
+    for name, record in zip(names, read_records(made.sets / 'rgb' / 'rgb-r04.tfrecords')):
+        mode, array = read_png(out / name)
+        assert mode == 'RGB'
+        np.testing.assert_array_equal(array, record.transpose(1, 2, 0))
+
+
+def test_compare_equal(made):
+    ok(made.later['same'])
+
+
+@pytest.mark.parametrize('case', ['different', 'reordered'])
+def test_compare_detects_differences(made, case):
+    result = made.later[case]
+    assert_clean_failure(result)
+    assert 'differ' in one_error_line(result)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# create_from_images with bad input: a clean failure, no dataset directory, no temporary leftovers
+
+
+def bad_mixed_sizes(images):
+    write_pngs(images, gray_arrays(2, size=16, seed=6))
+    write_pngs(images, gray_arrays(1, size=8, seed=7), prefix='small')
+    return 'small_00.png'
+
+
+def bad_mixed_channels(images):
+    write_pngs(images, gray_arrays(2, seed=6))
+    write_pngs(images, rgb_arrays(1, seed=7), prefix='z_colour')
+    return 'z_colour_00.png'
+
+
+def bad_not_square(images):
+    write_pngs(images, [np.zeros((16, 8), dtype=np.uint8)] * 2)
+    return 'img_00.png'
+
+
+def bad_not_power_of_two(images):
+    write_pngs(images, gray_arrays(2, size=12, seed=8))
+    return 'img_00.png'
+
+
+def bad_empty_folder(images):
+    images.mkdir()
+    (images / 'readme.txt').write_bytes(b'no images here')
+    return str(images)
+
+
+def bad_missing_folder(images):
+    return str(images)
+
+
+def bad_not_an_image(images):
+    write_pngs(images, gray_arrays(2, seed=9))
+    (images / 'img_01.png').write_bytes(np.random.RandomState(0).randint(0, 256, 300).astype(np.uint8).tobytes())
+    return 'img_01.png'
+
+
+BAD_INPUTS = dict((name[len('bad_'):], function) for name, function in list(globals().items())
+                  if name.startswith('bad_'))
+
+
+@pytest.fixture(scope='module')
+def bad_runs(tmp_path_factory):
+    prepared = []
+    for name in sorted(BAD_INPUTS):
+        root = tmp_path_factory.mktemp(name)
+        (root / 'sets').mkdir()
+        named = BAD_INPUTS[name](root / 'images')
+        prepared.append((name, root, named))
+    # And a good folder aimed at an existing, non-empty OUT_DIR.
+    root = tmp_path_factory.mktemp('existing')
+    (root / 'sets' / 'out').mkdir(parents=True)
+    (root / 'sets' / 'out' / 'keep.txt').write_bytes(b'earlier work')
+    write_pngs(root / 'images', gray_arrays(2, seed=10))
+    prepared.append(('existing', root, str(root / 'sets' / 'out')))
+    results = run_all([(SCRIPT, 'create_from_images', root / 'sets' / 'out', root / 'images')
+                       for _, root, _ in prepared])
+    return dict((name, (root, named, result)) for (name, root, named), result in zip(prepared, results))
+
+
+@pytest.mark.parametrize('case', sorted(BAD_INPUTS))
+def test_create_from_bad_images(bad_runs, case):
+    root, named, result = bad_runs[case]
+    assert_clean_failure(result)
+    line = one_error_line(result)
+    assert named in line, (named, line)          # names the offending file or folder
+    no_leftovers(root / 'sets', [])              # no dataset directory, no hidden staging folder
+
+
+def test_existing_out_dir_needs_overwrite(bad_runs):
+    root, out, result = bad_runs['existing']
+    assert_clean_failure(result, out)
+    one_error_line(result)
+    assert os.listdir(out) == ['keep.txt']
+    assert (root / 'sets' / 'out' / 'keep.txt').read_bytes() == b'earlier work'
+    no_leftovers(root / 'sets', ['out'])
+
+    ok(run_script(SCRIPT, 'create_from_images', out, root / 'images', '--overwrite'))
+    images = np.stack([read_png(root / 'images' / name)[1][np.newaxis]
+                       for name in sorted(os.listdir(str(root / 'images')))])
+    assert_dataset(root / 'sets' / 'out', images, extra_files=['-meta.json'])
+    no_leftovers(root / 'sets', ['out'])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# create_phantoms (needs phantoms.py; skipped while that module does not exist)
+
+
+def test_create_phantoms_is_reproducible(tmp_path):
+    pytest.importorskip('phantoms')
+    sets = tmp_path / 'sets'
+    common = ('--subtype', 'AIS', '--count', 3, '--resolution', 16)
+    results = run_all([(SCRIPT, 'create_phantoms', sets / 'one', '--seed', 1) + common,
+                       (SCRIPT, 'create_phantoms', sets / 'again', '--seed', 1) + common,
+                       (SCRIPT, 'create_phantoms', sets / 'other', '--seed', 2) + common])
+    for result in results:
+        ok(result)
+    no_leftovers(sets, ['one', 'again', 'other'])
+    stored = read_records(sets / 'one' / 'one-r04.tfrecords')
+    assert stored.shape == (3, 1, 16, 16)
+    assert_dataset(sets / 'one', stored, extra_files=['-meta.json'])
+    same, different = run_all([(SCRIPT, 'compare', sets / 'one', sets / 'again'),
+                               (SCRIPT, 'compare', sets / 'one', sets / 'other')])
+    ok(same)
+    assert_clean_failure(different)
+    assert 'differ' in one_error_line(different)
