@@ -57,5 +57,5 @@ def interpolation_latents(endpoints, steps):
     linearly interpolated: returns [pairs * (steps + 2), latent_size]."""
     a, b = endpoints[0::2], endpoints[1::2]
     t = np.linspace(0.0, 1.0, steps + 2, dtype=np.float32)[np.newaxis, :, np.newaxis]
-    strips = a[:, np.newaxis] + (b - a)[:, np.newaxis] * t
+    strips = a[:, np.newaxis] * (1 - t) + b[:, np.newaxis] * t  # this form ends exactly on a and b
     return strips.reshape(-1, endpoints.shape[1])

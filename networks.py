@@ -31,21 +31,30 @@ def get_weight(shape, gain=np.sqrt(2), use_wscale=False, fan_in=None):
     return tf.get_variable('weight', shape=shape, initializer=tf.random_normal_initializer(0, std))
 
 
-def dense(x, fmaps, gain=np.sqrt(2), use_wscale=False):
+# Reduced precision: only the multiply-adds of convolutions and dense layers run in `dtype` (bfloat16 or
+# float16); their results, biases, activations and normalisations stay float32, which keeps 8-bit outputs
+# within a grey level of float32 while the expensive part runs at the faster precision.
+
+
+def _in_precision(x, w, dtype):
+    return tf.cast(x, dtype), tf.cast(w, dtype)
+
+
+def dense(x, fmaps, gain=np.sqrt(2), use_wscale=False, dtype='float32'):
     if len(x.shape) > 2:
         x = tf.reshape(x, [-1, int(np.prod(x.shape.as_list()[1:]))])
     w = get_weight([x.shape.as_list()[1], fmaps], gain=gain, use_wscale=use_wscale)
-    return tf.matmul(x, tf.cast(w, x.dtype))
+    return tf.cast(tf.matmul(*_in_precision(x, w, dtype)), tf.float32)
 
 
-def conv2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False):
+def conv2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False, dtype='float32'):
     w = get_weight([kernel, kernel, x.shape.as_list()[-1], fmaps], gain=gain, use_wscale=use_wscale)
-    return tf.nn.conv2d(x, tf.cast(w, x.dtype), strides=[1, 1, 1, 1], padding='SAME', data_format='NHWC')
+    x, w = _in_precision(x, w, dtype)
+    return tf.cast(tf.nn.conv2d(x, w, strides=[1, 1, 1, 1], padding='SAME', data_format='NHWC'), tf.float32)
 
 
 def apply_bias(x):
-    b = tf.get_variable('bias', shape=[x.shape.as_list()[-1]], initializer=tf.zeros_initializer())
-    return x + tf.cast(b, x.dtype)
+    return x + tf.get_variable('bias', shape=[x.shape.as_list()[-1]], initializer=tf.zeros_initializer())
 
 
 def leaky_relu(x, alpha=0.2):
@@ -82,24 +91,24 @@ def _fused_kernel(w):
     return tf.add_n([w[1:, 1:], w[:-1, 1:], w[1:, :-1], w[:-1, :-1]])
 
 
-def upscale2d_conv2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False):
+def upscale2d_conv2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False, dtype='float32'):
     """Nearest upscale x2 followed by a conv, as one transposed convolution.  The variable is stored
     [k, k, out, in] (the transposed-convolution filter layout) with fan-in k*k*in."""
     _, height, width, channels = x.shape.as_list()
     w = get_weight([kernel, kernel, fmaps, channels], gain=gain, use_wscale=use_wscale,
                    fan_in=kernel * kernel * channels)
-    w = tf.cast(_fused_kernel(w), x.dtype)
+    x, w = _in_precision(x, _fused_kernel(w), dtype)
     output_shape = tf.stack([tf.shape(x)[0], height * 2, width * 2, fmaps])
     x = tf.nn.conv2d_transpose(x, w, output_shape, strides=[1, 2, 2, 1], padding='SAME', data_format='NHWC')
     x.set_shape([None, height * 2, width * 2, fmaps])
-    return x
+    return tf.cast(x, tf.float32)
 
 
-def conv2d_downscale2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False):
+def conv2d_downscale2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False, dtype='float32'):
     """A conv followed by 2x2 average downscaling, as one stride-2 convolution."""
     w = get_weight([kernel, kernel, x.shape.as_list()[-1], fmaps], gain=gain, use_wscale=use_wscale)
-    w = tf.cast(_fused_kernel(w) * 0.25, x.dtype)
-    return tf.nn.conv2d(x, w, strides=[1, 2, 2, 1], padding='SAME', data_format='NHWC')
+    x, w = _in_precision(x, _fused_kernel(w) * 0.25, dtype)
+    return tf.cast(tf.nn.conv2d(x, w, strides=[1, 2, 2, 1], padding='SAME', data_format='NHWC'), tf.float32)
 
 
 def minibatch_stddev_layer(x, group_size=4):
@@ -110,12 +119,10 @@ def minibatch_stddev_layer(x, group_size=4):
     group_size = tf.minimum(group_size, tf.shape(x)[0])
     _, height, width, channels = x.shape.as_list()
     y = tf.reshape(x, [group_size, -1, height, width, channels])
-    y = tf.cast(y, tf.float32)
     y -= tf.reduce_mean(y, axis=0, keepdims=True)
     y = tf.reduce_mean(tf.square(y), axis=0)
     y = tf.sqrt(y + 1e-8)
     y = tf.reduce_mean(y, axis=[1, 2, 3], keepdims=True)
-    y = tf.cast(y, x.dtype)
     y = tf.tile(y, [group_size, height, width, 1])
     return tf.concat([x, y], axis=-1)
 
@@ -148,7 +155,8 @@ def _check_graph_resolution(resolution, graph_resolution):
     graph_resolution = graph_resolution or resolution
     graph_log2 = int(np.log2(graph_resolution))
     if graph_resolution != 2 ** graph_log2 or not 2 <= graph_log2 <= resolution_log2:
-        raise ValueError('graph_resolution must be a power of two in [4, %d], got %r' % (resolution, graph_resolution))
+        raise ValueError('graph_resolution must be a power of two in [4, %d], got %r'
+                         % (resolution, graph_resolution))
     return resolution_log2, graph_log2
 
 
@@ -169,7 +177,7 @@ def G_paper(latents_in, labels_in,
             use_pixelnorm=True,         # pixel-wise feature normalisation after every conv
             pixelnorm_epsilon=1e-8,
             use_leakyrelu=True,         # leaky ReLU (slope 0.2) instead of ReLU
-            dtype='float32',            # compute type: 'float16'/'bfloat16' for reduced precision; weights stay float32
+            dtype='float32',            # precision of conv/dense multiply-adds: 'bfloat16'/'float16' are faster
             fused_scale=True,           # one transposed conv instead of upscale + conv
             graph_resolution=None,      # build only up to this resolution and output images of this size
             **_ignored):                # settings of other code paths found in old pickles (e.g. `structure`)
@@ -180,10 +188,14 @@ def G_paper(latents_in, labels_in,
     act = leaky_relu if use_leakyrelu else tf.nn.relu
     PN = (lambda x: pixel_norm(x, epsilon=pixelnorm_epsilon)) if use_pixelnorm else (lambda x: x)
 
+    # The multiply-add layers of the blocks, with this network's settings.
+    conv = lambda x, fmaps: conv2d(x, fmaps, kernel=3, use_wscale=use_wscale, dtype=dtype)
+    conv_up = lambda x, fmaps: upscale2d_conv2d(x, fmaps, kernel=3, use_wscale=use_wscale, dtype=dtype)
+
     latents_in.set_shape([None, latent_size])
     labels_in.set_shape([None, label_size])
-    combo_in = tf.cast(tf.concat([latents_in, labels_in], axis=1), dtype)
-    lod_in = tf.cast(tf.get_variable('lod', initializer=np.float32(0.0), trainable=False), dtype)
+    combo_in = tf.concat([latents_in, labels_in], axis=1)
+    lod_in = tf.get_variable('lod', initializer=np.float32(0.0), trainable=False)
 
     def block(x, res):
         with tf.variable_scope('%dx%d' % (2 ** res, 2 ** res)):
@@ -192,22 +204,21 @@ def G_paper(latents_in, labels_in,
                     x = pixel_norm(x, epsilon=pixelnorm_epsilon)
                 with tf.variable_scope('Dense'):
                     # gain sqrt(2)/4 as in the original (it matched an older Theano implementation).
-                    x = dense(x, fmaps=nf(res - 1) * 16, gain=np.sqrt(2) / 4, use_wscale=use_wscale)
+                    x = dense(x, fmaps=nf(res - 1) * 16, gain=np.sqrt(2) / 4, use_wscale=use_wscale, dtype=dtype)
                     x = channels_last_from_first(x, nf(res - 1), 4)
                     x = PN(act(apply_bias(x)))
                 with tf.variable_scope('Conv'):
-                    x = PN(act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale))))
+                    x = PN(act(apply_bias(conv(x, nf(res - 1)))))
             else:
                 if fused_scale:
                     with tf.variable_scope('Conv0_up'):
-                        x = upscale2d_conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale)
-                        x = PN(act(apply_bias(x)))
+                        x = PN(act(apply_bias(conv_up(x, nf(res - 1)))))
                 else:
                     x = upscale2d(x)
                     with tf.variable_scope('Conv0'):
-                        x = PN(act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale))))
+                        x = PN(act(apply_bias(conv(x, nf(res - 1)))))
                 with tf.variable_scope('Conv1'):
-                    x = PN(act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale))))
+                    x = PN(act(apply_bias(conv(x, nf(res - 1)))))
             return x
 
     def torgb(x, res):
@@ -221,7 +232,7 @@ def G_paper(latents_in, labels_in,
     for res in range(3, graph_log2 + 1):
         x = block(x, res)
         images_out = lerp_clip(torgb(x, res), upscale2d(images_out), lod_in - (resolution_log2 - res))
-    return tf.identity(tf.cast(images_out, tf.float32), name='images_out')
+    return tf.identity(images_out, name='images_out')
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -237,7 +248,7 @@ def D_paper(images_in,                  # NHWC [N, graph_resolution, graph_resol
             fmap_max=512,
             use_wscale=True,
             mbstd_group_size=4,         # minibatch stddev group size; 0 or 1 turns it off
-            dtype='float32',
+            dtype='float32',            # precision of conv/dense multiply-adds, as in G_paper
             fused_scale=True,           # one stride-2 conv instead of conv + downscale
             graph_resolution=None,      # take images of this size and build only the blocks they need
             **_ignored):
@@ -245,9 +256,11 @@ def D_paper(images_in,                  # NHWC [N, graph_resolution, graph_resol
     nf = feature_maps(fmap_base, fmap_decay, fmap_max)
     act = leaky_relu
 
+    conv = lambda x, fmaps: conv2d(x, fmaps, kernel=3, use_wscale=use_wscale, dtype=dtype)
+    conv_down = lambda x, fmaps: conv2d_downscale2d(x, fmaps, kernel=3, use_wscale=use_wscale, dtype=dtype)
+
     images_in.set_shape([None, 2 ** graph_log2, 2 ** graph_log2, num_channels])
-    images_in = tf.cast(images_in, dtype)
-    lod_in = tf.cast(tf.get_variable('lod', initializer=np.float32(0.0), trainable=False), dtype)
+    lod_in = tf.get_variable('lod', initializer=np.float32(0.0), trainable=False)
 
     def fromrgb(x, res):
         with tf.variable_scope('FromRGB_lod%d' % (resolution_log2 - res)):
@@ -257,22 +270,22 @@ def D_paper(images_in,                  # NHWC [N, graph_resolution, graph_resol
         with tf.variable_scope('%dx%d' % (2 ** res, 2 ** res)):
             if res >= 3:
                 with tf.variable_scope('Conv0'):
-                    x = act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale)))
+                    x = act(apply_bias(conv(x, nf(res - 1))))
                 if fused_scale:
                     with tf.variable_scope('Conv1_down'):
-                        x = act(apply_bias(conv2d_downscale2d(x, fmaps=nf(res - 2), kernel=3,
-                                                              use_wscale=use_wscale)))
+                        x = act(apply_bias(conv_down(x, nf(res - 2))))
                 else:
                     with tf.variable_scope('Conv1'):
-                        x = act(apply_bias(conv2d(x, fmaps=nf(res - 2), kernel=3, use_wscale=use_wscale)))
+                        x = act(apply_bias(conv(x, nf(res - 2))))
                     x = downscale2d(x)
             else:
                 if mbstd_group_size > 1:
                     x = minibatch_stddev_layer(x, mbstd_group_size)
                 with tf.variable_scope('Conv'):
-                    x = act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=3, use_wscale=use_wscale)))
+                    x = act(apply_bias(conv(x, nf(res - 1))))
                 with tf.variable_scope('Dense0'):
-                    x = act(apply_bias(dense(flatten_channel_first(x), fmaps=nf(res - 2), use_wscale=use_wscale)))
+                    x = flatten_channel_first(x)
+                    x = act(apply_bias(dense(x, fmaps=nf(res - 2), use_wscale=use_wscale, dtype=dtype)))
                 with tf.variable_scope('Dense1'):
                     x = apply_bias(dense(x, fmaps=1 + label_size, gain=1, use_wscale=use_wscale))
             return x
@@ -284,7 +297,7 @@ def D_paper(images_in,                  # NHWC [N, graph_resolution, graph_resol
         x = block(x, res)
         images = downscale2d(images)
         x = lerp_clip(x, fromrgb(images, res - 1), lod_in - (resolution_log2 - res))
-    combo_out = tf.cast(block(x, 2), tf.float32)
+    combo_out = block(x, 2)
     scores_out = tf.identity(combo_out[:, :1], name='scores_out')
     labels_out = tf.identity(combo_out[:, 1:], name='labels_out')
     return scores_out, labels_out

@@ -144,7 +144,7 @@ def made(tmp_path_factory):
     m.sets = root / 'sets'
     m.sets.mkdir()
     create = [('gray', 'gray_pngs', ()), ('rgb', 'rgb_pngs', ()), ('shuffled', 'shuffle_pngs', ('--shuffle',)),
-              ('classes', 'class_pngs', ('--labels-from-subdirs',))]
+              ('classes', 'class_pngs', ('--labels-from-subdirs', '--shuffle', '--seed', 5))]
     results = run_all([(SCRIPT, 'create_from_images', m.sets / name, root / source) + extra
                        for name, source, extra in create])
     m.create = dict((name, result) for (name, _, _), result in zip(create, results))
@@ -161,8 +161,7 @@ def made(tmp_path_factory):
 
     later = [('info', ('info', m.sets / 'gray')),
              ('extract', ('extract', m.sets / 'gray', root / 'extracted_gray')),
-             ('extract_rgb', ('extract', m.sets / 'rgb', root / 'extracted_rgb')),
-             ('extract_8', ('extract', m.sets / 'gray', root / 'extracted_8', '--resolution', 8)),
+             ('extract_rgb_8', ('extract', m.sets / 'rgb', root / 'extracted_rgb_8', '--resolution', 8)),
              ('same', ('compare', m.sets / 'gray', root / 'copies' / 'gray')),
              ('different', ('compare', m.sets / 'gray', root / 'copies' / 'changed')),
              ('reordered', ('compare', m.sets / 'gray', root / 'copies' / 'reordered'))]
@@ -193,14 +192,21 @@ def test_shuffle_is_a_permutation(made):
     assert_dataset(made.sets / 'shuffled', stored, extra_files=['-meta.json'])   # every level in that order
 
 
-def test_labels_from_subdirs_are_one_hot(made):
+def test_labels_from_subdirs_are_one_hot_and_follow_shuffled_images(made):
     directory = made.sets / 'classes'
-    images = np.concatenate([made.class_a, made.class_b])
-    assert_dataset(directory, images, extra_files=['-meta.json', '-rxx.labels'])
+    stored = read_records(directory / 'classes-r04.tfrecords')
+    assert_dataset(directory, stored, extra_files=['-meta.json', '-rxx.labels'])
     with open(str(directory / 'classes-rxx.labels'), 'rb') as f:
         labels = np.load(f, allow_pickle=False)
     assert labels.dtype == np.float32
-    np.testing.assert_array_equal(labels, [[1, 0], [1, 0], [0, 1], [0, 1], [0, 1]])
+    assert labels.shape == (5, 2)
+    # Columns in sorted folder order: a_first -> [1, 0], b_second -> [0, 1]; each label stays with its image.
+    source = dict((image.tobytes(), [1, 0]) for image in made.class_a)
+    source.update((image.tobytes(), [0, 1]) for image in made.class_b)
+    assert sorted(image.tobytes() for image in stored) == sorted(source)
+    for image, label in zip(stored, labels):
+        assert label.tolist() == source[image.tobytes()]
+    assert labels.sum(axis=0).tolist() == [2, 3]
 
 
 def test_info(made):
@@ -225,26 +231,15 @@ def test_extract_writes_pngs_equal_to_records(made):
         np.testing.assert_array_equal(array, record[0])
 
 
-def test_extract_lower_resolution(made):
-    ok(made.later['extract_8'])
-    out = made.root / 'extracted_8'
+def test_extract_rgb_at_lower_resolution(made):
+    ok(made.later['extract_rgb_8'])
+    out = made.root / 'extracted_rgb_8'
     names = sorted(os.listdir(str(out)))
-    records = read_records(made.sets / 'gray' / 'gray-r03.tfrecords')
-    assert len(names) == len(records) == 5
+    records = read_records(made.sets / 'rgb' / 'rgb-r03.tfrecords')
+    assert len(names) == len(records) == 3
     for name, record in zip(names, records):
         mode, array = read_png(out / name)
-        assert (mode, array.shape) == ('L', (8, 8))
-        np.testing.assert_array_equal(array, record[0])
-
-
-def test_extract_rgb(made):
-    ok(made.later['extract_rgb'])
-    out = made.root / 'extracted_rgb'
-    names = sorted(os.listdir(str(out)))
-    assert len(names) == 3
-    for name, record in zip(names, read_records(made.sets / 'rgb' / 'rgb-r04.tfrecords')):
-        mode, array = read_png(out / name)
-        assert mode == 'RGB'
+        assert (mode, array.shape) == ('RGB', (8, 8, 3))
         np.testing.assert_array_equal(array, record.transpose(1, 2, 0))
 
 

@@ -348,7 +348,7 @@ def test_a_truncated_pickle_is_refused(tmp_path, keep):
     data = published_pickle(published_states())
     cut = int(len(data) * keep) if isinstance(keep, float) else (len(data) + keep if keep < 0 else keep)
     path = write(tmp_path / 'cut.pkl', data[:cut])
-    assert_refused(path, 'pickle')
+    assert_refused(path, 'truncated')
     assert listing(tmp_path) == ['cut.pkl']
     with open(path, 'rb') as f:
         assert f.read() == data[:cut]
@@ -359,7 +359,7 @@ def test_a_truncated_pickle_is_refused(tmp_path, keep):
                          ids=['random bytes', 'text', 'empty', 'protocol header then noise'])
 def test_not_a_pickle_is_refused(tmp_path, content):
     path = write(tmp_path / 'noise.pkl', content)
-    assert_refused(path)
+    assert_refused(path, 'pickle')
     assert listing(tmp_path) == ['noise.pkl']
 
 

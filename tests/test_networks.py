@@ -485,7 +485,7 @@ def test_minibatch_stddev_explicit_groups(tf_session):
     """N=8, group 4: groups {0,2,4,6} and {1,3,5,7}; a hand-made batch with known per-group statistics."""
     x = np.zeros((8, 1, 1, 2), np.float32)
     x[[0, 2, 4, 6], 0, 0, 0] = [1, -1, 1, -1]            # std 1 in channel 0, 0 in channel 1
-    x[[1, 3, 5, 7], 0, 0, :] = [[3, 0], [-3, 0], [3, 4], [-3, -4]]   # std 3 and 2 (not 0/4/... by pairs)
+    x[[1, 3, 5, 7], 0, 0, :] = [[3, 0], [-3, 0], [3, 4], [-3, -4]]   # per-channel variance 9 and 8
     y = tf_session.run(networks.minibatch_stddev_layer(tf.constant(x), 4))
     even = (1.0 + np.sqrt(1e-8)) / 2
     odd = (np.sqrt(9 + 1e-8) + np.sqrt(8 + 1e-8)) / 2

@@ -1,0 +1,361 @@
+"""2-inference.py end to end, as a user runs it: a real network pickle, a fresh interpreter per command, PNGs.
+
+The model is a tiny generator (16x16, at most 16 feature maps, latent size 16) with fixed weights, saved by
+legacy.py.  The images the command writes are compared with the same pickle loaded here and run in this process,
+converted to 8 bits in NumPy by the formula of the original script.  Every command of this file is started once,
+concurrently (importing TensorFlow dominates each run), and the tests then look at what each one did.
+"""
+import importlib.util
+import os
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, assert_clean_failure, run_script
+import generation
+import legacy
+import tfutil
+from tfcompat import tf
+
+SCRIPT = '2-inference.py'
+TINY = {'num_channels': 1, 'resolution': 16, 'label_size': 0, 'fmap_base': 64, 'fmap_max': 16}
+LATENT_SIZE = 16
+SIZE = 16
+K = 3  # images between the endpoints of an interpolation strip
+
+
+def to_uint8(x):
+    """The original script's conversion of generator output to grey levels: clip(rint((x + 1) / 2 * 255))."""
+    return np.clip(np.rint((x + 1) / 2 * 255), 0, 255).astype(np.uint8)
+
+
+def tiny_weights(net, seed):
+    """Fixed random weights, scaled so that most output pixels fall inside -1..1 (clipped pixels compare
+    equal whatever the network computed, which would make the comparisons below weak)."""
+    rng = np.random.RandomState(seed)
+    values = {}
+    for name, var in net.vars.items():
+        if name == 'lod':
+            values[name] = np.float32(0.0)
+            continue
+        value = rng.standard_normal(var.shape.as_list())
+        if name.endswith('/bias'):
+            value *= 0.1
+        if name.startswith('ToRGB'):
+            value *= 0.3
+        values[name] = value.astype(np.float32)
+    return values
+
+
+class Model(object):
+    def __init__(self, path, graph, session, Gs):
+        self.path, self._graph, self._session, self._Gs = path, graph, session, Gs
+
+    def images(self, latents, minibatch_size=None):
+        """uint8 [N, 16, 16] computed in this process from the pickle."""
+        with self._graph.as_default(), self._session.as_default():
+            x = self._Gs.run(latents, np.zeros((len(latents), 0), np.float32), minibatch_size=minibatch_size)
+        return to_uint8(x)[..., 0]
+
+
+@pytest.fixture(scope='module')
+def model(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('model') / 'tiny.pkl')
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph):
+        G = tfutil.Network('G', 'G_paper', **TINY)
+        D = tfutil.Network('D', 'D_paper', **TINY)
+        G.set_vars(tiny_weights(G, 1))
+        D.set_vars(tiny_weights(D, 2))
+        Gs = G.clone('Gs')
+        G.set_vars({'ToRGB_lod0/bias': np.array([0.4], np.float32)})  # G differs from Gs: the script must use Gs
+        legacy.save_network_pkl(path, (G, D, Gs))
+    graph = tf.Graph()
+    session = tf.Session(graph=graph)
+    with graph.as_default(), session.as_default():
+        Gs = legacy.load_network_pkl(path, which=('Gs',))
+    yield Model(path, graph, session, Gs)
+    session.close()
+
+
+def wrong_shape_pickle(path):
+    """Networks whose static_kwargs say 16 feature maps while their variables have 8."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph):
+        nets = [tfutil.Network(name, func, **dict(TINY, fmap_max=8))
+                for name, func in (('G', 'G_paper'), ('D', 'D_paper'), ('Gs', 'G_paper'))]
+        for net in nets:
+            net.init_vars()
+            net.static_kwargs = dict(TINY)
+        legacy.save_network_pkl(path, nets)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The commands
+
+# Bad input: each must fail cleanly, name the problem, and leave its directory exactly as it was.
+FAILURES = ['missing model', 'not a pickle', 'truncated pickle', 'pickle of something else', 'wrong shapes',
+            'number 0', 'latents of the wrong shape', 'latents not .npy', 'outdir is a file', 'outdir under a file',
+            'existing different image']
+
+
+def snapshot(directory):
+    """Every folder and file under `directory`, with the files' contents."""
+    state = {}
+    for folder, _, files in os.walk(directory):
+        state[os.path.relpath(folder, directory) + '/'] = None
+        for name in files:
+            with open(os.path.join(folder, name), 'rb') as f:
+                state[os.path.relpath(os.path.join(folder, name), directory)] = f.read()
+    return state
+
+
+def write(path, data):
+    with open(path, 'wb') as f:
+        f.write(data)
+    return path
+
+
+def prepare_failures(model, root):
+    """{name: (arguments, fragments the error must contain)}; each case's files live in root/<name>/."""
+    cases = {}
+    with open(model.path, 'rb') as f:
+        model_bytes = f.read()
+    for name in FAILURES:
+        d = os.path.join(root, name.replace(' ', '_'))
+        os.makedirs(d)
+        out = os.path.join(d, 'out')
+        args, fragments = ['--model', model.path, '--outdir', out], []
+        if name == 'missing model':
+            bad = os.path.join(d, 'absent.pkl')
+            args, fragments = ['--model', bad, '--outdir', out], [bad, 'no such model file']
+        elif name == 'not a pickle':
+            bad = write(os.path.join(d, 'AIS.pkl'), b'these are not the weights you are looking for\n')
+            args, fragments = ['--model', bad, '--outdir', out], [bad, 'pickle']
+        elif name == 'truncated pickle':
+            bad = write(os.path.join(d, 'cut.pkl'), model_bytes[:len(model_bytes) // 2])
+            args, fragments = ['--model', bad, '--outdir', out], [bad, 'truncated']
+        elif name == 'pickle of something else':
+            bad = write(os.path.join(d, 'arrays.pkl'), pickle.dumps([np.zeros((3, 3), np.float32)] * 3, protocol=4))
+            args, fragments = ['--model', bad, '--outdir', out], [bad, '(G, D, Gs)']
+        elif name == 'wrong shapes':
+            bad = os.path.join(d, 'shapes.pkl')
+            wrong_shape_pickle(bad)
+            args, fragments = ['--model', bad, '--outdir', out], [bad, 'shape', '[16, 256]']
+        elif name == 'number 0':
+            args, fragments = args + ['--number', '0'], ['--number', 'at least 1']
+        elif name == 'latents of the wrong shape':
+            bad = os.path.join(d, 'z.npy')
+            np.save(bad, np.zeros((4, LATENT_SIZE - 1), np.float32))
+            args, fragments = args + ['--latents', bad], [bad, '[4, 15]', '[N, 16]']
+        elif name == 'latents not .npy':
+            bad = write(os.path.join(d, 'z.txt'), b'0.1 0.2 0.3\n')
+            args, fragments = args + ['--latents', bad], [bad, '.npy']
+        elif name == 'outdir is a file':
+            out = write(os.path.join(d, 'results'), b'my notes\n')
+            args, fragments = ['--model', model.path, '--outdir', out], [out, 'existing file']
+        elif name == 'outdir under a file':
+            blocker = write(os.path.join(d, 'results'), b'my notes\n')
+            out = os.path.join(blocker, 'run1')
+            args, fragments = ['--model', model.path, '--outdir', out], [out, blocker]
+        elif name == 'existing different image':
+            os.makedirs(out)
+            existing = os.path.join(out, 'inference_img_0.png')
+            Image.fromarray(np.full((SIZE, SIZE), 77, np.uint8), 'L').save(existing)
+            fragments = [existing, 'already exists']
+        cases[name] = (d, args, fragments)
+    return cases
+
+
+class Runs(object):
+    pass
+
+
+@pytest.fixture(scope='module')
+def runs(model, tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('runs'))
+    runs = Runs()
+    runs.root = root
+    runs.latents = np.random.RandomState(99).randn(3, LATENT_SIZE).astype(np.float32)
+    latents_file = os.path.join(root, 'latents.npy')
+    np.save(latents_file, runs.latents)
+
+    def out(name):
+        return os.path.join(root, name)
+    commands = {
+        'help': ['-h'],
+        'defaults': ['--model', model.path, '--outdir', out('defaults')],
+        'seed 0 again, grid': ['--model', model.path, '--outdir', out('again'), '--seed', '0', '--grid', 'mosaic.png'],
+        'seed 1, batch 1': ['--model', model.path, '--outdir', out('batch1'), '--seed', '1', '--batch-size', '1'],
+        'seed 1, batch 7': ['--model', model.path, '--outdir', out('batch7'), '--seed', '1', '--batch-size', '7'],
+        'latents': ['--model', model.path, '--outdir', out('latents'), '--latents', latents_file],
+        'interpolate': ['--model', model.path, '--outdir', out('strips'), '--interpolate', str(K), '--number', '2'],
+    }
+    runs.failures = prepare_failures(model, os.path.join(root, 'failures'))
+    runs.before = {name: snapshot(d) for name, (d, _, _) in runs.failures.items()}
+    commands.update((name, args) for name, (_, args, _) in runs.failures.items())
+
+    with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
+        futures = {name: pool.submit(run_script, SCRIPT, *args) for name, args in commands.items()}
+    runs.results = {name: future.result() for name, future in futures.items()}
+    runs.outdir = out
+    return runs
+
+
+def succeeded(runs, name):
+    result = runs.results[name]
+    assert result.returncode == 0 and 'Traceback' not in result.stderr, (name, result.stdout, result.stderr)
+    return result
+
+
+def read_pngs(directory, pattern, count):
+    """The `count` PNGs of `directory` named by `pattern`, checked to be 8-bit grayscale, as uint8 arrays."""
+    images = []
+    for index in range(count):
+        image = Image.open(os.path.join(directory, pattern % index))
+        assert image.format == 'PNG' and image.mode == 'L', (pattern % index, image.format, image.mode)
+        images.append(np.asarray(image))
+    return np.stack(images)
+
+
+def file_bytes(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The interface the user knows
+
+
+def test_help_and_defaults(runs):
+    result = succeeded(runs, 'help')
+    text = ' '.join(result.stdout.split())  # independent of how argparse wraps lines
+    assert '2-inference.py [-h] [--model MODEL] [--number NUMBER] [--outdir OUTDIR]' in text
+    for fragment in ('Nodule generation pipeline', 'the model weight file path', 'set the number of output images',
+                     'the output path'):
+        assert fragment in text, fragment
+
+    spec = importlib.util.spec_from_file_location('inference_script', os.path.join(ROOT, SCRIPT))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = script.parse_args([])
+    assert args.model == 'demo/weight/AIS.pkl'
+    assert args.outdir == 'demo/output'
+    assert args.number in (None, 10)  # None stands for "10, or as many as --latents holds"; 10 files: next test
+    args = script.parse_args(['--model', 'm.pkl', '--number', '3', '--outdir', 'o'])
+    assert (args.model, args.number, args.outdir) == ('m.pkl', 3, 'o')
+
+
+def test_default_command_writes_the_generators_images(runs, model):
+    result = succeeded(runs, 'defaults')
+    out = runs.outdir('defaults')
+    assert sorted(os.listdir(out)) == sorted('inference_img_%d.png' % i for i in range(10))  # nothing else
+    images = read_pngs(out, 'inference_img_%d.png', 10)
+    assert images.shape == (10, SIZE, SIZE)
+
+    latents = generation.random_latents(10, LATENT_SIZE, seed=0)
+    assert np.array_equal(latents, np.random.RandomState(0).randn(10, LATENT_SIZE).astype(np.float32))
+    expected = model.images(latents)
+    assert np.mean((expected == 0) | (expected == 255)) < 0.05  # a meaningful comparison: few clipped pixels
+    assert np.array_equal(images, expected)
+    assert 'wrote 10 file(s)' in result.stdout
+
+
+def test_same_seed_same_bytes_and_the_mosaic(runs):
+    succeeded(runs, 'seed 0 again, grid')
+    first, again = runs.outdir('defaults'), runs.outdir('again')
+    for i in range(10):
+        name = 'inference_img_%d.png' % i
+        assert file_bytes(os.path.join(first, name)) == file_bytes(os.path.join(again, name)), name
+    images = read_pngs(first, 'inference_img_%d.png', 10)
+
+    mosaic = Image.open(os.path.join(again, 'mosaic.png'))
+    assert mosaic.mode == 'L'
+    mosaic = np.asarray(mosaic)
+    columns = int(np.ceil(np.sqrt(10)))
+    rows = int(np.ceil(10.0 / columns))
+    height, width = mosaic.shape
+    pad_x, pad_y = (width - columns * SIZE) // (columns - 1), (height - rows * SIZE) // (rows - 1)
+    assert pad_x == pad_y >= 0
+    assert (width, height) == (columns * SIZE + (columns - 1) * pad_x, rows * SIZE + (rows - 1) * pad_y)
+    covered = np.zeros(mosaic.shape, bool)
+    for i, image in enumerate(images):
+        top, left = (i // columns) * (SIZE + pad_y), (i % columns) * (SIZE + pad_x)
+        assert np.array_equal(mosaic[top:top + SIZE, left:left + SIZE], image), i
+        covered[top:top + SIZE, left:left + SIZE] = True
+    gaps = mosaic[~covered]
+    assert gaps.size == 0 or np.all(gaps == gaps[0])  # between the tiles: a plain background
+
+
+def test_seed_and_batch_size(runs, model):
+    succeeded(runs, 'seed 1, batch 1')
+    succeeded(runs, 'seed 1, batch 7')
+    one = read_pngs(runs.outdir('batch1'), 'inference_img_%d.png', 10)
+    seven = read_pngs(runs.outdir('batch7'), 'inference_img_%d.png', 10)
+    seed0 = read_pngs(runs.outdir('defaults'), 'inference_img_%d.png', 10)
+    assert all(np.mean(np.abs(a.astype(int) - b)) > 5 for a, b in zip(one, seed0))  # another seed, other nodules
+
+    latents = generation.random_latents(10, LATENT_SIZE, seed=1)
+    assert np.array_equal(one, model.images(latents, minibatch_size=1))
+    assert np.array_equal(seven, model.images(latents, minibatch_size=7))
+    # The batch size changes TensorFlow's summation order, so floats differ in the last bits (~1e-6) and a pixel
+    # right at a rounding boundary may move by one grey level; anything more would be a real difference.
+    difference = np.abs(one.astype(int) - seven)
+    assert difference.max() <= 1
+    assert np.mean(difference == 0) > 0.99
+
+
+def test_latents_file(runs, model):
+    succeeded(runs, 'latents')
+    out = runs.outdir('latents')
+    assert sorted(os.listdir(out)) == ['inference_img_%d.png' % i for i in range(3)]  # as many as the file holds
+    assert np.array_equal(read_pngs(out, 'inference_img_%d.png', 3), model.images(runs.latents))
+
+
+def test_interpolation_strips(runs, model):
+    succeeded(runs, 'interpolate')
+    out = runs.outdir('strips')
+    assert sorted(os.listdir(out)) == ['interpolation_0.png', 'interpolation_1.png']
+    strips = read_pngs(out, 'interpolation_%d.png', 2)
+    assert strips.shape == (2, SIZE, (K + 2) * SIZE)
+    tiles = strips.reshape(2, SIZE, K + 2, SIZE).transpose(0, 2, 1, 3)  # [strip, tile, y, x]
+
+    endpoints = generation.random_latents(4, LATENT_SIZE, seed=0)  # pairs (0, 1) and (2, 3)
+    steps = np.arange(K + 2, dtype=np.float64)[:, np.newaxis] / (K + 1)
+    strip_latents = np.concatenate([(1 - steps) * a + steps * b for a, b in zip(endpoints[0::2], endpoints[1::2])])
+    strip_latents = strip_latents.astype(np.float32)
+    assert np.array_equal(strip_latents[[0, K + 1, K + 2, 2 * K + 3]], endpoints)  # the ends are the endpoints
+    expected = model.images(strip_latents).reshape(2, K + 2, SIZE, SIZE)  # one batch of 10, as the script ran it
+
+    for pair in range(2):
+        assert np.array_equal(tiles[pair, 0], expected[pair, 0])
+        assert np.array_equal(tiles[pair, -1], expected[pair, -1])
+        # In between, the script's float32 steps may differ from these in the last bit.
+        assert np.abs(tiles[pair, 1:-1].astype(int) - expected[pair, 1:-1]).max() <= 1
+        assert np.mean(np.abs(tiles[pair, 0].astype(int) - tiles[pair, -1])) > 5  # it goes somewhere
+    # The endpoints' images also match generating the endpoints on their own (up to TensorFlow's batch-size noise).
+    alone = model.images(endpoints)
+    assert np.abs(tiles[:, [0, -1]].reshape(4, SIZE, SIZE).astype(int) - alone[[0, 1, 2, 3]]).max() <= 1
+
+
+def test_interpolation_latents_end_exactly_on_the_endpoints():
+    endpoints = generation.random_latents(6, 512, seed=3)
+    strips = generation.interpolation_latents(endpoints, K).reshape(3, K + 2, 512)
+    assert np.array_equal(strips[:, 0], endpoints[0::2])
+    assert np.array_equal(strips[:, -1], endpoints[1::2])
+    middle = (endpoints[0::2] + endpoints[1::2]) / 2
+    assert np.allclose(strips[:, (K + 1) // 2], middle, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize('name', FAILURES)
+def test_bad_input_fails_cleanly_and_writes_nothing(runs, name):
+    directory, args, fragments = runs.failures[name]
+    assert_clean_failure(runs.results[name], *fragments)
+    assert snapshot(directory) == runs.before[name]
