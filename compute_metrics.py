@@ -82,8 +82,6 @@ def load_sets(args):
         _need(args.fake, len(fake), number)
         return (real[:number], fake[:number], '%s, images 0..%d' % (args.real, number - 1),
                 '%s, images 0..%d' % (args.fake, number - 1))
-    if not os.path.exists(args.fake):
-        raise cli.UserError('%s: no such model file or dataset directory' % args.fake)
     number = args.num or len(real)
     _need(args.real, len(real), number)
     with cli.progress(number, 'generating') as bar:
@@ -95,8 +93,22 @@ def load_sets(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    import metrics
+    if args.seed >= 2 ** 32:
+        raise cli.UserError('--seed must be below 2**32, got %d' % args.seed)
+    # Fail on missing inputs before importing TensorFlow (seconds) or reading anything.
+    if not os.path.isdir(args.real):
+        raise cli.UserError('%s: no such dataset directory' % args.real)
+    if args.fake is not None and not os.path.exists(args.fake):
+        raise cli.UserError('%s: no such model file or dataset directory' % args.fake)
     real, fake, real_text, fake_text = load_sets(args)
+    try:
+        report(args, real, fake, real_text, fake_text)
+    except ValueError as error:  # what metrics.py refuses (sizes, shapes) is the user's input
+        raise cli.UserError(str(error))
+
+
+def report(args, real, fake, real_text, fake_text):
+    import metrics
     if real.shape[2:] != fake.shape[2:]:
         raise cli.UserError('the real images are %dx%d but the fake ones are %dx%d; metrics compare one size'
                             % (real.shape[3], real.shape[2], fake.shape[3], fake.shape[2]))

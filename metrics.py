@@ -23,8 +23,8 @@ import numpy as np
 BINOMIAL_TAPS = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0  # outer product with itself = the 5x5 kernel / 256
 
 
-def _binomial_blur(images, gain=1.0):
-    """Filter the last two axes with the 5x5 binomial kernel (times `gain`), mirror edges (d c b | a b c d | c b a).
+def _binomial_blur(images):
+    """Filter the last two axes with the 5x5 binomial kernel, mirror edges (d c b | a b c d | c b a).
 
     The kernel is separable, so it runs as two 5-tap passes; output has the input's shape, in float64.
     """
@@ -32,13 +32,12 @@ def _binomial_blur(images, gain=1.0):
     height, width = x.shape[-2:]
     if min(height, width) < 3:
         raise ValueError('the 5x5 pyramid filter needs images of at least 3x3, got %dx%d' % (height, width))
-    pad = [(0, 0)] * (x.ndim - 2) + [(2, 2), (2, 2)]
-    x = np.pad(x, pad, mode='reflect')
-    t = BINOMIAL_TAPS * gain
+    x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(2, 2), (2, 2)], mode='reflect')
+    t = BINOMIAL_TAPS
     x = (t[0] * x[..., 0:height, :] + t[1] * x[..., 1:height + 1, :] + t[2] * x[..., 2:height + 2, :]
          + t[3] * x[..., 3:height + 3, :] + t[4] * x[..., 4:height + 4, :])
     return (t[0] * x[..., 0:width] + t[1] * x[..., 1:width + 1] + t[2] * x[..., 2:width + 2]
-            + t[3] * x[..., 3:width + 3] + t[4] * x[..., 4:width + 4]) / gain
+            + t[3] * x[..., 3:width + 3] + t[4] * x[..., 4:width + 4])
 
 
 def pyramid_down(images):
@@ -51,7 +50,7 @@ def pyramid_up(images):
     x = np.asarray(images, dtype=np.float64)
     up = np.zeros(x.shape[:-2] + (2 * x.shape[-2], 2 * x.shape[-1]))
     up[..., 0::2, 0::2] = x
-    return _binomial_blur(up, gain=4.0) * 4.0
+    return 4.0 * _binomial_blur(up)
 
 
 def gaussian_pyramid(images, levels):
@@ -203,6 +202,9 @@ def sliced_wasserstein_distance(images_a, images_b, seed=0, nhood_size=7, nhoods
     computed in blocks of directions; images are filtered `chunk` at a time. `progress`, if given, is called
     with the number of images just processed (len(swd_resolutions(size)) * (Na + Nb) in all).
     """
+    if not 0 <= int(seed) < 2 ** 32 or int(seed) != seed:
+        raise ValueError('the SWD seed must be a whole number in [0, 2**32), got %r' % (seed,))
+    seed = int(seed)
     images_a = _check_images(images_a, 'images_a', min_resolution)
     images_b = _check_images(images_b, 'images_b', min_resolution)
     if images_a.shape[0] != images_b.shape[0]:
@@ -271,7 +273,7 @@ def _average_down(images):
 
 
 def ms_ssim(images_a, images_b, max_value=255.0, filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03,
-            weights=MS_SSIM_WEIGHTS):
+            weights=MS_SSIM_WEIGHTS, chunk=256):
     """Multi-scale SSIM of each pair (images_a[i], images_b[i]); float64 [N], 1 for identical images.
 
     Scales: the images, then 2x2 averages of the previous scale (len(weights) scales; sides >= 2**(scales-1)).
@@ -282,8 +284,7 @@ def ms_ssim(images_a, images_b, max_value=255.0, filter_size=11, filter_sigma=1.
     prod_{s < last} cs_s ** w_s * ssim_last ** w_last, with negative terms clipped to 0 first (as TensorFlow's
     ssim_multiscale does), so values lie in 0..1.
     """
-    a = np.asarray(images_a, dtype=np.float64)
-    b = np.asarray(images_b, dtype=np.float64)
+    a, b = np.asarray(images_a), np.asarray(images_b)
     if a.ndim == 3:
         a, b = a[:, None], b[:, None]
     if a.shape != b.shape or a.ndim != 4:
@@ -294,12 +295,15 @@ def ms_ssim(images_a, images_b, max_value=255.0, filter_size=11, filter_sigma=1.
         raise ValueError('MS-SSIM over %d scales needs images of at least %dx%d, got %dx%d'
                          % (len(weights), smallest, smallest, a.shape[3], a.shape[2]))
     result = np.ones(a.shape[0])
-    for scale, weight in enumerate(weights):
-        ssim, contrast = _ssim_and_contrast(a, b, max_value, filter_size, filter_sigma, k1, k2)
-        last = scale == len(weights) - 1
-        result *= np.maximum(ssim if last else contrast, 0.0) ** weight
-        if not last:
-            a, b = _average_down(a), _average_down(b)
+    for start in range(0, a.shape[0], chunk):  # bounded float64 temporaries for large sets
+        x = a[start:start + chunk].astype(np.float64)
+        y = b[start:start + chunk].astype(np.float64)
+        for scale, weight in enumerate(weights):
+            ssim, contrast = _ssim_and_contrast(x, y, max_value, filter_size, filter_sigma, k1, k2)
+            last = scale == len(weights) - 1
+            result[start:start + chunk] *= np.maximum(ssim if last else contrast, 0.0) ** weight
+            if not last:
+                x, y = _average_down(x), _average_down(y)
     return result
 
 

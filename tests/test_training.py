@@ -706,6 +706,36 @@ def test_resume_loads_the_snapshot_networks(resumed_run):
             np.testing.assert_array_equal(D1[name], D0[name], err_msg=name)
 
 
+def test_run_directories_are_numbered_past_every_existing_one(tmp_path):
+    outdir = str(tmp_path / 'results')
+    first = training_loop.new_run_dir(outdir, 'tiny-16x16')
+    assert os.path.basename(first) == '00000-tiny-16x16' and os.listdir(first) == []
+    os.makedirs(os.path.join(outdir, '00007-other-64x64'))
+    os.makedirs(os.path.join(outdir, 'notes'))
+    second = training_loop.new_run_dir(outdir, 'tiny-16x16')
+    assert os.path.basename(second) == '00008-tiny-16x16'
+    assert training_loop.new_run_dir(outdir, 'x') == os.path.join(outdir, '00009-x')
+
+
+def test_latest_snapshot_is_the_newest_complete_one(tmp_path):
+    outdir = str(tmp_path / 'results')
+    older = os.path.join(outdir, '00000-a')
+    newer = os.path.join(outdir, '00001-a')
+    newest = os.path.join(outdir, '00002-a')  # started, no snapshot yet
+    for path in (older, newer, newest):
+        os.makedirs(path)
+    for run, names in ((older, ['network-snapshot-000900.pkl']),
+                       (newer, ['network-snapshot-000010.pkl', 'network-snapshot-000120.pkl',
+                                'network-snapshot-000040.pkl', '.network-snapshot-000200.pkl.abcd.tmp',
+                                'network-final.pkl']),
+                       (newest, ['log.txt'])):
+        for name in names:
+            open(os.path.join(run, name), 'wb').close()
+    latest = training_loop.find_latest_snapshot(outdir)
+    assert latest == os.path.join(newer, 'network-snapshot-000120.pkl')
+    assert training_loop.kimg_of_snapshot(latest) == 120.0
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # A run killed at an arbitrary moment (SIGKILL), then resumed from the latest snapshot
 

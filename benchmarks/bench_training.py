@@ -1,0 +1,209 @@
+"""Training throughput: real images per second through one training step at each resolution.
+
+One step is what the training loop runs per minibatch (TrainingGraphs.step): a discriminator step with the
+gradient penalty, a generator step and the Gs moving-average update.  Each resolution is measured at its integer
+lod (no fade-in), after warm-up, as the median over several repeats.  The same process also times a large float32
+matmul (the machine's GEMM peak) so that throughput can be read as a fraction of what the CPU can do, and prints
+the numbers the issue reports for the original PGGAN code under current TensorFlow and for a PyTorch
+re-implementation next to ours.
+
+    python benchmarks/bench_training.py            # small configuration (fmap_base 1024, fmap_max 128)
+    python benchmarks/bench_training.py --full     # also the default one (8192 / 512) at 16x16 and 64x64 (slow)
+    python benchmarks/bench_training.py --quick    # fewer and shorter repeats
+
+FLOP estimate (printed as GFLOP/s): the forward multiply-adds per image of G and D at the trained resolution are
+counted layer by layer from the network definition (fused resampling: the 4x4 stride-2 kernels cost 4 taps per
+output pixel of an upscale, 16 per output pixel of a downscale; at 64x64 with the defaults G is 9.19 G MACs, as
+SPEC 10 says).  A training step then costs about 4 F_G + 14 F_D multiply-adds per image, taking a backward pass
+as twice its forward pass: D step = G forward + D forward on reals, fakes and mixed images (3 F_D) + the input
+gradient of the penalty (F_D) + weight gradients of the real/fake terms (4 F_D) and of the penalty, which
+differentiates a forward+backward graph (4 F_D); G step = G and D forward + D input gradient + G backward
+(3 F_G + 2 F_D).  Element-wise work is ignored, so this is an estimate to about +-30%, good for orders of
+magnitude and for comparing resolutions, not more.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+MINIBATCH = 16
+SMALL = dict(fmap_base=1024, fmap_max=128)
+DEFAULT = dict(fmap_base=8192, fmap_max=512)
+# img/s reported in the issue (small configuration unless noted); None where it gives no number.
+ORIGINAL_SMALL = {4: 650.0, 8: None, 16: 52.0, 32: 27.0, 64: 16.0}
+PYTORCH_SMALL = {4: 550.0, 8: None, 16: 43.0, 32: 18.0, 64: 11.0}
+ORIGINAL_DEFAULT = {16: 3.6, 64: 0.54}
+
+
+def nf_function(fmap_base, fmap_max, fmap_decay=1.0):
+    return lambda stage: min(int(fmap_base / (2.0 ** (stage * fmap_decay))), fmap_max)
+
+
+def forward_macs(resolution, fmap_base, fmap_max, num_channels=1, latent_size=None):
+    """Forward multiply-adds per image of G_paper and D_paper built up to `resolution` (fused resampling)."""
+    nf = nf_function(fmap_base, fmap_max)
+    latent_size = latent_size or nf(0)
+    top = int(np.log2(resolution))
+    # Generator
+    g = latent_size * nf(1) * 16 + 16 * 9 * nf(1) * nf(1)          # 4x4 Dense, 4x4 Conv
+    g += 16 * nf(1) * num_channels                                  # ToRGB at 4x4
+    for level in range(3, top + 1):
+        pixels = 4 ** level
+        g += pixels * 4 * nf(level - 2) * nf(level - 1)             # Conv0_up: 2x2 taps of the 4x4 kernel
+        g += pixels * 9 * nf(level - 1) ** 2                        # Conv1
+        g += pixels * nf(level - 1) * num_channels                  # ToRGB
+    # Discriminator
+    d = (4 ** top) * num_channels * nf(top - 1)                     # FromRGB at the top
+    for level in range(top, 2, -1):
+        pixels = 4 ** level
+        d += pixels * 9 * nf(level - 1) ** 2                        # Conv0
+        d += (pixels // 4) * 16 * nf(level - 1) * nf(level - 2)     # Conv1_down: 4x4 stride 2
+        d += (pixels // 4) * num_channels * nf(level - 2)           # FromRGB of the level below (fade-in)
+    d += 16 * 9 * (nf(1) + 1) * nf(1) + nf(1) * 16 * nf(0) + nf(0)  # 4x4 Conv, Dense0, Dense1
+    return g, d
+
+
+def step_flops_per_image(resolution, fmap_base, fmap_max):
+    g, d = forward_macs(resolution, fmap_base, fmap_max)
+    return 2.0 * (4 * g + 14 * d)
+
+
+def gemm_peak(tf, tfutil, size=2048, chain=4, repeats=5):
+    """GFLOP/s of float32 matmuls (`chain` independent size x size products per run); (median, best)."""
+    rng = np.random.RandomState(0)
+    a = tf.constant(rng.randn(size, size).astype(np.float32))
+    bs = [tf.Variable(rng.randn(size, size).astype(np.float32)) for _ in range(chain)]
+    tfutil.run([b.initializer for b in bs])
+    total = tf.add_n([tf.reduce_sum(tf.matmul(a, b)) for b in bs])
+    tfutil.run(total)  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.time()
+        tfutil.run(total)
+        rates.append(chain * 2.0 * size ** 3 / (time.time() - start) / 1e9)
+    return statistics.median(rates), max(rates)
+
+
+def measure(graphs, level, lod, warmup, repeats, seconds):
+    """Median img/s of TrainingGraphs.step at one level, each repeat running about `seconds`."""
+    graphs.set_lod(lod)
+    graphs.reset_optimizers()
+    for _ in range(max(warmup - 1, 0)):  # the first run of a graph also optimises it: slow, not timed
+        graphs.step(level, 0.001)
+    start = time.time()
+    graphs.step(level, 0.001)
+    per_step = max(time.time() - start, 1e-4)
+    steps = max(1, int(round(seconds / per_step)))
+    rates = []
+    for _ in range(repeats):
+        start = time.time()
+        for _ in range(steps):
+            values = graphs.step(level, 0.001)
+        rates.append(steps * MINIBATCH / (time.time() - start))
+        if not np.all(np.isfinite(values)):
+            raise RuntimeError('non-finite losses at level %d: %s' % (level, values))
+    return statistics.median(rates), min(rates), max(rates), steps
+
+
+def run_config(name, kwargs, resolutions, data_dir, args, peak, references):
+    import tfutil
+    import training_loop
+    from tfcompat import tf
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph, config=tfutil.session_config()) as session, \
+            session.as_default():
+        tf.set_random_seed(1000)
+        G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=64, **kwargs)
+        D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=64, **kwargs)
+        G.init_vars()
+        D.init_vars()
+        Gs = G.clone('Gs')
+        schedule = training_loop.Schedule(64, initial_resolution=min(resolutions), minibatch=MINIBATCH)
+        start = time.time()
+        graphs = training_loop.TrainingGraphs(G, D, Gs, data_dir, schedule, training_loop.available_devices(1),
+                                              seed=1000)
+        tfutil.initialize_uninitialized_vars()
+        print('%s configuration (fmap_base %d, fmap_max %d, minibatch %d): G %d and D %d parameters; '
+              'graphs for %s built in %.1f s'
+              % (name, kwargs['fmap_base'], kwargs['fmap_max'], MINIBATCH, G.num_params(), D.num_params(),
+                 ', '.join('%dx%d' % (2 ** k, 2 ** k) for k in sorted(graphs.levels)), time.time() - start))
+        header = ('%-7s %10s %17s %8s %9s %10s %9s %12s %9s'
+                  % ('res', 'img/s', '(min..max)', 'steps', 'GFLOP/img', 'GFLOP/s', '% peak', 'original', 'ours/orig'))
+        if references.get('pytorch'):
+            header += ' %9s %9s' % ('pytorch', 'ours/pt')
+        print(header)
+        sys.stdout.flush()
+        for resolution in resolutions:
+            level = int(np.log2(resolution))
+            lod = 6 - level
+            median, low, high, steps = measure(graphs, level, float(lod), args.warmup, args.repeats, args.seconds)
+            flops = step_flops_per_image(resolution, kwargs['fmap_base'], kwargs['fmap_max'])
+            achieved = median * flops / 1e9
+            original = references['original'].get(resolution)
+            line = ('%-7s %10.2f %17s %8d %9.3f %10.1f %8.1f%% %12s %9s'
+                    % ('%dx%d' % (resolution, resolution), median, '(%.2f..%.2f)' % (low, high), steps,
+                       flops / 1e9, achieved, 100.0 * achieved / peak,
+                       '%.2f' % original if original else '-', '%.2f' % (median / original) if original else '-'))
+            if references.get('pytorch'):
+                torch = references['pytorch'].get(resolution)
+                line += ' %9s %9s' % ('%.1f' % torch if torch else '-', '%.2f' % (median / torch) if torch else '-')
+            print(line)
+            sys.stdout.flush()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='See the module docstring for how FLOPs are estimated.')
+    parser.add_argument('--full', action='store_true',
+                        help='also measure the default configuration (fmap_base 8192, fmap_max 512) at 16x16 and '
+                             '64x64; slow (minutes) on a CPU')
+    parser.add_argument('--quick', action='store_true', help='fewer and shorter repeats (a rough number quickly)')
+    parser.add_argument('--repeats', type=int, help='timed repeats per resolution (default 5, quick 3)')
+    parser.add_argument('--seconds', type=float, help='length of one repeat in seconds (default 2, quick 0.5)')
+    parser.add_argument('--warmup', type=int, help='untimed steps first (default 3, quick 2)')
+    parser.add_argument('--images', type=int, default=256, help='synthetic 64x64 images in the dataset')
+    args = parser.parse_args(argv)
+    args.repeats = args.repeats or (3 if args.quick else 5)
+    args.seconds = args.seconds or (0.5 if args.quick else 2.0)
+    args.warmup = args.warmup or (2 if args.quick else 3)
+
+    import dataset
+    import tfcompat
+    import tfutil
+    from tfcompat import tf
+    print('TensorFlow %s, Python %s, %d CPU(s); minibatch %d; one step = D step with gradient penalty + G step + '
+          'Gs update' % (tfcompat.TF_VERSION, sys.version.split()[0], os.cpu_count() or 0, MINIBATCH))
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph, config=tfutil.session_config()) as session, \
+            session.as_default():
+        peak, best = gemm_peak(tf, tfutil, repeats=3 if args.quick else 5)
+    print('float32 GEMM (2048x2048 matmuls, same process): median %.1f GFLOP/s, best %.1f GFLOP/s' % (peak, best))
+    print('GFLOP/img is an analytic estimate (4 F_G + 14 F_D multiply-adds, see the docstring); '
+          '"original" = the issue\'s numbers for the original PGGAN code under current TensorFlow')
+    print()
+    sys.stdout.flush()
+
+    workdir = tempfile.mkdtemp(prefix='bench-training-')
+    try:
+        images = np.random.RandomState(0).randint(0, 256, size=(args.images, 1, 64, 64)).astype(np.uint8)
+        data_dir = dataset.write_dataset(os.path.join(workdir, 'synthetic'), images)
+        run_config('small', SMALL, [4, 8, 16, 32, 64], data_dir, args, peak,
+                   {'original': ORIGINAL_SMALL, 'pytorch': PYTORCH_SMALL})
+        if args.full:
+            print()
+            run_config('default', DEFAULT, [16, 64], data_dir, args, peak, {'original': ORIGINAL_DEFAULT})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
