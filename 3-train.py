@@ -45,6 +45,10 @@ def parse_args(argv=None):
                              '"latest" picks the newest snapshot under OUTDIR')
     parser.add_argument('--resume-kimg', type=float,
                         help='schedule position of --resume (default: read from its file name)')
+    parser.add_argument('--metrics', choices=['swd'], action='append', default=[],
+                        help='compute at every snapshot and log: swd = sliced Wasserstein distance to the reals')
+    parser.add_argument('--metric-images', type=cli.positive_int,
+                        help='images per set for --metrics (default: the whole dataset, at most 1000)')
     parser.add_argument('--num-gpus', type=cli.positive_int, default=1,
                         help='split each minibatch over this many GPUs and average gradients '
                              '(without GPUs: as many logical CPU devices) (default: %(default)s)')
@@ -63,7 +67,8 @@ def main(argv=None):
         lod_transition_kimg=args.lod_transition_kimg, minibatch=args.minibatch,
         minibatch_dict=args.minibatch_per_res, lr=args.lr, G_kwargs=G_kwargs, D_kwargs=network_kwargs,
         mirror=args.mirror, seed=args.seed, tick_kimg=args.tick_kimg, snapshot_ticks=args.snapshot_ticks,
-        resume=args.resume, resume_kimg=args.resume_kimg, num_devices=args.num_gpus)
+        resume=args.resume, resume_kimg=args.resume_kimg, num_devices=args.num_gpus, metrics=args.metrics,
+        metric_images=args.metric_images)
 
 
 if __name__ == '__main__':

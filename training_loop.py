@@ -19,6 +19,7 @@ import cli
 import dataset
 import legacy
 import losses
+import metrics as quality_metrics
 import networks
 import outputs
 import tfutil
@@ -231,6 +232,8 @@ def train(data_dir, outdir='results',
           grid_size=(8, 4),
           resume=None, resume_kimg=None,
           num_devices=1,
+          metrics=(),                   # 'swd': sliced Wasserstein distance to the reals at every snapshot
+          metric_images=None,           # images per set for the metrics (default: all reals, at most 1000)
           log_file=sys.stdout):
     """Train G and D on the dataset in `data_dir`; returns the run directory (see SPEC section 5 for what it holds)."""
     files = dataset.list_tfrecords(data_dir)
@@ -243,8 +246,13 @@ def train(data_dir, outdir='results',
     if missing:
         raise cli.UserError('%s: lacks the lower resolutions %s that progressive training reads' % (data_dir, missing))
 
+    if 'swd' in metrics and resolution < 16:
+        raise cli.UserError('%s: --metrics swd needs images of at least 16x16, these are %dx%d'
+                            % (data_dir, resolution, resolution))
     if resume == 'latest':
         resume = find_latest_snapshot(outdir)
+    if resume and not os.path.isfile(resume):
+        raise cli.UserError('%s: no such snapshot to resume from' % resume)
     if resume and resume_kimg is None:
         resume_kimg = kimg_of_snapshot(resume)
     resume_kimg = resume_kimg or 0.0
@@ -280,7 +288,8 @@ def train(data_dir, outdir='results',
                   lr=lr, G_kwargs=G.static_kwargs, D_kwargs=D.static_kwargs, loss_kwargs=loss_kwargs or {},
                   G_smoothing=G_smoothing, mirror=mirror, seed=seed, tick_kimg=tick_kimg,
                   snapshot_ticks=snapshot_ticks, resume=resume and os.path.abspath(resume), resume_kimg=resume_kimg,
-                  num_devices=num_devices, devices=devices, G_params=G.num_params(), D_params=D.num_params())
+                  num_devices=num_devices, devices=devices, G_params=G.num_params(), D_params=D.num_params(),
+                  metrics=list(metrics), metric_images=metric_images)
     outputs.write_file_atomic(os.path.join(run_dir, 'config.json'),
                               (json.dumps(config, indent=2, sort_keys=True) + '\n').encode())
     log('run %s: %s, %d images of %dx%d, G %d and D %d parameters, on %s'
@@ -301,6 +310,24 @@ def train(data_dir, outdir='results',
         _save_grid(os.path.join(run_dir, 'fakes%06d.png' % int(kimg)), fakes, grid_size[0])
 
     save_fakes(resume_kimg)
+    if metrics:
+        metric_reals = dataset.read_images(files[resolution_log2])[:metric_images or 1000]
+        metric_latents = np.random.RandomState(seed + 1).randn(len(metric_reals), G.input_shapes[0][1])
+        metric_labels = (labels[np.arange(len(metric_reals)) % len(labels)] if label_size
+                         else np.zeros((len(metric_reals), 0), np.float32))
+
+    def log_metrics(kimg):
+        fakes = outputs.float_to_uint8(Gs.run(metric_latents.astype(np.float32), metric_labels, minibatch_size=64))
+        per_level, average = quality_metrics.sliced_wasserstein_distance(metric_reals, fakes.transpose(0, 3, 1, 2))
+        sizes = quality_metrics.swd_resolutions(resolution)
+        log('swd x1e3 at kimg %.1f: %s, average %.3f' % (
+            kimg, ', '.join('%dx%d %.3f' % (r, r, v) for r, v in zip(sizes, per_level)), average))
+        summaries.add_summary(tf.Summary(value=[tf.Summary.Value(tag='Metrics/swd_%dx%d' % (r, r), simple_value=v)
+                                                for r, v in zip(sizes, per_level)]
+                                         + [tf.Summary.Value(tag='Metrics/swd_average', simple_value=average)]),
+                              int(kimg))
+        summaries.flush()
+
     tf.get_default_graph().finalize()  # any op created from here on would be a bug (per-step graph growth)
     cur_nimg = int(resume_kimg * 1000)
     total_nimg = int(total_kimg * 1000)
@@ -351,6 +378,8 @@ def train(data_dir, outdir='results',
             if ticks % snapshot_ticks == 0 or done:
                 last_snapshot = os.path.join(run_dir, 'network-snapshot-%06d.pkl' % int(kimg))
                 legacy.save_network_pkl(last_snapshot, (G, D, Gs))
+                if 'swd' in metrics:
+                    log_metrics(kimg)
             tick_start_nimg, tick_start_time, stats = cur_nimg, time.time(), []
     legacy.save_network_pkl(os.path.join(run_dir, 'network-final.pkl'), (G, D, Gs))
     summaries.close()

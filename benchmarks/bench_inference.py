@@ -1,0 +1,352 @@
+"""How fast the default 64x64 generator makes nodules, measured against this machine (SPEC section 10).
+
+Everything is reported as a ratio to something measured in the same run: the float32 GEMM peak (a large
+matmul in TensorFlow), the one-image-per-call baseline of the original 2-inference.py, and float32 itself for
+the reduced precisions (whose 8-bit images are also compared with float32's).  Then the files: a full-size
+(G, D, Gs) pickle like the published ones (~270 MB), the time to load its Gs, and the default command
+`2-inference.py --model <pkl> --number 10` timed end to end in a fresh interpreter.
+
+Weights are random (N(0, 1) as initialised, ToRGB scaled by 0.3 so that, like a trained generator's, most
+outputs fall inside -1..1 and the 8-bit comparison is not dominated by clipped pixels).  Cost per image is
+taken as 18.4 GFLOP (9.19 G multiply-adds, SPEC section 10).  Times are medians over repeats; the machine's
+load average is printed because these machines are shared and noisy.
+
+    python benchmarks/bench_inference.py [--quick]
+"""
+import argparse
+import contextlib
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+GFLOP_PER_IMAGE = 18.4
+PRECISIONS = ('float32', 'bfloat16', 'float16')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Benchmark nodule generation (the default 22M-parameter generator) '
+                                                 'against this machine\'s GEMM peak and the one-image-per-call '
+                                                 'baseline, in float32 and reduced precisions, and time the '
+                                                 'default 2-inference.py command end to end.')
+    parser.add_argument('--quick', action='store_true',
+                        help='fewer repeats and images (a rough picture in a couple of minutes)')
+    parser.add_argument('--repeats', type=int, help='timed runs per generation measurement (default 3, quick 1)')
+    parser.add_argument('--batch-sizes', default='8,16,32,64', help='batched sizes to measure (default: %(default)s)')
+    parser.add_argument('--precisions', default=','.join(PRECISIONS), help='(default: %(default)s)')
+    parser.add_argument('--gemm-size', type=int, default=4096, help='n of the n x n matmul (default: %(default)s)')
+    parser.add_argument('--budget', type=float, default=30.0,
+                        help='seconds after which a measurement stops repeating (default: %(default)s)')
+    parser.add_argument('--cli-repeats', type=int, help='runs of each command (default 3, quick 1)')
+    parser.add_argument('--skip-files', action='store_true', help='skip the pickle and command-line part')
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.cli_repeats is None:
+        args.cli_repeats = 1 if args.quick else 3
+    args.batch_sizes = [int(b) for b in args.batch_sizes.split(',') if b]
+    args.precisions = [p for p in args.precisions.split(',') if p]
+    args.gemm_repeats = 3 if args.quick else 5
+    args.images_per_run = 16 if args.quick else 32  # batched runs: at least this many images (or one batch)
+    args.baseline_images = 4 if args.quick else 8   # one-per-call runs: this many images
+    return args
+
+
+def say(text=''):
+    print(text)
+    sys.stdout.flush()
+
+
+def load_average():
+    try:
+        return '%.1f %.1f %.1f' % os.getloadavg()
+    except (AttributeError, OSError):
+        return 'n/a'
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown CPU'
+
+
+def short_error(error):
+    text = str(error).strip().splitlines()
+    return '%s: %s' % (type(error).__name__, text[0][:110] if text else '')
+
+
+def median(values):
+    return statistics.median(values) if values else float('nan')
+
+
+@contextlib.contextmanager
+def isolated_session():
+    """A graph and session of their own: on TensorFlow 1.12 one op without a kernel (bfloat16 convolutions)
+    makes every later run of its session fail, so each precision is measured apart."""
+    import tfutil
+    from tfcompat import native_stderr_captured, tf
+    graph = tf.Graph()
+    with native_stderr_captured():  # CUDA probing on GPU-less machines logs errors that are not ours
+        session = tf.Session(graph=graph, config=tfutil.session_config())
+    try:
+        with graph.as_default(), session.as_default():
+            yield session
+    finally:
+        session.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GEMM peak
+
+
+def gemm_rate(n, dtype, repeats, budget):
+    """GFLOP/s of an n x n x n matmul (2 n^3 flops), median over timed runs after one warm-up."""
+    with isolated_session() as session:
+        return _gemm_rate(session, n, dtype, repeats, budget)
+
+
+def _gemm_rate(session, n, dtype, repeats, budget):
+    from tfcompat import tf
+    rng = np.random.RandomState(0)
+    a = tf.Variable(rng.standard_normal((n, n)).astype(np.float32), name='gemm_a')
+    b = tf.Variable(rng.standard_normal((n, n)).astype(np.float32), name='gemm_b')
+    session.run([a.initializer, b.initializer])
+    if dtype == 'float32':
+        product = tf.matmul(a, b)
+    else:  # the casts are 2 n^2 operations against 2 n^3
+        product = tf.matmul(tf.cast(a, dtype), tf.cast(b, dtype))
+    # Variables (not constants) so that graph optimisation cannot fold the product away; fetch nothing but
+    # the op, so that copying 64 MB back to NumPy is not timed.
+    options = tf.RunOptions(timeout_in_ms=int(1000 * max(budget, 10) * 4))
+    session.run(product.op, options=options)
+    times, start = [], time.time()
+    while len(times) < repeats and (not times or time.time() - start < budget):
+        t = time.perf_counter()
+        session.run(product.op, options=options)
+        times.append(time.perf_counter() - t)
+    return 2.0 * n ** 3 / median(times) / 1e9, len(times)
+
+
+def measure_gemm(args):
+    peaks = {}
+    say('GEMM peak (TensorFlow matmul, in this process; median of repeats):')
+    for precision in args.precisions:
+        n = args.gemm_size if precision == 'float32' else min(args.gemm_size, 1024)
+        try:
+            rate, runs = gemm_rate(n, precision, args.gemm_repeats, args.budget)
+            if precision != 'float32' and rate * 1e9 * args.budget / 4 > 2.0 * args.gemm_size ** 3:
+                n = args.gemm_size  # fast enough to be measured at full size too
+                rate, runs = gemm_rate(n, precision, args.gemm_repeats, args.budget)
+        except Exception as error:  # no kernel for this type on this stack, or hopelessly slow
+            say('  %-9s unsupported (%s)' % (precision, short_error(error)))
+            continue
+        peaks[precision] = rate
+        say('  %-9s %4d x %4d: %7.1f GFLOP/s  (%d runs)%s' % (
+            precision, n, n, rate, runs,
+            '' if precision == 'float32' or 'float32' not in peaks
+            else '  = %.2fx float32' % (rate / peaks['float32'])))
+    return peaks
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generation throughput
+
+
+def time_generation(Gs, latents, labels, batch, count, precision, repeats, budget):
+    """Images per second generating `count` images in calls of `batch` (median of timed runs)."""
+    times, start, images = [], time.time(), None
+    while len(times) < repeats and (not times or time.time() - start < budget):
+        t = time.perf_counter()
+        images = Gs.run(latents[:count], labels[:count], minibatch_size=batch, dtype=precision)
+        times.append(time.perf_counter() - t)
+    return count / median(times), len(times), images
+
+
+def default_generator(weights=None):
+    """The default 64x64 Gs in the current graph, with `weights` or freshly initialised."""
+    import tfutil
+    Gs = tfutil.Network('Gs', 'G_paper', resolution=64)
+    if weights is None:
+        Gs.init_vars()
+    else:
+        Gs.set_vars(weights)
+    return Gs
+
+
+def measure_generation(weights, args, peaks):
+    import outputs
+    largest = max(args.batch_sizes + [args.images_per_run])
+    latent_size = weights['4x4/Dense/weight'].shape[0]
+    latents = np.random.RandomState(123).randn(largest, latent_size).astype(np.float32)
+    labels = np.zeros((largest, 0), np.float32)
+    peak = peaks.get('float32')
+    rows, reference, results = [], {}, {}
+    params = sum(int(np.prod(v.shape)) for n, v in weights.items() if n != 'lod')
+    say()
+    say('Generation, default generator (%s parameters), %.1f GFLOP per image:' % (format(params, ','),
+                                                                                   GFLOP_PER_IMAGE))
+    say('  %-9s %5s %4s %9s %9s %8s %8s %9s %9s' % ('precision', 'batch', 'runs', 'images/s', 'GFLOP/s',
+                                                    'f32 peak', 'own peak', 'vs batch1', 'vs f32'))
+    for precision in args.precisions:
+        with isolated_session():
+            Gs = default_generator(weights)
+            try:  # build the graph and warm up (kernels, memory) before timing
+                Gs.run(latents[:1], labels[:1], dtype=precision)
+                Gs.run(latents[:8], labels[:8], minibatch_size=8, dtype=precision)
+            except Exception as error:
+                say('  %-9s unsupported on this stack (%s)' % (precision, short_error(error)))
+                continue
+            baseline = None
+            for batch in [1] + args.batch_sizes:
+                count = args.baseline_images if batch == 1 else max(batch, args.images_per_run)
+                rate, runs, images = time_generation(Gs, latents, labels, batch, count, precision,
+                                                     args.repeats, args.budget)
+                baseline = baseline or rate
+                results[(precision, batch)] = rate
+                gflops = rate * GFLOP_PER_IMAGE
+                own_peak = peaks.get(precision)
+                versus_f32 = results.get(('float32', batch))
+                say('  %-9s %5d %4d %9.2f %9.1f %7.1f%% %8s %8.2fx %9s' % (
+                    precision, batch, runs, rate, gflops, 100.0 * gflops / peak if peak else float('nan'),
+                    '%.1f%%' % (100.0 * gflops / own_peak) if own_peak else 'n/a', rate / baseline,
+                    '%.2fx' % (rate / versus_f32) if versus_f32 else 'n/a'))
+                if batch == max(args.batch_sizes):
+                    reference[precision] = outputs.float_to_uint8(images)
+        rows.append(precision)
+    if 'float32' in reference and len(reference) > 1:
+        say()
+        say('8-bit images vs float32 (the same %d latents at batch %d):' % (len(reference['float32']),
+                                                                          max(args.batch_sizes)))
+        for precision in rows:
+            if precision == 'float32' or precision not in reference:
+                continue
+            difference = np.abs(reference[precision].astype(int) - reference['float32'])
+            say('  %-9s pixels equal %6.2f%%, within 1 grey level %6.2f%%, max difference %d' % (
+                precision, 100.0 * np.mean(difference == 0), 100.0 * np.mean(difference <= 1), difference.max()))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files and the command line
+
+
+def wall_clock(command, repeats, cwd):
+    times = []
+    for index in range(repeats):
+        t = time.perf_counter()
+        result = subprocess.run([part(index) if callable(part) else part for part in command], cwd=cwd,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+        times.append(time.perf_counter() - t)
+        if result.returncode != 0:
+            raise RuntimeError('%s failed: %s' % (' '.join(map(str, command[:3])), result.stderr.strip()[-500:]))
+    return median(times)
+
+
+def measure_files(weights, args, generation_rates):
+    import legacy
+    import tfutil
+    say()
+    say('Files (a full-size pickle like the published AIS/MIA/IAC weights):')
+    directory = tempfile.mkdtemp(prefix='bench_inference_')
+    try:
+        path = os.path.join(directory, 'AIS-random.pkl')
+        with isolated_session():
+            G = tfutil.Network('G', 'G_paper', resolution=64)
+            D = tfutil.Network('D', 'D_paper', resolution=64)
+            G.init_vars()
+            D.init_vars()
+            Gs = default_generator(weights)
+            t = time.perf_counter()
+            legacy.save_network_pkl(path, (G, D, Gs))
+            save_time = time.perf_counter() - t
+            params = G.num_params() + D.num_params() + Gs.num_params()
+        say('  pickle: %s parameters in (G, D, Gs), %.1f MB, saved in %.2f s'
+            % (format(params, ','), os.path.getsize(path) / 1e6, save_time))
+
+        read_times, load_times = [], []
+        for _ in range(args.cli_repeats):
+            t = time.perf_counter()
+            legacy.read_network_states(path)
+            read_times.append(time.perf_counter() - t)
+            with isolated_session():
+                t = time.perf_counter()
+                legacy.load_network_pkl(path, which=('Gs',))
+                load_times.append(time.perf_counter() - t)
+        say('  legacy.load_network_pkl(path, which=(\'Gs\',)): %.2f s (of which reading and checked unpickling '
+            '%.2f s)' % (median(load_times), median(read_times)))
+
+        python = sys.executable
+        script = os.path.join(ROOT, '2-inference.py')
+        out = lambda tag: (lambda index: os.path.join(directory, '%s%d' % (tag, index)))  # noqa: E731
+        startup = wall_clock([python, '-c', 'import tfutil'], args.cli_repeats, ROOT)
+        default = wall_clock([python, script, '--model', path, '--number', '10', '--outdir', out('default')],
+                             args.cli_repeats, ROOT)
+        one_per_call = wall_clock([python, script, '--model', path, '--number', '10', '--batch-size', '1',
+                                   '--outdir', out('one')], args.cli_repeats, ROOT)
+        say('  python -c "import tfutil" (interpreter + TensorFlow):  %6.2f s' % startup)
+        say('  2-inference.py --model <pkl> --number 10:              %6.2f s  (%.2f s beyond start-up)'
+            % (default, default - startup))
+        say('  ... --batch-size 1 (one image per call, as the seed):  %6.2f s  -> default is %.2fx faster '
+            '(%.2fx beyond start-up)' % (one_per_call, one_per_call / default,
+                                         (one_per_call - startup) / max(default - startup, 1e-9)))
+        best = generation_rates.get(('float32', 32))
+        if best:
+            say('  in-process estimate for the default: load %.2f s + 10 images at %.2f images/s = %.2f s; '
+                'the command adds %.2f s of start-up and writing' % (
+                    median(load_times), best, median(load_times) + 10 / best,
+                    default - median(load_times) - 10 / best))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.time()
+    import tfcompat
+    say('nodule-pggan inference benchmark%s' % (' (--quick)' if args.quick else ''))
+    say('Python %s, TensorFlow %s, NumPy %s; %s, %s logical CPUs; load average %s'
+        % (platform.python_version(), tfcompat.TF_VERSION, np.__version__, cpu_name(), os.cpu_count(),
+           load_average()))
+    say()
+    peaks = measure_gemm(args)
+
+    with isolated_session():
+        weights = default_generator().get_vars()
+    weights['ToRGB_lod0/weight'] *= np.float32(0.3)
+    rates = measure_generation(weights, args, peaks)
+
+    if rates.get(('float32', 1)):
+        batched = [(rate, batch) for (precision, batch), rate in rates.items() if precision == 'float32' and batch > 1]
+        best, batch = max(batched) if batched else (None, None)
+        say()
+        say('Summary: float32 one image per call %.2f images/s; best batched %.2f images/s (batch %s) = %.2fx; '
+            '%.0f%% of the float32 GEMM peak.' % (rates[('float32', 1)], best or float('nan'), batch,
+                                                   (best or float('nan')) / rates[('float32', 1)],
+                                                   100.0 * (best or float('nan')) * GFLOP_PER_IMAGE
+                                                   / peaks.get('float32', float('nan'))))
+        fastest = max(rates.items(), key=lambda item: item[1])
+        say('         fastest overall: %s at batch %d, %.2f images/s = %.2fx the float32 one-per-call baseline.'
+            % (fastest[0][0], fastest[0][1], fastest[1], fastest[1] / rates[('float32', 1)]))
+
+    if not args.skip_files:
+        measure_files(weights, args, rates)
+    say()
+    say('done in %.0f s; load average %s' % (time.time() - started, load_average()))
+
+
+if __name__ == '__main__':
+    main()
