@@ -553,7 +553,7 @@ def first_run(tmp_path_factory, data_dir):
     """A complete tiny run: 16x16 through all three resolutions in 1 kimg, a tick every 0.25 kimg."""
     outdir = str(tmp_path_factory.mktemp('results'))
     result = check_ok(train('--data', data_dir, '--outdir', outdir, '--total-kimg', 1, '--tick-kimg', 0.25,
-                            '--snapshot-ticks', 2, *TINY_ARGS))
+                            '--snapshot-ticks', 2, '--metrics', 'swd', *TINY_ARGS))
     dirs = run_dirs(outdir)
     assert len(dirs) == 1, dirs
     return outdir, os.path.join(outdir, dirs[0]), result
@@ -619,6 +619,12 @@ def test_run_writes_every_output(first_run, tiny_images, data_dir):
                 'Loss/D', 'Loss/gradient_penalty'):
         assert len(tags.get(tag, [])) == len(ticks), (tag, sorted(tags))
     np.testing.assert_allclose(tags['Progress/lod'], [t['lod'] for t in logged], atol=0.0006)
+
+    # --metrics swd: one SWD line and one summary per network snapshot, finite and positive.
+    swd_lines = [line for line in log_text.splitlines() if 'swd x1e3 at kimg' in line]
+    assert len(swd_lines) == len(snapshots) == len(tags['Metrics/swd_average'])
+    assert len(tags['Metrics/swd_16x16']) == len(snapshots)
+    assert all(np.isfinite(v) and v > 0 for v in tags['Metrics/swd_average'])
 
     # The pickles load with the safe loader and hold the networks that were asked for.
     for name in snapshots | {'network-final.pkl'}:
