@@ -34,6 +34,10 @@ def parse_args(argv=None):
                         help='most feature maps in any layer (default: %(default)s)')
     parser.add_argument('--latent-size', type=cli.positive_int,
                         help='length of the latent vector (default: nf(0), 512 with the defaults)')
+    parser.add_argument('--g-smoothing', type=float, default=0.999,
+                        help='Gs, the generator that is saved for inference, is the moving average of G with this '
+                             'rate per minibatch; lower it (e.g. 0.99) for runs of only a few hundred kimg '
+                             '(default: %(default)s)')
     parser.add_argument('--mirror', action='store_true', help='random horizontal flips of the real images')
     parser.add_argument('--seed', type=cli.nonnegative_int, default=1000, help='random seed (default: %(default)s)')
     parser.add_argument('--tick-kimg', type=float,
@@ -66,7 +70,7 @@ def main(argv=None):
         args.data, args.outdir, total_kimg=args.total_kimg, lod_training_kimg=args.lod_training_kimg,
         lod_transition_kimg=args.lod_transition_kimg, minibatch=args.minibatch,
         minibatch_dict=args.minibatch_per_res, lr=args.lr, G_kwargs=G_kwargs, D_kwargs=network_kwargs,
-        mirror=args.mirror, seed=args.seed, tick_kimg=args.tick_kimg, snapshot_ticks=args.snapshot_ticks,
+        G_smoothing=args.g_smoothing, mirror=args.mirror, seed=args.seed, tick_kimg=args.tick_kimg, snapshot_ticks=args.snapshot_ticks,
         resume=args.resume, resume_kimg=args.resume_kimg, num_devices=args.num_gpus, metrics=args.metrics,
         metric_images=args.metric_images)
 

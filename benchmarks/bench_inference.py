@@ -42,7 +42,8 @@ def parse_args(argv=None):
                         help='fewer repeats and images (a rough picture in a couple of minutes)')
     parser.add_argument('--repeats', type=int, help='timed runs per generation measurement (default 3, quick 1)')
     parser.add_argument('--batch-sizes', default='8,16,32,64', help='batched sizes to measure (default: %(default)s)')
-    parser.add_argument('--precisions', default=','.join(PRECISIONS), help='(default: %(default)s)')
+    parser.add_argument('--precisions', default=','.join(PRECISIONS),
+                        help='compute precisions to measure (default: %(default)s)')
     parser.add_argument('--gemm-size', type=int, default=4096, help='n of the n x n matmul (default: %(default)s)')
     parser.add_argument('--budget', type=float, default=30.0,
                         help='seconds after which a measurement stops repeating (default: %(default)s)')
@@ -158,7 +159,7 @@ def measure_gemm(args):
         say('  %-9s %4d x %4d: %7.1f GFLOP/s  (%d runs)%s' % (
             precision, n, n, rate, runs,
             '' if precision == 'float32' or 'float32' not in peaks
-            else '  = %.2fx float32' % (rate / peaks['float32'])))
+            else '  = %.3gx float32' % (rate / peaks['float32'])))
     return peaks
 
 
@@ -213,12 +214,11 @@ def measure_generation(weights, args, peaks):
                 continue
             if 8 * per_image <= 2 * args.budget:
                 Gs.run(latents[:8], labels[:8], minibatch_size=8, dtype=precision)
-            baseline = None
+            baseline, skipped = None, []
             for batch in [1] + args.batch_sizes:
                 count = args.baseline_images if batch == 1 else max(batch, args.images_per_run)
                 if count * per_image > 2 * args.budget:  # emulated arithmetic can be 100x slower
-                    say('  %-9s %5d  skipped: one run of %d images would take ~%.0f s (the first image took %.1f s, '
-                        '%.3f images/s)' % (precision, batch, count, count * per_image, per_image, 1 / per_image))
+                    skipped.append(batch)
                     continue
                 rate, runs, images = time_generation(Gs, latents, labels, batch, count, precision,
                                                      args.repeats, args.budget)
@@ -234,6 +234,10 @@ def measure_generation(weights, args, peaks):
                     '%.2fx' % (rate / versus_f32) if versus_f32 else 'n/a'))
                 if batch == max(args.batch_sizes):
                     reference[precision] = outputs.float_to_uint8(images)
+            if skipped:
+                say('  %-9s batch %s skipped: too slow here (the first image took %.1f s, %.3f images/s; '
+                    'a run would exceed %.0f s)' % (precision, ', '.join(map(str, skipped)), per_image,
+                                                   1 / per_image, 2 * args.budget))
         rows.append(precision)
     if 'float32' in reference and len(reference) > 1:
         say()
