@@ -1,6 +1,4 @@
 """Generate nodule patches from trained weights (a PGGAN network pickle) and save them as PNGs."""
-import os
-
 import cli
 
 

@@ -77,7 +77,6 @@ def parse_args(argv=None):
 
 
 def create_phantoms(args):
-    import dataset
     import phantoms
     if args.resolution < 4 or args.resolution & (args.resolution - 1):
         raise cli.UserError('--resolution must be a power of two, got %d' % args.resolution)

@@ -317,8 +317,8 @@ def measure_files(weights, args, generation_rates):
                                          (one_per_call - startup) / max(default - startup, 1e-9)))
         best = generation_rates.get(('float32', 32))
         if best:
-            say('  in-process estimate for the default: load %.2f s + 10 images at %.2f images/s = %.2f s; '
-                'the command adds %.2f s of start-up and writing' % (
+            say('  in-process estimate for the default: load %.2f s + 10 images at %.2f images/s = %.2f s; the '
+                'command adds %.2f s (interpreter, TensorFlow, building graphs, writing PNGs)' % (
                     median(load_times), best, median(load_times) + 10 / best,
                     default - median(load_times) - 10 / best))
     finally:

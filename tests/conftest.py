@@ -25,6 +25,31 @@ def assert_clean_failure(result, *fragments):
         assert fragment in result.stderr, (fragment, result.stderr)
 
 
+def directory_contents(directory):
+    """{relative path: bytes} of every file under `directory` (hidden ones too); directories map to None."""
+    result = {}
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            result[os.path.relpath(os.path.join(root, name), directory) + '/'] = None
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, 'rb') as f:
+                result[os.path.relpath(path, directory)] = f.read()
+    return result
+
+
+def read_records(path):
+    """uint8 [N, C, H, W] read with TensorFlow's own TFRecord reader and decoded in the test."""
+    import numpy as np
+    from tfcompat import tf, tfrecord_iterator
+    images = []
+    for serialized in tfrecord_iterator(str(path)):
+        features = tf.train.Example.FromString(serialized).features.feature
+        shape = list(features['shape'].int64_list.value)
+        images.append(np.frombuffer(features['data'].bytes_list.value[0], dtype=np.uint8).reshape(shape))
+    return np.stack(images)
+
+
 @pytest.fixture
 def tf_session():
     """A fresh graph and session per test, so tests never see each other's variables."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cli import UserError
+from conftest import directory_contents as snapshot
 from tfcompat import tf, tfrecord_iterator, TFRecordWriter
 import dataset
 
@@ -221,17 +222,6 @@ def test_write_into_existing_empty_directory(tmp_path):
 # Atomic writing
 
 
-def snapshot(directory):
-    """{relative path: bytes} of everything under `directory`."""
-    result = {}
-    for root, dirs, files in os.walk(directory):
-        for name in dirs:
-            result[os.path.relpath(os.path.join(root, name), directory) + '/'] = None
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, 'rb') as f:
-                result[os.path.relpath(path, directory)] = f.read()
-    return result
 
 
 def make_existing(tmp_path):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_clean_failure, run_script
-from tfcompat import tf, tfrecord_iterator, TFRecordWriter
+from conftest import ROOT, assert_clean_failure, read_records, run_script
+from tfcompat import tf, TFRecordWriter
 
 SCRIPT = '1-dataset_display.py'
 
@@ -36,14 +36,6 @@ def write_images(path, images):
     return write_records(path, [example(image.shape, image.tobytes()) for image in images])
 
 
-def read_records(path):
-    """uint8 [N, C, H, W] read with TensorFlow's reader and decoded here."""
-    images = []
-    for serialized in tfrecord_iterator(str(path)):
-        features = tf.train.Example.FromString(serialized).features.feature
-        shape = list(features['shape'].int64_list.value)
-        images.append(np.frombuffer(features['data'].bytes_list.value[0], dtype=np.uint8).reshape(shape))
-    return np.stack(images)
 
 
 def random_images(n, c=1, size=16, seed=0):

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_clean_failure, run_script
-from tfcompat import tf, tfrecord_iterator
+from conftest import assert_clean_failure, read_records, run_script
 
 SCRIPT = 'dataset_tool.py'
 SUBCOMMANDS = ['create_phantoms', 'create_from_images', 'create_from_ct', 'info', 'extract', 'compare']
@@ -31,14 +30,6 @@ def ok(result):
     return result
 
 
-def read_records(path):
-    """uint8 [N, C, H, W] read with TensorFlow's reader and decoded here."""
-    images = []
-    for serialized in tfrecord_iterator(str(path)):
-        features = tf.train.Example.FromString(serialized).features.feature
-        shape = list(features['shape'].int64_list.value)
-        images.append(np.frombuffer(features['data'].bytes_list.value[0], dtype=np.uint8).reshape(shape))
-    return np.stack(images)
 
 
 def reference_pyramid(images):

@@ -6,20 +6,10 @@ import pytest
 from PIL import Image
 
 from cli import UserError
+from conftest import directory_contents as listing
 import outputs
 
 
-def listing(directory):
-    """Every entry under `directory` (hidden ones too) with the bytes of the files."""
-    result = {}
-    for root, dirs, files in os.walk(directory):
-        for name in dirs:
-            result[os.path.relpath(os.path.join(root, name), directory) + '/'] = None
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, 'rb') as f:
-                result[os.path.relpath(path, directory)] = f.read()
-    return result
 
 
 def read_png(path):
