@@ -46,8 +46,15 @@ def generate_images(Gs, latents, label_index=None, batch_size=32, precision='flo
 
     Pixels are clip(rint((x + 1) / 2 * 255), 0, 255) of the generator output x, as in the original.
     """
+    from tfcompat import TF_VERSION, tf
     labels = one_hot_labels(len(latents), Gs.input_shapes[1][1], label_index)
-    images = Gs.run(latents, labels, minibatch_size=batch_size, progress=progress, dtype=precision)
+    try:
+        images = Gs.run(latents, labels, minibatch_size=batch_size, progress=progress, dtype=precision)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnimplementedError):
+        if precision == 'float32':
+            raise
+        raise UserError('TensorFlow %s has no %s kernels for these layers on this device; use --precision float32'
+                        % (TF_VERSION, precision))
     images = outputs.float_to_uint8(images)
     return images[..., 0] if images.shape[-1] == 1 else images
 
