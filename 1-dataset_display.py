@@ -10,12 +10,9 @@ def parse_args(argv=None):
     parser.add_argument('--number', type=cli.positive_int, default=10,
                         help='set the number of dataset images to show')
     parser.add_argument('--outdir', default='demo/output', help='the output path')
-    parser.add_argument('--grid', metavar='FILE.png',
-                        help='also save all shown images as one mosaic (a name inside OUTDIR, or a path)')
     parser.add_argument('--rgb', action='store_true',
                         help='save 3-channel records in colour (default: channel 0 as 8-bit grayscale)')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace existing output files that differ (default: refuse and write nothing)')
+    cli.add_image_output_options(parser)
     return parser.parse_args(argv)
 
 

@@ -14,8 +14,6 @@ def parse_args(argv=None):
                         help='images generated per step (default: %(default)s)')
     parser.add_argument('--latents', metavar='FILE.npy',
                         help='generate from these latent vectors [N, latent_size] instead of random ones')
-    parser.add_argument('--grid', metavar='FILE.png',
-                        help='also save all images as one mosaic (a name inside OUTDIR, or a path)')
     parser.add_argument('--interpolate', type=cli.positive_int, metavar='K',
                         help='for NUMBER pairs of latents, write strips of the pair with K images interpolated '
                              'between them (interpolation_{i}.png) instead of single images')
@@ -24,8 +22,7 @@ def parse_args(argv=None):
                              '(default: %(default)s)')
     parser.add_argument('--label-index', type=cli.nonnegative_int,
                         help='class to generate, for generators trained with labels')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace existing output files that differ (default: refuse and write nothing)')
+    cli.add_image_output_options(parser)
     return parser.parse_args(argv)
 
 

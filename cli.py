@@ -16,6 +16,14 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, '%s: error: %s (see -h)\n' % (self.prog, message))
 
 
+def add_image_output_options(parser):
+    """--grid and --overwrite, as every script that writes a set of PNGs offers them."""
+    parser.add_argument('--grid', metavar='FILE.png',
+                        help='also save all images as one mosaic (a name inside OUTDIR, or a path)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace existing output files that differ (default: refuse and write nothing)')
+
+
 def run(main, argv=None):
     """Call `main(argv)` and turn a UserError or Ctrl-C into one line on stderr and a non-zero exit status."""
     try:
