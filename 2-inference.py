@@ -58,7 +58,8 @@ def main(argv=None):
     if args.interpolate:
         strips = images.reshape((-1, args.interpolate + 2) + images.shape[1:])
         strips = [outputs.image_grid(strip, columns=len(strip)) for strip in strips]
-        paths = outputs.write_pngs(strips, args.outdir, 'interpolation_%d.png', args.grid, args.overwrite)
+        paths = outputs.write_pngs(strips, args.outdir, 'interpolation_%d.png', args.grid, args.overwrite,
+                                   grid_columns=1)  # strips stacked one under the other
     else:
         paths = outputs.write_pngs(images, args.outdir, 'inference_img_%d.png', args.grid, args.overwrite)
     print('wrote %d file(s) from %s to %s%s' % (len(paths), args.model, args.outdir,

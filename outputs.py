@@ -137,7 +137,7 @@ class StagedFiles(object):
         return False
 
 
-def write_pngs(images, outdir, name_pattern, grid=None, overwrite=False):
+def write_pngs(images, outdir, name_pattern, grid=None, overwrite=False, grid_columns=None):
     """Write uint8 images [N, H, W] (or [N, H, W, 3]) as `outdir/name_pattern % i`, plus an optional mosaic.
 
     All files land together or none do (see StagedFiles).  `grid` is a file name inside `outdir` or a path.
@@ -150,6 +150,6 @@ def write_pngs(images, outdir, name_pattern, grid=None, overwrite=False):
     if grid:
         grid_path = grid if os.path.dirname(grid) else os.path.join(outdir, grid)
         with StagedFiles(os.path.dirname(grid_path) or '.', overwrite) as staged:
-            staged.add_png(os.path.basename(grid_path), image_grid(images, padding=2))
+            staged.add_png(os.path.basename(grid_path), image_grid(images, columns=grid_columns, padding=2))
         written.append(grid_path)
     return written
