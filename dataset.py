@@ -147,7 +147,7 @@ def read_metadata(dataset_dir):
     path = metadata_path(dataset_dir)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
+    with open(path, encoding='utf-8') as f:
         return json.load(f)
 
 
@@ -246,7 +246,7 @@ def write_dataset(out_dir, images, labels=None, metadata=None, overwrite=False, 
             with open(staged(labels_path(final_name)), 'wb') as f:
                 np.save(f, labels)
         if metadata is not None:
-            with open(staged(metadata_path(final_name)), 'w') as f:
+            with open(staged(metadata_path(final_name)), 'w', encoding='utf-8') as f:
                 json.dump(metadata, f, indent=2, sort_keys=True)
                 f.write('\n')
         if os.path.isdir(out_dir):  # --overwrite: swap the new set in before deleting the old one

@@ -188,7 +188,7 @@ class Network(object):
     # -- pickling in the original layout -------------------------------------------------------------------------
 
     def __getstate__(self):
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'networks.py')) as f:
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'networks.py'), encoding='utf-8') as f:
             source = f.read()
         return {'version': 2, 'name': self.name, 'static_kwargs': dict(self.static_kwargs),
                 'build_module_src': source, 'build_func_name': self.build_func_name,

@@ -1,5 +1,6 @@
 """What ships in the repo: the synthetic datasets in processData/ are exactly what the README's commands make, and
 the demo weights in demo/weight/ load safely and generate nodules."""
+import io
 import os
 import re
 
@@ -12,7 +13,7 @@ README_COMMAND = re.compile(r'^python dataset_tool.py (create_phantoms processDa
 
 
 def readme_commands():
-    with open(os.path.join(ROOT, 'README.md')) as f:
+    with io.open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
         return README_COMMAND.findall(f.read())
 
 
