@@ -46,6 +46,7 @@ def write_file_atomic(path, data):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; results should be as readable as any file
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()
@@ -55,6 +56,12 @@ def write_file_atomic(path, data):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def png_bytes(image):
