@@ -59,3 +59,9 @@ def test_demo_weights_load_safely_and_generate_at_full_resolution(name, tf_sessi
     images = generation.generate_images(Gs, latents)
     assert images.shape == (8, 64, 64) and images.dtype == np.uint8
     assert images.std() > 5  # a trained generator draws structure, not a flat grey field
+
+
+def test_readme_main_command_generates_from_the_demo_weights_by_default(tmp_path):
+    result = run_script('2-inference.py', '--outdir', str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(str(tmp_path))) == sorted('inference_img_%d.png' % i for i in range(10))
