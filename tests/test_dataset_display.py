@@ -301,53 +301,20 @@ def failed_cleanly(run):
     return line
 
 
-def test_missing_file(bad_runs):
-    run = bad_runs['missing']
+@pytest.mark.parametrize('scenario,words', [
+    ('missing', ('no such', 'not found', 'does not exist', 'missing')),
+    ('directory', ('directory',)),
+    ('not_tfrecords', ('tfrecord', 'corrupt')),
+    ('truncated', ('truncated', 'corrupt')),
+    ('checksum', ('checksum', 'corrupt', 'crc')),
+    ('features', ('shape',)),             # records without the shape/data features
+    ('length', ('bytes', 'length', 'size')),  # data of the wrong length
+])
+def test_bad_tfrecords_file(bad_runs, scenario, words):
+    run = bad_runs[scenario]
     line = failed_cleanly(run)
     assert run.path in line
-    assert_mentions(line, 'no such', 'not found', 'does not exist', 'missing')
-
-
-def test_directory_instead_of_file(bad_runs):
-    run = bad_runs['directory']
-    line = failed_cleanly(run)
-    assert run.path in line
-    assert_mentions(line, 'directory')
-
-
-def test_not_a_tfrecords_file(bad_runs):
-    run = bad_runs['not_tfrecords']
-    line = failed_cleanly(run)
-    assert run.path in line
-    assert_mentions(line, 'tfrecord', 'corrupt')
-
-
-def test_truncated_file(bad_runs):
-    run = bad_runs['truncated']
-    line = failed_cleanly(run)
-    assert run.path in line
-    assert_mentions(line, 'truncated', 'corrupt')
-
-
-def test_corrupted_checksum(bad_runs):
-    run = bad_runs['checksum']
-    line = failed_cleanly(run)
-    assert run.path in line
-    assert_mentions(line, 'checksum', 'corrupt', 'crc')
-
-
-def test_records_without_shape_and_data(bad_runs):
-    run = bad_runs['features']
-    line = failed_cleanly(run)
-    assert run.path in line
-    assert_mentions(line, 'shape')
-
-
-def test_data_of_wrong_length(bad_runs):
-    run = bad_runs['length']
-    line = failed_cleanly(run)
-    assert run.path in line
-    assert_mentions(line, 'bytes', 'length', 'size')
+    assert_mentions(line, *words)
 
 
 @pytest.mark.parametrize('case', ['number_zero', 'number_negative'])
