@@ -1,5 +1,6 @@
 """Generate nodule patches from trained weights (a PGGAN network pickle) and save them as PNGs."""
 import cli
+from errors import UserError
 
 
 def parse_args(argv=None):
@@ -40,14 +41,14 @@ def main(argv=None):
     if args.latents:
         latents = generation.load_latents(args.latents, latent_size)
         if args.number is not None and args.number != len(latents):
-            raise cli.UserError('%s: holds %d latent vectors but --number is %d'
+            raise UserError('%s: holds %d latent vectors but --number is %d'
                                 % (args.latents, len(latents), args.number))
         count = len(latents)
     if args.interpolate:
         if not args.latents:
             latents = generation.random_latents(2 * count, latent_size, args.seed)
         elif count % 2:
-            raise cli.UserError('%s: --interpolate needs pairs of latent vectors, got %d' % (args.latents, count))
+            raise UserError('%s: --interpolate needs pairs of latent vectors, got %d' % (args.latents, count))
         latents = generation.interpolation_latents(latents, args.interpolate)
     elif not args.latents:
         latents = generation.random_latents(count, latent_size, args.seed)

@@ -4,9 +4,7 @@ import sys
 
 from tqdm import tqdm
 
-
-class UserError(Exception):
-    """A problem with the user's input or environment: reported as one line on stderr, never as a traceback."""
+from errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -10,6 +10,7 @@ import argparse
 import os
 
 import cli
+from errors import UserError
 
 METRICS = ('swd', 'msssim')
 
@@ -59,7 +60,7 @@ def _shape_text(images):
 
 def _need(path, available, number, what='images'):
     if available < number:
-        raise cli.UserError('%s: holds %d images, %d %s were asked for (lower --num)'
+        raise UserError('%s: holds %d images, %d %s were asked for (lower --num)'
                             % (path, available, number, what))
 
 
@@ -70,7 +71,7 @@ def load_sets(args):
     if args.halves:
         number = args.num or len(real) // 2
         if number < 1:
-            raise cli.UserError('%s: holds %d image(s); --halves needs at least 2' % (args.real, len(real)))
+            raise UserError('%s: holds %d image(s); --halves needs at least 2' % (args.real, len(real)))
         _need(args.real, len(real), 2 * number, 'images (two halves of %d)' % number)
         return (real[:number], real[number:2 * number],
                 '%s, images 0..%d' % (args.real, number - 1),
@@ -94,23 +95,23 @@ def load_sets(args):
 def main(argv=None):
     args = parse_args(argv)
     if args.seed >= 2 ** 32:
-        raise cli.UserError('--seed must be below 2**32, got %d' % args.seed)
+        raise UserError('--seed must be below 2**32, got %d' % args.seed)
     # Fail on missing inputs before importing TensorFlow (seconds) or reading anything.
     if not os.path.isdir(args.real):
-        raise cli.UserError('%s: no such dataset directory' % args.real)
+        raise UserError('%s: no such dataset directory' % args.real)
     if args.fake is not None and not os.path.exists(args.fake):
-        raise cli.UserError('%s: no such model file or dataset directory' % args.fake)
+        raise UserError('%s: no such model file or dataset directory' % args.fake)
     real, fake, real_text, fake_text = load_sets(args)
     try:
         report(args, real, fake, real_text, fake_text)
     except ValueError as error:  # what metrics.py refuses (sizes, shapes) is the user's input
-        raise cli.UserError(str(error))
+        raise UserError(str(error))
 
 
 def report(args, real, fake, real_text, fake_text):
     import metrics
     if real.shape[2:] != fake.shape[2:]:
-        raise cli.UserError('the real images are %dx%d but the fake ones are %dx%d; metrics compare one size'
+        raise UserError('the real images are %dx%d but the fake ones are %dx%d; metrics compare one size'
                             % (real.shape[3], real.shape[2], fake.shape[3], fake.shape[2]))
     size = real.shape[2]
     print('real: %s (%s)' % (real_text, _shape_text(real)))
@@ -119,7 +120,7 @@ def report(args, real, fake, real_text, fake_text):
     if 'swd' in args.metrics:
         resolutions = metrics.swd_resolutions(size)
         if not resolutions:
-            raise cli.UserError('SWD needs images of at least %dx%d, these are %dx%d'
+            raise UserError('SWD needs images of at least %dx%d, these are %dx%d'
                                 % (metrics.SWD_MIN_RESOLUTION, metrics.SWD_MIN_RESOLUTION, size, size))
         with cli.progress(len(resolutions) * 2 * len(real), 'SWD') as bar:
             per_level, average = metrics.sliced_wasserstein_distance(real, fake, seed=args.seed,
@@ -134,10 +135,10 @@ def report(args, real, fake, real_text, fake_text):
     if 'msssim' in args.metrics:
         smallest = 2 ** (len(metrics.MS_SSIM_WEIGHTS) - 1)
         if size < smallest:
-            raise cli.UserError('MS-SSIM needs images of at least %dx%d, these are %dx%d'
+            raise UserError('MS-SSIM needs images of at least %dx%d, these are %dx%d'
                                 % (smallest, smallest, size, size))
         if len(real) < 2:
-            raise cli.UserError('MS-SSIM of consecutive pairs needs at least 2 images per set (raise --num)')
+            raise UserError('MS-SSIM of consecutive pairs needs at least 2 images per set (raise --num)')
         print('')
         print('MS-SSIM of consecutive pairs (0,1), (2,3), ... (%d pairs per set; lower = more diverse)'
               % (len(real) // 2))

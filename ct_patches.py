@@ -35,6 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 
 import cli
+from errors import UserError
 
 REQUIRED_COLUMNS = ('seriesuid', 'coordX', 'coordY', 'coordZ', 'diameter_mm')
 LABEL_COLUMNS = ('label', 'subtype')  # the first one present is used
@@ -86,10 +87,10 @@ def read_annotations(csv_path, label=None):
     Returns (nodules, skipped, label_column, other_label_rows): the usable rows as Nodule tuples, a list of
     (row, reason, message) for rows with bad values, the name of the label column (None without one) and how
     many rows `label` filtered out.  Row numbers are those of a spreadsheet: the header is row 1.
-    Raises cli.UserError when the file itself is unusable.
+    Raises UserError when the file itself is unusable.
     """
     if os.path.isdir(csv_path):
-        raise cli.UserError('%s: is a directory, not a CSV file' % csv_path)
+        raise UserError('%s: is a directory, not a CSV file' % csv_path)
     try:
         # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark.
         with open(csv_path, newline='', encoding='utf-8-sig') as f:
@@ -98,21 +99,21 @@ def read_annotations(csv_path, label=None):
             reader.fieldnames = header
             records = [(reader.line_num, record) for record in reader]
     except (IOError, OSError) as error:
-        raise cli.UserError('%s: cannot read (%s)' % (csv_path, error.strerror or error))
+        raise UserError('%s: cannot read (%s)' % (csv_path, error.strerror or error))
     except (UnicodeDecodeError, csv.Error) as error:
-        raise cli.UserError('%s: not a readable CSV text file (%s)' % (csv_path, error))
+        raise UserError('%s: not a readable CSV text file (%s)' % (csv_path, error))
     if not header:
-        raise cli.UserError('%s: is empty (expected a header row with %s)' % (csv_path, ', '.join(REQUIRED_COLUMNS)))
+        raise UserError('%s: is empty (expected a header row with %s)' % (csv_path, ', '.join(REQUIRED_COLUMNS)))
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
     if missing:
-        raise cli.UserError('%s: missing column(s) %s; the header has %s (needed: %s)'
+        raise UserError('%s: missing column(s) %s; the header has %s (needed: %s)'
                             % (csv_path, ', '.join(missing), ', '.join(header), ', '.join(REQUIRED_COLUMNS)))
     label_column = next((name for name in LABEL_COLUMNS if name in header), None)
     if label is not None and label_column is None:
-        raise cli.UserError('%s: --label %s needs a `label` or `subtype` column, but the header has only %s'
+        raise UserError('%s: --label %s needs a `label` or `subtype` column, but the header has only %s'
                             % (csv_path, label, ', '.join(header)))
     if not records:
-        raise cli.UserError('%s: has a header but no nodule rows' % csv_path)
+        raise UserError('%s: has a header but no nodule rows' % csv_path)
 
     nodules, skipped, other_label_rows, labels_seen = [], [], 0, set()
     for row, record in records:
@@ -126,7 +127,7 @@ def read_annotations(csv_path, label=None):
         except RowSkipped as skip:
             skipped.append((row, skip.reason, skip.message))
     if label is not None and not nodules and not skipped:
-        raise cli.UserError('%s: no row has %s %r (labels present: %s)'
+        raise UserError('%s: no row has %s %r (labels present: %s)'
                             % (csv_path, label_column, label, ', '.join(sorted(labels_seen - {''}))))
     return nodules, skipped, label_column, other_label_rows
 
@@ -337,14 +338,14 @@ def augment_planes(planes, augment=False):
 
 def _check_parameters(spacing, window, slices, resolution):
     if not (spacing > 0 and math.isfinite(spacing)):
-        raise cli.UserError('--spacing must be a positive number of millimetres, got %g' % spacing)
+        raise UserError('--spacing must be a positive number of millimetres, got %g' % spacing)
     if len(window) != 2 or not all(math.isfinite(v) for v in window) or not window[0] < window[1]:
-        raise cli.UserError('--window needs LOW < HIGH in Hounsfield units, got %s'
+        raise UserError('--window needs LOW < HIGH in Hounsfield units, got %s'
                             % ' '.join('%g' % v for v in window))
     if slices < 1:
-        raise cli.UserError('--slices must be at least 1, got %d' % slices)
+        raise UserError('--slices must be at least 1, got %d' % slices)
     if resolution < 4 or resolution & (resolution - 1):
-        raise cli.UserError('--resolution must be a power of two of at least 4, got %d' % resolution)
+        raise UserError('--resolution must be a power of two of at least 4, got %d' % resolution)
 
 
 def _plural(count, word, plural=None):
@@ -358,12 +359,12 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
     Labels are one-hot over the sorted label values of the rows that gave patches, when the CSV has a label
     column and `label` is None (with `label`, only rows with that label are used and no labels are returned).
     Rows that cannot be used are reported one line each on stderr; a summary line goes to stdout.
-    Raises cli.UserError when the CSV is unusable or no patch at all could be made.
+    Raises UserError when the CSV is unusable or no patch at all could be made.
     """
     _check_parameters(spacing, window, slices, resolution)
     window = (float(window[0]), float(window[1]))
     if not os.path.isdir(scans):
-        raise cli.UserError('%s: no such scans folder' % scans)
+        raise UserError('%s: no such scans folder' % scans)
     nodules, skipped, label_column, other_label_rows = read_annotations(annotations, label=label)
     total_rows = len(nodules) + len(skipped) + other_label_rows
 
@@ -408,7 +409,7 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
         print('%s row %d: %s' % (annotations, row, message), file=sys.stderr)
     used = [nodule for nodule in nodules if nodule.row in planes_by_row]
     if not used:
-        raise cli.UserError('%s: no patch could be made; all %s were skipped (see above)'
+        raise UserError('%s: no patch could be made; all %s were skipped (see above)'
                             % (annotations, _plural(total_rows - other_label_rows, 'row')))
 
     patches = [augment_planes(planes_by_row[nodule.row], augment) for nodule in used]

@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from cli import UserError
+from errors import UserError
 from tfcompat import tf, tfrecord_iterator, TFRecordWriter
 
 _TFRECORD_NAME = re.compile(r'^(?P<base>.+)-r(?P<log2>\d\d)\.tfrecords$')

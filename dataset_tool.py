@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 import cli
+from errors import UserError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 
@@ -79,7 +80,7 @@ def parse_args(argv=None):
 def create_phantoms(args):
     import phantoms
     if args.resolution < 4 or args.resolution & (args.resolution - 1):
-        raise cli.UserError('--resolution must be a power of two, got %d' % args.resolution)
+        raise UserError('--resolution must be a power of two, got %d' % args.resolution)
     with cli.progress(args.count, 'drawing %s phantoms' % args.subtype) as bar:
         images = phantoms.make_phantoms(args.subtype, args.count, args.seed, args.resolution, progress=bar.update)
     metadata = {'source': 'synthetic phantoms (phantoms.py) -- NOT patient data', 'subtype': args.subtype,
@@ -91,7 +92,7 @@ def create_from_images(args):
     import dataset
     from PIL import Image
     if not os.path.isdir(args.image_dir):
-        raise cli.UserError('%s: no such image folder' % args.image_dir)
+        raise UserError('%s: no such image folder' % args.image_dir)
     if args.labels_from_subdirs:
         classes = sorted(d for d in os.listdir(args.image_dir) if os.path.isdir(os.path.join(args.image_dir, d)))
         files = [(os.path.join(args.image_dir, c, f), i) for i, c in enumerate(classes)
@@ -101,7 +102,7 @@ def create_from_images(args):
         files = [(os.path.join(args.image_dir, f), None) for f in sorted(os.listdir(args.image_dir))
                  if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not files:
-        raise cli.UserError('%s: no PNG or JPEG images found' % args.image_dir)
+        raise UserError('%s: no PNG or JPEG images found' % args.image_dir)
     images = []
     with cli.progress(len(files), 'reading images') as bar:
         for path, _ in files:
@@ -110,10 +111,10 @@ def create_from_images(args):
                     mode = image.mode
                     array = np.asarray(image.convert('L' if mode in ('1', 'L', 'I', 'I;16', 'F', 'LA') else 'RGB'))
             except Exception:
-                raise cli.UserError('%s: cannot be read as an image' % path)
+                raise UserError('%s: cannot be read as an image' % path)
             array = array[np.newaxis] if array.ndim == 2 else array.transpose(2, 0, 1)
             if images and array.shape != images[0].shape:
-                raise cli.UserError('%s: is %dx%d with %d channel(s), but %s is %dx%d with %d'
+                raise UserError('%s: is %dx%d with %d channel(s), but %s is %dx%d with %d'
                                     % (path, array.shape[2], array.shape[1], array.shape[0], files[0][0],
                                        images[0].shape[2], images[0].shape[1], images[0].shape[0]))
             dataset.check_image_batch(array[np.newaxis], path)
@@ -178,7 +179,7 @@ def extract(args):
     files = dataset.list_tfrecords(args.dataset_dir)
     log2 = max(files) if args.resolution is None else int(np.log2(args.resolution))
     if log2 not in files or 2 ** log2 != (args.resolution or 2 ** log2):
-        raise cli.UserError('%s: has no %dx%d records (it has %s)' % (
+        raise UserError('%s: has no %dx%d records (it has %s)' % (
             args.dataset_dir, args.resolution, args.resolution, ', '.join(str(2 ** k) for k in sorted(files))))
     outputs.check_outdir(args.out_dir)
     images = dataset.read_images(files[log2])
@@ -209,7 +210,7 @@ def compare(args):
     if (labels_a is None) != (labels_b is None) or (labels_a is not None and not np.array_equal(labels_a, labels_b)):
         problems.append('labels differ')
     if problems:
-        raise cli.UserError('%s and %s differ: %s' % (args.dataset_a, args.dataset_b, '; '.join(problems)))
+        raise UserError('%s and %s differ: %s' % (args.dataset_a, args.dataset_b, '; '.join(problems)))
     print('%s and %s hold identical records' % (args.dataset_a, args.dataset_b))
 
 

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from cli import UserError
+from errors import UserError
 import outputs
 
 PRECISIONS = ('float32', 'bfloat16', 'float16')

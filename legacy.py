@@ -12,7 +12,7 @@ import pickle
 
 import numpy as np
 
-from cli import UserError
+from errors import UserError
 import outputs
 import tfutil
 

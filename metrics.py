@@ -327,7 +327,7 @@ def dataset_images(dataset_dir, number=None, start=0):
     """uint8 [N, C, H, W]: images start .. start + number - 1 (all from `start` when None) of the dataset's
     full-resolution TFRecords file."""
     import dataset
-    from cli import UserError
+    from errors import UserError
     files = dataset.list_tfrecords(dataset_dir)
     path = files[max(files)]
     images = dataset.read_images(path, None if number is None else start + number)

@@ -13,7 +13,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from cli import UserError
+from errors import UserError
 
 
 def check_outdir(path):

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 import cli
+from errors import UserError
 import dataset
 import legacy
 import losses
@@ -185,19 +186,19 @@ def new_run_dir(outdir, description):
 def find_latest_snapshot(outdir):
     """The complete snapshot with the most kimg in the newest run under outdir that has one."""
     if not os.path.isdir(outdir):
-        raise cli.UserError('%s: no such results directory to resume from' % outdir)
+        raise UserError('%s: no such results directory to resume from' % outdir)
     for run in sorted((d for d in os.listdir(outdir) if re.match(r'^\d{5}-', d)), reverse=True):
         snapshots = [(int(m.group(1)), name) for name in os.listdir(os.path.join(outdir, run))
                      for m in [SNAPSHOT_NAME.match(name)] if m]
         if snapshots:
             return os.path.join(outdir, run, max(snapshots)[1])
-    raise cli.UserError('%s: no network-snapshot-*.pkl in any run to resume from' % outdir)
+    raise UserError('%s: no network-snapshot-*.pkl in any run to resume from' % outdir)
 
 
 def kimg_of_snapshot(path):
     match = SNAPSHOT_NAME.match(os.path.basename(path))
     if not match:
-        raise cli.UserError('%s: cannot tell how far training got from this file name; pass --resume-kimg' % path)
+        raise UserError('%s: cannot tell how far training got from this file name; pass --resume-kimg' % path)
     return float(match.group(1))
 
 
@@ -214,7 +215,7 @@ def available_devices(num_devices):
         return gpus[:num_devices]
     if len(cpus) >= num_devices:
         return cpus[:num_devices]
-    raise cli.UserError('asked for %d devices but this machine has %d GPU(s)' % (num_devices, len(gpus)))
+    raise UserError('asked for %d devices but this machine has %d GPU(s)' % (num_devices, len(gpus)))
 
 
 def train(data_dir, outdir='results',
@@ -244,15 +245,15 @@ def train(data_dir, outdir='results',
     num_channels, label_size = first.shape[0], 0 if labels is None else labels.shape[1]
     missing = [2 ** k for k in range(2, resolution_log2) if k not in files]
     if missing:
-        raise cli.UserError('%s: lacks the lower resolutions %s that progressive training reads' % (data_dir, missing))
+        raise UserError('%s: lacks the lower resolutions %s that progressive training reads' % (data_dir, missing))
 
     if 'swd' in metrics and resolution < 16:
-        raise cli.UserError('%s: --metrics swd needs images of at least 16x16, these are %dx%d'
+        raise UserError('%s: --metrics swd needs images of at least 16x16, these are %dx%d'
                             % (data_dir, resolution, resolution))
     if resume == 'latest':
         resume = find_latest_snapshot(outdir)
     if resume and not os.path.isfile(resume):
-        raise cli.UserError('%s: no such snapshot to resume from' % resume)
+        raise UserError('%s: no such snapshot to resume from' % resume)
     if resume and resume_kimg is None:
         resume_kimg = kimg_of_snapshot(resume)
     resume_kimg = resume_kimg or 0.0
@@ -265,7 +266,7 @@ def train(data_dir, outdir='results',
         expected = {'resolution': resolution, 'num_channels': num_channels, 'label_size': label_size}
         for key, value in expected.items():
             if G.static_kwargs.get(key, {'num_channels': 1, 'label_size': 0}.get(key)) != value:
-                raise cli.UserError('%s: networks have %s=%s but %s has %s'
+                raise UserError('%s: networks have %s=%s but %s has %s'
                                     % (resume, key, G.static_kwargs.get(key), data_dir, value))
     else:
         common = dict(num_channels=num_channels, resolution=resolution, label_size=label_size)
@@ -354,7 +355,7 @@ def train(data_dir, outdir='results',
                 else:
                     nonfinite += 1
                     if nonfinite >= MAX_NONFINITE_MINIBATCHES:
-                        raise cli.UserError('training diverged: losses were not finite for %d minibatches at '
+                        raise UserError('training diverged: losses were not finite for %d minibatches at '
                                             'kimg %.1f; the last good snapshot is %s'
                                             % (nonfinite, cur_nimg / 1000.0, last_snapshot or 'none'))
             done = cur_nimg >= total_nimg

@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 import cli
+from errors import UserError
 import ct_patches
 from conftest import assert_clean_failure, run_script
 
@@ -281,10 +282,10 @@ def test_labels_one_hot_and_label_filter(tmp_path, capsys):
     assert len(images) == 1 and labels is None and metadata['label_filter'] == 'AIS'
     assert '2 rows with subtype other than AIS left out' in capsys.readouterr().out
 
-    with pytest.raises(cli.UserError, match="no row has subtype 'IAC' \\(labels present: AIS, MIA\\)"):
+    with pytest.raises(UserError, match="no row has subtype 'IAC' \\(labels present: AIS, MIA\\)"):
         ct_patches.patches_from_ct(scans, csv_path, label='IAC')
     plain_csv = write_csv(tmp_path / 'plain.csv', [nodule_row('c', centre)])
-    with pytest.raises(cli.UserError, match='plain.csv: --label AIS needs a `label` or `subtype` column'):
+    with pytest.raises(UserError, match='plain.csv: --label AIS needs a `label` or `subtype` column'):
         ct_patches.patches_from_ct(scans, plain_csv, label='AIS')
 
 
@@ -306,7 +307,7 @@ def test_unusable_csv_is_one_clear_error(tmp_path, content, problem):
         with open(csv_path, 'wb') as f:
             f.write(content if isinstance(content, bytes) else content.encode())
     os.makedirs(str(tmp_path / 'scans'))
-    with pytest.raises(cli.UserError) as error:
+    with pytest.raises(UserError) as error:
         ct_patches.patches_from_ct(str(tmp_path / 'scans'), csv_path)
     message = str(error.value)
     assert message.startswith(csv_path + ': ') and problem in message and '\n' not in message
@@ -317,9 +318,9 @@ def test_bad_parameters_and_missing_scans_folder(tmp_path):
     for kwargs, problem in [({'window': (150, -1350)}, '--window needs LOW < HIGH'),
                             ({'spacing': 0}, '--spacing must be a positive'),
                             ({'resolution': 48}, '--resolution must be a power of two')]:
-        with pytest.raises(cli.UserError, match=problem):
+        with pytest.raises(UserError, match=problem):
             ct_patches.patches_from_ct(str(tmp_path), csv_path, **kwargs)
-    with pytest.raises(cli.UserError, match='no-such-folder: no such scans folder'):
+    with pytest.raises(UserError, match='no-such-folder: no such scans folder'):
         ct_patches.patches_from_ct(str(tmp_path / 'no-such-folder'), csv_path)
 
 
@@ -384,7 +385,7 @@ def test_nothing_usable_is_an_error(tmp_path, capsys):
     scans = tmp_path / 'scans'
     write_bad_scans(scans)
     csv_path = write_csv(tmp_path / 'nodules.csv', [('nosuch', 1, 2, 3, 4), ('garbage', 1, 2, 3, 4)])
-    with pytest.raises(cli.UserError, match='nodules.csv: no patch could be made; all 2 rows were skipped'):
+    with pytest.raises(UserError, match='nodules.csv: no patch could be made; all 2 rows were skipped'):
         ct_patches.patches_from_ct(str(scans), csv_path)
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
 

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from cli import UserError
+from errors import UserError
 from conftest import directory_contents as snapshot
 from tfcompat import tf, tfrecord_iterator, TFRecordWriter
 import dataset

@@ -3,7 +3,7 @@ TensorFlow build has no such kernels (TF 1.12 on a CPU has no bfloat16 convoluti
 import numpy as np
 import pytest
 
-from cli import UserError
+from errors import UserError
 from tfcompat import TF_VERSION, tf
 import generation
 import tfutil

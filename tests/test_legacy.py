@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import cli
+from errors import UserError
 import legacy
 import tfutil
 from tfcompat import tf
@@ -295,7 +296,7 @@ def payloads(marker):
 
 def assert_refused(path, *fragments):
     """legacy refuses `path` with a UserError naming the file and the problem; returns the message."""
-    with pytest.raises(cli.UserError) as info:
+    with pytest.raises(UserError) as info:
         with fresh_session():
             legacy.load_network_pkl(path)
     message = str(info.value)

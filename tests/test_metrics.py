@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, assert_clean_failure, run_script
-from cli import UserError
+from errors import UserError
 import compute_metrics
 import dataset
 import metrics

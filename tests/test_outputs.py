@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli import UserError
+from errors import UserError
 from conftest import directory_contents as listing
 import outputs
 
