@@ -10,6 +10,11 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+def pytest_configure(config):
+    # `pytest -m "not slow"` is the inner loop (a couple of minutes); CI runs everything.
+    config.addinivalue_line('markers', 'slow: takes more than about ten seconds (training runs, full-size networks)')
+
+
 def run_script(script, *args, **kwargs):
     """Run one of the project's scripts in a fresh interpreter; returns the CompletedProcess (text output)."""
     command = [sys.executable, os.path.join(ROOT, script)] + [str(a) for a in args]
