@@ -1,14 +1,19 @@
-"""Multi-resolution TFRecord datasets in the layout of the PGGAN dataset tool (SPEC section 3).
+"""Multi-resolution TFRecord datasets in the layout of the PGGAN dataset tool.
 
 A dataset is a directory D holding `D/<name>-rNN.tfrecords` for NN = log2(resolution) from 02 up to the full
 size, all with the same images in the same order, plus optionally `D/<name>-rxx.labels` (float32 [N, label_size]
 .npy) and `D/<name>-meta.json` (where the images came from).  Each record is a tf.train.Example with `shape`
 (int64 [C, H, W]) and `data` (the raw uint8 bytes in C, H, W order).
 """
+import binascii
+import collections
+import errno
 import json
 import os
 import re
 import shutil
+import stat
+import struct
 import tempfile
 
 import numpy as np
@@ -73,23 +78,96 @@ def decode_example(serialized, path, index):
     return np.frombuffer(data[0], dtype=np.uint8).reshape(shape)
 
 
-def _serialized_records(path):
-    """TensorFlow's own TFRecord reader (it checks the length and data CRCs of every record)."""
-    if os.path.isdir(path):
+# A TFRecords file is a sequence of records, each framed as
+#     uint64 length | uint32 masked CRC32C of the length | length bytes of data | uint32 masked CRC32C of the data
+# (little-endian).  TensorFlow's reader trusts a length whose checksum matches and then reads that many bytes: a
+# length far beyond the end of the file crashes the whole process (SIGSEGV) instead of raising an error.  So every
+# reader walks the record headers first (check_record_framing) and lets TensorFlow read only files whose records
+# all lie inside the file; TensorFlow then checks the data checksums.
+_RECORD_HEADER = struct.Struct('<QI')
+_RECORD_FOOTER_SIZE = 4
+
+
+def _crc32c_table():
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)  # the reflected Castagnoli polynomial
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def masked_crc32c(data):
+    """The checksum TFRecords store: CRC32C (Castagnoli), rotated right by 15 bits plus a constant."""
+    crc = 0xFFFFFFFF
+    for byte in bytearray(data):
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _check_readable_file(path):
+    """A clear error unless `path` is an existing, readable regular file (not a directory, device or pipe)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if not os.path.lexists(path):
+            raise UserError('%s: no such file' % path)
+        raise UserError('%s: cannot read (%s)' % (path, error.strerror or error))
+    if stat.S_ISDIR(mode):
         raise UserError('%s: is a directory, not a TFRecords file' % path)
-    if not os.path.exists(path):
-        raise UserError('%s: no such file' % path)
+    if not stat.S_ISREG(mode):
+        raise UserError('%s: is not a regular file (a device, pipe or socket), not a TFRecords file' % path)
     if not os.access(path, os.R_OK):
         raise UserError('%s: file is not readable' % path)
+
+
+def check_record_framing(path):
+    """Walk the record headers of a TFRecords file (lengths and their checksums, without reading the data) and
+    return how many records it holds.  Refuses files whose records do not exactly fill the file."""
+    _check_readable_file(path)
+    try:
+        with open(path, 'rb') as f:
+            size = os.fstat(f.fileno()).st_size
+            offset = count = 0
+            while offset < size:
+                header = f.read(_RECORD_HEADER.size)
+                if len(header) < _RECORD_HEADER.size:
+                    raise UserError('%s: truncated: record %d at byte %d is cut off inside its header'
+                                    % (path, count, offset))
+                length, length_checksum = _RECORD_HEADER.unpack(header)
+                if masked_crc32c(header[:8]) != length_checksum:
+                    if count == 0:
+                        raise UserError('%s: not a TFRecords file (the length field of its first record fails its '
+                                        'checksum)' % path)
+                    raise UserError('%s: corrupt: record %d at byte %d has a length field that fails its checksum'
+                                    % (path, count, offset))
+                end = offset + _RECORD_HEADER.size + length + _RECORD_FOOTER_SIZE
+                if end > size:
+                    raise UserError('%s: truncated or corrupt: record %d at byte %d claims %d bytes of data but the '
+                                    'file ends %d bytes later' % (path, count, offset, length, size - offset))
+                f.seek(end)
+                offset, count = end, count + 1
+    except OSError as error:
+        raise UserError('%s: cannot read (%s)' % (path, error.strerror or error))
+    return count
+
+
+def _serialized_records(path):
+    """TensorFlow's own TFRecord reader, after the framing check (the reader checks the data checksums)."""
+    check_record_framing(path)
     index = 0
     try:
         for serialized in tfrecord_iterator(path):
             yield index, serialized
             index += 1
     except tf.errors.DataLossError:
-        if index == 0:
-            raise UserError('%s: not a TFRecords file (or its first record is corrupt)' % path)
-        raise UserError('%s: truncated or corrupt after %d good records (checksum mismatch)' % (path, index))
+        raise UserError('%s: corrupt: record %d fails its data checksum (%d good records before it)'
+                        % (path, index, index))
     except tf.errors.OpError as error:
         raise UserError('%s: cannot read (%s)' % (path, error.message.splitlines()[0]))
 
@@ -129,10 +207,15 @@ def read_images(path, number=None):
 
 
 def read_labels(dataset_dir):
-    """float32 [N, label_size] one-hot labels, or None when the dataset has none."""
+    """float32 [N, label_size] one-hot labels, or None when the dataset has none.
+
+    The .npy header is checked against the file size before the array is read, so a header that promises more
+    than the file holds cannot make NumPy allocate it.
+    """
     path = labels_path(dataset_dir)
     if not os.path.exists(path):
         return None
+    _check_labels_file(path)
     try:
         with open(path, 'rb') as f:
             labels = np.load(f, allow_pickle=False)
@@ -140,15 +223,109 @@ def read_labels(dataset_dir):
         raise UserError('%s: not a NumPy .npy array' % path)
     if labels.ndim != 2:
         raise UserError('%s: labels must be [N, label_size], got shape %s' % (path, list(labels.shape)))
-    return labels.astype(np.float32)
+    if labels.dtype.kind not in 'biuf':
+        raise UserError('%s: labels must be numbers, not %s' % (path, labels.dtype))
+    labels = labels.astype(np.float32)
+    if not np.all(np.isfinite(labels)):
+        raise UserError('%s: labels hold NaN or infinite values' % path)
+    return labels
+
+
+def _check_labels_file(path):
+    """Refuse a labels file that is not a regular .npy file whose header matches its size."""
+    if not os.path.isfile(path):
+        raise UserError('%s: is not a regular file' % path)
+    try:
+        with open(path, 'rb') as f:
+            size = os.fstat(f.fileno()).st_size
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError('unknown .npy version')
+            shape, _, dtype = read_header(f)
+            header_size = f.tell()
+    except OSError as error:
+        raise UserError('%s: cannot read (%s)' % (path, error.strerror or error))
+    except Exception:
+        raise UserError('%s: not a NumPy .npy array' % path)
+    expected = dtype.itemsize
+    for extent in shape:
+        expected *= int(extent)
+    if dtype.hasobject or expected != size - header_size:
+        raise UserError('%s: damaged: its header describes %s %s values but the file holds %d bytes of data'
+                        % (path, list(shape), dtype, size - header_size))
 
 
 def read_metadata(dataset_dir):
     path = metadata_path(dataset_dir)
     if not os.path.exists(path):
         return None
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
+    try:
+        with open(path, encoding='utf-8') as f:
+            metadata = json.load(f)
+    except OSError as error:
+        raise UserError('%s: cannot read (%s)' % (path, error.strerror or error))
+    except ValueError as error:  # not UTF-8, or not JSON
+        raise UserError('%s: not a JSON file (%s)' % (path, str(error).splitlines()[0] or type(error).__name__))
+    if not isinstance(metadata, dict):
+        raise UserError('%s: holds a JSON %s, not an object of named fields' % (path, type(metadata).__name__))
+    return metadata
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checking a whole dataset
+
+
+DatasetSummary = collections.namedtuple('DatasetSummary', ['files', 'num_images', 'shape', 'labels'])
+DatasetSummary.__doc__ = (
+    'What check_dataset found: files {log2(resolution): path}, num_images (records per file), shape [C, H, W] '
+    'at the top resolution, labels (float32 [N, label_size]) or None.')
+
+
+def check_dataset(dataset_dir):
+    """Read every record of every resolution of a dataset and check that the files agree; returns a summary.
+
+    Checks, each failure a UserError naming the file: every *-rNN.tfrecords file is well framed and passes
+    TensorFlow's checksums; every record is an image of that file's resolution, with the same number of channels
+    (1 or 3) everywhere; the resolutions run from 4x4 up without gaps; all files hold the same number of
+    records; and the labels file, when there is one, has one row per image.  Training calls this before it
+    creates anything, so a damaged dataset is reported in its first second instead of after hours.
+    """
+    files = list_tfrecords(dataset_dir)
+    top = max(files)
+    missing = [k for k in range(2, top) if k not in files]
+    if missing:
+        raise UserError('%s: lacks the resolutions %s (a dataset has one file per resolution from 4x4 up)'
+                        % (dataset_dir, ', '.join('%dx%d' % (2 ** k, 2 ** k) for k in missing)))
+    counts, channels = {}, None
+    for log2 in sorted(files, reverse=True):
+        path, size = files[log2], 2 ** log2
+        count = 0
+        for index, image in iterate_images(path):
+            if channels is None:
+                channels = image.shape[0]
+                if channels not in (1, 3):
+                    raise UserError('%s: record 0 has %d channels; images need 1 or 3' % (path, channels))
+            if list(image.shape) != [channels, size, size]:
+                raise UserError('%s: record %d has shape %s; this file should hold [%d, %d, %d] images'
+                                % (path, index, list(image.shape), channels, size, size))
+            count = index + 1
+        if count == 0:
+            raise UserError('%s: holds no records' % path)
+        counts[log2] = count
+        if count != counts[top]:
+            raise UserError('%s: holds %d records but %s holds %d; every resolution must hold the same images'
+                            % (path, count, os.path.basename(files[top]), counts[top]))
+    labels = read_labels(dataset_dir)
+    _check_label_rows(dataset_dir, labels, counts[top])
+    return DatasetSummary(files, counts[top], [channels, 2 ** top, 2 ** top], labels)
+
+
+def _check_label_rows(dataset_dir, labels, num_images):
+    if labels is not None and len(labels) != num_images:
+        raise UserError('%s: has %d label rows for %d images; a labels file needs one row per image'
+                        % (labels_path(dataset_dir), len(labels), num_images))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -206,6 +383,22 @@ def check_new_dataset_dir(out_dir, overwrite=False):
             raise UserError('%s: already exists and is not empty; nothing was written (use --overwrite)' % out_dir)
 
 
+def _new_hidden_dir(parent, name, suffix):
+    """Create a new uniquely named hidden directory `parent/.name.XXXXXXXX<suffix>`.
+
+    Unlike tempfile.mkdtemp (mode 0700), it gets the permissions of any directory the user makes
+    (0777 minus the umask): the staging directory is renamed into the finished dataset and keeps its mode.
+    """
+    for _ in range(100):
+        path = os.path.join(parent, '.%s.%s%s' % (name, binascii.hexlify(os.urandom(4)).decode('ascii'), suffix))
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, 'no unused temporary name', parent)
+
+
 def write_dataset(out_dir, images, labels=None, metadata=None, overwrite=False, progress=None):
     """Write the full multi-resolution set for uint8 [N, C, H, W] `images` into the new directory `out_dir`.
 
@@ -224,7 +417,9 @@ def write_dataset(out_dir, images, labels=None, metadata=None, overwrite=False, 
     parent = os.path.dirname(os.path.abspath(out_dir))
     try:
         os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix='.%s.' % os.path.basename(out_dir), suffix='.tmp', dir=parent)
+        staging = _new_hidden_dir(parent, os.path.basename(out_dir), '.tmp')
+        if os.path.isdir(out_dir):  # the user's own (empty, or --overwrite) directory keeps its permissions
+            os.chmod(staging, stat.S_IMODE(os.stat(out_dir).st_mode))
     except OSError as error:
         raise UserError('%s: cannot write here (%s)' % (parent, error.strerror or error))
     try:
@@ -273,9 +468,19 @@ def training_batches(dataset_dir, resolution_log2, minibatch, labels=None, mirro
     Returns (images, labels): float32 NHWC in the networks' range -1..1, and float32 [minibatch, label_size]
     (label_size 0 without labels).  `mirror` flips half of the images horizontally at random.
     """
-    path = tfrecord_path(dataset_dir, resolution_log2)
-    _, first = next(iterate_images(path))
-    shape = list(first.shape)
+    files = list_tfrecords(dataset_dir)
+    if resolution_log2 not in files:
+        raise UserError('%s: has no %dx%d file (%s)' % (dataset_dir, 2 ** resolution_log2, 2 ** resolution_log2,
+                                                       os.path.basename(tfrecord_path(dataset_dir, resolution_log2))))
+    path, top = files[resolution_log2], max(files)
+    # tf.data stops at the shorter of zipped inputs: without these checks a short file or labels file would
+    # silently shrink the training set.  Counting the framed records costs no reading of the data.
+    count, top_count = check_record_framing(path), check_record_framing(files[top])
+    if count != top_count:
+        raise UserError('%s: holds %d records but %s holds %d; every resolution must hold the same images'
+                        % (path, count, os.path.basename(files[top]), top_count))
+    _check_label_rows(dataset_dir, labels, count)
+    shape = list(read_images(path, 1)[0].shape)
     features = {'shape': tf.FixedLenFeature([3], tf.int64), 'data': tf.FixedLenFeature([], tf.string)}
 
     def parse(record):
