@@ -1,25 +1,54 @@
-"""Synthetic lung-CT phantoms of subcentimetre adenocarcinoma nodules.
+"""Synthetic lung-CT phantoms of subcentimetre adenocarcinoma nodules: procedurally drawn images, NOT patient data.
 
-These images are procedurally generated phantoms, NOT patient data.  They
-imitate lung-window CT crops centred on a small nodule so that the GAN
-pipeline can be demonstrated without shipping any real scans:
+They imitate lung-window CT crops centred on a small nodule, so that the GAN pipeline can be shown and tested
+without shipping any scan.  `draw_dataset` draws 3-D phantom nodules and cuts each into several views;
+`make_phantoms` draws one view of each of `count` nodules.
 
-  AIS  adenocarcinoma in situ:            pure ground glass, faint and hazy
-  MIA  minimally invasive adenocarcinoma: ground-glass halo + small solid core
-  IAC  invasive adenocarcinoma:           dense solid, lobulated / spiculated
+The physical model
+------------------
+Everything is built in Hounsfield units (HU) in a field of view of 64 x 0.7 mm (about 45 mm) and only windowed at
+the end, so that densities keep their physical order:
 
-Each patch is built in Hounsfield units (HU): parenchyma, vessel trees and
-vessel cross-sections, sometimes chest wall and rib, then the nodule.  It is
-then blurred by a CT-like point spread function, given correlated noise,
-windowed and quantised to uint8.
+  air -1000 | lung parenchyma about -850 (-890..-780 between patients and inspiration levels) | ground glass
+  -750..-300 | fat -100 | muscle, vessels and solid tumour 0..+60 | rib marrow +150..+300 | rib cortex +700..+1100
 
-Reproducibility: every patch has its own random stream, seeded from
-(seed, subtype, patch index), so the first N patches of a larger run equal a
-run of N.  Array maths uses only + - * / sqrt, min, max, floor and rint
-(exact or correctly rounded in IEEE 754), sums run in a fixed order, and
-trigonometry and exp go through Python's math module (the C library) on
-scalars.  So NumPy 1.16 and NumPy 2.x - whose SIMD exp, sin and pow may
-differ in the last bit - give identical bytes on the same machine.
+* Parenchyma: a per-patient level, a gravity-dependent gradient, a smooth density variation (cubic B-spline
+  noise, cells of 5 mm) and a finer lobular mottle (cells of 1.6 mm).  Sub-millimetre vessels and interlobular
+  septa cut across by the slice are sub-voxel "specks": a sparse field of impulses whose HU is the tissue's
+  scaled by the fraction of the voxel they fill (partial volume), so the lung is granular, not smooth.
+* Vessels: 3-D trees of tapering tubes (+20..+50 HU) that fork into a thicker and a thinner daughter; each
+  tree runs obliquely through the slab, so it shifts between adjacent slices; branches that end inside the
+  field fade out (they leave the slice).  Painted with the exact area each tube covers in a voxel, so thin
+  vessels are grey and only thick ones reach the tissue value; vessels perpendicular to the slice are dots.
+* Nodule: an ellipsoid with a lobulated outline (radial Fourier terms that change along z), made of ground
+  glass (a partial filling of air spaces: it adds to what is there, so vessels show through it; heterogeneous)
+  and/or a solid core at tissue HU, with optional bubble lucencies (air) and spicules (thin strands of
+  fibrosis, fading in and out of the slice).  Its size, composition, margin, bubbles and vessel contact are
+  drawn per subtype from the overlapping distributions in `SUBTYPE_MODELS` (after the IASLC/ATS/ERS 2011
+  classification: AIS mostly pure ground glass, MIA mostly part-solid with a solid part of at most 5 mm but
+  also pure ground glass, IAC part-solid with a larger solid part or solid, occasionally ground glass).
+* Chest wall or mediastinum (in about half of the patches): a smooth pleural arc with a thin pleural line,
+  extrapleural fat (-100 HU) under intercostal muscle (+40 HU), both textured, and sometimes a rib in cross
+  section: a thin dense cortex ring around marrow.
+* Scanner: a Gaussian point-spread function (sigma 0.3 mm, a sharp lung kernel) blurs the HU image; then
+  correlated noise is added: white noise band-passed by a difference of Gaussians, which gives the ramp-then-
+  roll-off noise power spectrum of filtered back projection (little power at the lowest frequencies, a peak
+  at mid frequencies), 30..50 HU standard deviation.
+* Display: `grey = clip(rint((HU - low) / (high - low) * 255), 0, 255)` with the window (low, high), by
+  default (-1500, 500) HU (width 2000, level -500).  Grey-level statistics of real lung-window nodule patches
+  place soft tissue around grey 190-200 and parenchyma around 85-90, which this wide lung window reproduces;
+  the narrower (-1350, 150) window would put all soft tissue near white.
+
+Several views per nodule: view j of a nodule is the slice at z_j (within 0.6 of the nodule's z semi-axis, so
+the nodule is always cut), with fresh noise and specks, then a small in-plane shift (at most 2 mm) and rotation
+(at most 15 degrees) of the whole scene, then one of the eight quarter-turn / flip symmetries.
+
+Reproducibility: every nodule and every view has its own random stream, seeded from (seed, subtype, nodule,
+view), so the first nodules of a larger run equal a smaller run and the output does not depend on how the
+work is chunked.  Array maths uses only + - * / sqrt, min, max, floor and rint (exact or correctly rounded in
+IEEE 754), sums run in a fixed order (np.bincount adds in order), trigonometry and exp go through Python's
+math module (the C library) on scalars, and the random numbers come from the frozen legacy RandomState.  So
+NumPy 1.16 and NumPy 2.x - whose SIMD exp, sin and pow may differ in the last bit - give identical bytes.
 """
 import math
 from itertools import accumulate
@@ -27,13 +56,48 @@ from itertools import accumulate
 import numpy as np
 
 SUBTYPES = ('AIS', 'MIA', 'IAC')
+KINDS = ('ground-glass', 'part-solid', 'solid')
+DEFAULT_WINDOW = (-1500.0, 500.0)
+DEFAULT_MM_PER_PIXEL = 0.7
+
+# Per-subtype distributions of the nodule, overlapping on purpose (pathology labels, not CT appearances).
+#   kinds:          probabilities of pure ground glass, part-solid and solid
+#   diameter_mm:    mean and standard deviation of the whole nodule, clipped to 4..10 mm
+#   glass_hu:       mean and standard deviation of the ground-glass attenuation, clipped to -750..-300 HU
+#   solid_fraction: range of the solid core's diameter over the nodule's in part-solid nodules
+#   solid_max_mm:   cap on the solid core's diameter (MIA: invasive part at most 5 mm)
+#   lobulation:     largest relative amplitude of the outline's low harmonics
+#   spiculated, bubbles, vessel_contact: probabilities
+SUBTYPE_MODELS = {
+    'AIS': dict(kinds=(0.85, 0.15, 0.00), diameter_mm=(6.2, 1.4), glass_hu=(-650.0, 60.0),
+                solid_fraction=(0.15, 0.35), solid_max_mm=3.0, lobulation=0.10,
+                spiculated=0.05, bubbles=0.10, vessel_contact=0.45),
+    'MIA': dict(kinds=(0.30, 0.62, 0.08), diameter_mm=(7.2, 1.4), glass_hu=(-590.0, 70.0),
+                solid_fraction=(0.20, 0.55), solid_max_mm=5.0, lobulation=0.14,
+                spiculated=0.20, bubbles=0.20, vessel_contact=0.55),
+    'IAC': dict(kinds=(0.08, 0.47, 0.45), diameter_mm=(8.3, 1.3), glass_hu=(-540.0, 70.0),
+                solid_fraction=(0.50, 0.90), solid_max_mm=10.0, lobulation=0.18,
+                spiculated=0.45, bubbles=0.25, vessel_contact=0.70),
+}
+
 _SUBTYPE_CODES = {'AIS': 0x41495301, 'MIA': 0x4D494102, 'IAC': 0x49414303}
-_CHUNK = 32           # patches rendered together; the output does not depend on it
+_CHUNK = 32           # views rendered together; the output does not depend on it
 _STEP = 1.0           # spacing (px) of points along vessel and spicule centre lines
 _SAMPLE = 0.5         # spacing (px) of the area samples that paint them
 _SUBSTEPS = 2         # area samples along the line per centre-line point
 _HARMONICS = 6        # Fourier terms in a nodule outline
+_FAR = 1e6            # z half-extent of structures that never leave the slab
 _TAU = 2.0 * math.pi
+
+PARENCHYMA_HU = (-860.0, 14.0, -900.0, -820.0)   # mean, sd, clip
+TISSUE_HU = (20.0, 50.0)
+VESSEL_HU = (20.0, 250.0)     # unenhanced to contrast-enhanced blood
+AIR_HU = -1000.0
+FAT_HU = (-120.0, -80.0)
+MUSCLE_HU = (25.0, 55.0)
+MARROW_HU = (100.0, 250.0)
+CORTEX_HU = (700.0, 1100.0)
+NOISE_HU = (15.0, 25.0)
 
 
 def _smoothstep(t):
@@ -42,8 +106,15 @@ def _smoothstep(t):
     return u * u * (3.0 - 2.0 * u)
 
 
-def _gauss_taps(sigma_px):
-    radius = max(1, int(math.ceil(3.0 * sigma_px)))
+def _smooth1(t):
+    """_smoothstep for one Python float."""
+    u = min(max(t * 0.5 + 0.5, 0.0), 1.0)
+    return u * u * (3.0 - 2.0 * u)
+
+
+def _gauss_taps(sigma_px, radius=None):
+    if radius is None:
+        radius = max(1, int(math.ceil(3.0 * sigma_px)))
     weights = [math.exp(-0.5 * (i / sigma_px) ** 2) for i in range(-radius, radius + 1)]
     total = sum(weights)
     return [w / total for w in weights]
@@ -60,6 +131,10 @@ def _blur_valid(images, taps):
     for i in range(1, n):
         out = out + taps[i] * rows[:, i:i + height, :]
     return out
+
+
+def _clipped_normal(rs, mean, sd, low, high):
+    return min(max(rs.normal(mean, sd), low), high)
 
 
 class _BSplineNoise(object):
@@ -87,46 +162,80 @@ class _BSplineNoise(object):
 
 
 class _Geometry(object):
-    """Everything that depends only on resolution and pixel size."""
+    """Everything that depends only on resolution and pixel size.
+
+    Patches are rendered on a canvas `border` pixels wider on each side than the patch, which the final
+    filtering (point-spread function and kernel sharpening) consumes, so that no edge needs padding.
+    """
 
     def __init__(self, resolution, mm_per_pixel):
         self.size = resolution
-        self.px = resolution / (64.0 * mm_per_pixel)   # pixels per mm; the field of view stays 64 * mm_per_pixel
-        self.centre = (resolution - 1) / 2.0
+        self.mm = 64.0 * mm_per_pixel / resolution      # mm per pixel at this resolution
+        self.px = 1.0 / self.mm                         # pixels per mm; the field of view stays 64 * mm_per_pixel
         self.half = resolution / 2.0
-        coords = np.arange(resolution, dtype=np.float64)
-        self.x = coords.reshape(1, 1, resolution)
-        self.y = coords.reshape(1, resolution, 1)
-        self.splat_taps = _gauss_taps(0.35 * self.px)  # anti-aliasing of painted vessels
-        self.psf_taps = _gauss_taps(0.30 * self.px)    # reconstruction kernel
-        self.noise_taps = _gauss_taps(0.50 * self.px)  # grain of the CT noise
-        self.noise_gain = 1.0 / sum(w * w for w in self.noise_taps)   # back to unit standard deviation
-        self.noise_shape = (resolution + len(self.noise_taps) - 1,) * 2
-        self.coarse = _BSplineNoise(resolution, 5.0 * self.px)   # slow density variation of the lung
-        self.fine = _BSplineNoise(resolution, 1.6 * self.px)     # lobular texture, ground-glass mottling
+        self.psf_taps = _gauss_taps(0.30 * self.px)     # reconstruction point-spread function
+        self.border = len(self.psf_taps) // 2 + 1       # + 1 for the 3x3 sharpening
+        self.canvas = resolution + 2 * self.border
+        centred = np.arange(self.canvas, dtype=np.float64) - (self.canvas - 1) / 2.0
+        self.x = centred.reshape(1, 1, self.canvas)     # pixel centres relative to the patch centre
+        self.y = centred.reshape(1, self.canvas, 1)
+        # a sharp (lung) reconstruction kernel boosts mid frequencies: image + k * (image - its 3x3 mean)
+        self.sharpen = 0.25
+        kernel = _sharpened_kernel(self.psf_taps, self.sharpen)
+        # uniform [0, 1) white noise has variance 1/12: this gain gives the filtered noise unit variance
+        self.noise_gain = math.sqrt(12.0 / sum(v * v for row in kernel for v in row))
+        self.coarse = _BSplineNoise(self.canvas, 5.0 * self.px)   # slow density variation of the lung
+        self.fine = _BSplineNoise(self.canvas, 1.6 * self.px)     # lobular texture, ground-glass mottling
+        # sub-voxel vessels and septa cut across: specks per patch and their largest voxel occupancy
+        self.specks = int(round(700.0 * (64.0 * mm_per_pixel / 44.8) ** 2))
+        self.speck_occupancy = min(1.0, 0.5 * 0.49 / (self.mm * self.mm))
+
+
+def _sharpened_kernel(taps, k):
+    """The 2-D kernel (1 + k) * psf - k * (3x3 mean of psf), as nested lists."""
+    n = len(taps) + 2
+    psf = [[0.0] * n for _ in range(n)]
+    for i, a in enumerate(taps):
+        for j, b in enumerate(taps):
+            psf[i + 1][j + 1] = a * b
+    mean = [[sum(psf[i + di][j + dj] for di in (-1, 0, 1) for dj in (-1, 0, 1)
+                 if 0 <= i + di < n and 0 <= j + dj < n) / 9.0 for j in range(n)] for i in range(n)]
+    return [[(1.0 + k) * psf[i][j] - k * mean[i][j] for j in range(n)] for i in range(n)]
+
+
+def _scanner(hu, g):
+    """Point-spread function, then the kernel's sharpening: [B, canvas, canvas] -> [B, size, size]."""
+    x = _blur_valid(hu, g.psf_taps)
+    size = g.size
+    rows = x[:, :, 0:size] + x[:, :, 1:size + 1] + x[:, :, 2:size + 2]
+    mean = (rows[:, 0:size, :] + rows[:, 1:size + 1, :] + rows[:, 2:size + 2, :]) * (1.0 / 9.0)
+    return (1.0 + g.sharpen) * x[:, 1:size + 1, 1:size + 1] - g.sharpen * mean
 
 
 # ----------------------------------------------------------------------------- vessels and spicules
 
 class _Strokes(object):
-    """Centre-line points (x, y, direction cos/sin, radius, weight) and dots (x, y, radius, weight) of one patch.
+    """Centre-line points and dots of one nodule's scene, as plain Python lists (branches are short, and
+    NumPy's per-call overhead would dominate).
 
-    Plain Python lists and floats: branches are short, and NumPy's per-call overhead would dominate.
+    Line columns: x, y (px from the patch centre), cos, sin (direction), radius (px), weight (0..1),
+    slope x, slope y (px of shift per mm of z), z centre and z half-extent (mm) of visibility.
+    Dot columns: x, y, radius, weight, slope x, slope y.
     """
 
     def __init__(self):
-        self.columns = ([], [], [], [], [], [])
-        self.dots = []
+        self.lines = tuple([] for _ in range(10))
+        self.dots = tuple([] for _ in range(6))
 
-    def add_line(self, *columns):
-        for column, values in zip(self.columns, columns):
+    def add_line(self, xs, ys, cs, ss, radii, weights, slope, z_centre=0.0, z_half=_FAR):
+        n = len(xs)
+        for column, values in zip(self.lines, (xs, ys, cs, ss, radii, weights, [slope[0]] * n, [slope[1]] * n,
+                                                [z_centre] * n, [z_half] * n)):
             column.extend(values)
 
-
-def _smooth1(t):
-    """_smoothstep for one Python float."""
-    u = min(max(t * 0.5 + 0.5, 0.0), 1.0)
-    return u * u * (3.0 - 2.0 * u)
+    def arrays(self):
+        return (np.array(self.lines, dtype=np.float64).reshape(10, -1),
+                np.array(self.dots, dtype=np.float64).reshape(6, -1))
 
 
 def _walk(rs, g, x, y, heading, length_mm, curl):
@@ -144,35 +253,35 @@ def _walk(rs, g, x, y, heading, length_mm, curl):
     return xs, ys, cs, ss, headings[-1]
 
 
-def _grow_tree(rs, g, strokes, x, y, heading, radius, budget):
+def _grow_tree(rs, g, strokes, x, y, heading, radius, budget, slope):
     """Pulmonary vessels: tapering segments that fork into a thicker and a thinner daughter."""
-    limit = 1.6 * g.half    # far enough outside the field of view that nothing there is visible
-    min_radius = 0.18 * g.px
-    stack = [(x, y, heading, radius, 0, rs.uniform(0.75, 1.0))]
+    limit = 1.5 * g.half    # far enough outside the field of view that nothing there is visible
+    min_radius = 0.12 * g.px
+    stack = [(x, y, heading, radius, 0, rs.uniform(0.8, 1.0))]
     while stack:
         x, y, heading, radius, depth, weight = stack.pop()
-        xs, ys, cs, ss, heading = _walk(rs, g, x, y, heading, rs.uniform(6.0, 14.0), 0.06)
+        xs, ys, cs, ss, heading = _walk(rs, g, x, y, heading, rs.uniform(5.0, 12.0), 0.07)
         n = len(xs)
-        taper = radius * rs.uniform(0.05, 0.2) / n
+        taper = radius * rs.uniform(0.1, 0.3) / n
         radii = [radius - taper * (i + 1) for i in range(n)]
         weights = [weight] * n
-        left = abs(xs[-1] - g.centre) >= limit or abs(ys[-1] - g.centre) >= limit
+        left = abs(xs[-1]) >= limit or abs(ys[-1]) >= limit
         # some branches dive out of the slice instead of forking
-        forks = not left and depth < 4 and radii[-1] > min_radius and budget[0] >= 2 and rs.uniform() < 0.8
+        forks = not left and depth < 5 and radii[-1] > min_radius and budget[0] >= 2 and rs.uniform() < 0.8
         if not forks and not left:
             # a vessel ending inside the patch is leaving the slice: partial volume fades it out
             fades = [_smooth1(3.0 - 4.0 * i / (n - 1)) for i in range(n)]
             weights = [weight * f for f in fades]
             radii = [r * (0.4 + 0.6 * f) for r, f in zip(radii, fades)]
-        strokes.add_line(xs, ys, cs, ss, radii, weights)
+        strokes.add_line(xs, ys, cs, ss, radii, weights, slope)
         if not forks:
             continue
         side = 1.0 if rs.uniform() < 0.5 else -1.0
         if rs.uniform() < 0.7:
-            children = [(side * rs.uniform(0.08, 0.35), rs.uniform(0.78, 0.92)),
-                        (-side * rs.uniform(0.45, 1.0), rs.uniform(0.5, 0.72))]
+            children = [(side * rs.uniform(0.08, 0.35), rs.uniform(0.75, 0.9)),
+                        (-side * rs.uniform(0.45, 1.0), rs.uniform(0.45, 0.7))]
         else:
-            children = [(rs.normal(0.0, 0.1), rs.uniform(0.9, 1.0))]
+            children = [(rs.normal(0.0, 0.1), rs.uniform(0.85, 0.95))]
         for turn, shrink in children:
             if radii[-1] * shrink > min_radius:
                 budget[0] -= 1
@@ -180,31 +289,37 @@ def _grow_tree(rs, g, strokes, x, y, heading, radius, budget):
                               weight * rs.uniform(0.85, 1.0)))
 
 
-def _draw_vessels(rs, g, strokes):
-    budget = [16]     # branches per patch, so that the lung does not become a thicket
-    for tree in range(rs.randint(1, 4)):
+def _draw_vessels(rs, g, strokes, nodule_xy, contact):
+    """Vessel trees entering from the edge; if `contact`, the first one is aimed at the nodule."""
+    budget = [32]     # branches per nodule, so that the lung does not become a thicket
+    for tree in range(rs.randint(2, 6)):
         entry = rs.uniform(0.0, _TAU)
         # start just outside the square field of view, so that trunks enter from the edge
         distance = g.half * rs.uniform(1.05, 1.3) / max(abs(math.cos(entry)), abs(math.sin(entry)))
-        x = g.centre + distance * math.cos(entry)
-        y = g.centre + distance * math.sin(entry)
-        # the first tree often runs through the nodule, as vessels do through ground glass
-        aim = rs.normal(0.0, 0.08) if (tree == 0 and rs.uniform() < 0.6) else rs.uniform(-0.7, 0.7)
-        _grow_tree(rs, g, strokes, x, y, entry + math.pi + aim, rs.uniform(0.45, 1.15) * g.px, budget)
-    for _ in range(rs.randint(2, 8)):
+        x, y = distance * math.cos(entry), distance * math.sin(entry)
+        if tree == 0 and contact:
+            aim = math.atan2(nodule_xy[1] - y, nodule_xy[0] - x) + rs.normal(0.0, 0.05)
+        else:
+            # other trees pass beside the centre (they may still brush the nodule, as in the lung)
+            aim = entry + math.pi + (1.0 if rs.uniform() < 0.5 else -1.0) * rs.uniform(0.3, 0.8)
+        slope = (rs.uniform(-0.7, 0.7) * g.px, rs.uniform(-0.7, 0.7) * g.px)   # oblique course through the slab
+        _grow_tree(rs, g, strokes, x, y, aim, rs.uniform(0.35, 1.3) * g.px, budget, slope)
+    for _ in range(rs.randint(3, 12)):
         # vessels running through the slice show up as round dots
-        strokes.dots.append((rs.uniform(0.0, g.size - 1.0), rs.uniform(0.0, g.size - 1.0),
-                             rs.uniform(0.35, 1.0) * g.px, rs.uniform(0.6, 1.0)))
+        strokes.dots[0].append(rs.uniform(-g.half, g.half))
+        strokes.dots[1].append(rs.uniform(-g.half, g.half))
+        strokes.dots[2].append((rs.uniform(0.3, 0.8) if rs.uniform() < 0.85 else rs.uniform(0.8, 1.4)) * g.px)
+        strokes.dots[3].append(rs.uniform(0.6, 1.0))
+        strokes.dots[4].append(rs.uniform(-0.3, 0.3) * g.px)
+        strokes.dots[5].append(rs.uniform(-0.3, 0.3) * g.px)
 
 
-def _area_samples(patches):
-    """Expand centre lines and dots of a chunk into (patch, x, y, area) samples on a _SAMPLE grid."""
-    parts = []
-    lengths = [len(strokes.columns[0]) for strokes in patches]
-    if sum(lengths):
-        b = np.repeat(np.arange(len(patches)), lengths)
-        x, y, cos_h, sin_h, radius, weight = [
-            np.array([v for strokes in patches for v in strokes.columns[i]], dtype=np.float64) for i in range(6)]
+def _area_samples(lines, dots, points):
+    """Expand centre lines [7, n] (patch, x, y, cos, sin, radius, weight) and dots [5, m] (patch, x, y, radius,
+    weight) into (patch, x, y, area) samples on a _SAMPLE grid; points [4, k] are such samples already."""
+    parts = [tuple(points)]
+    if lines.shape[1]:
+        b, x, y, cos_h, sin_h, radius, weight = lines
         k = int(math.ceil(float(radius.max()) / _SAMPLE))
         across = np.arange(-k, k + 1) * _SAMPLE
         # exact 1-D overlap of each sample's cell with the vessel's cross-section, so thin vessels keep their area
@@ -217,10 +332,8 @@ def _area_samples(patches):
             parts.append((np.broadcast_to(b[:, None], cover.shape),
                           (x - back * cos_h)[:, None] - sin_h[:, None] * across,
                           (y - back * sin_h)[:, None] + cos_h[:, None] * across, area))
-    dots = [(b,) + dot for b, strokes in enumerate(patches) for dot in strokes.dots]
-    if dots:
-        b = np.array([dot[0] for dot in dots], dtype=np.int64).reshape(-1, 1, 1)
-        x, y, radius, weight = [np.array([dot[i] for dot in dots]).reshape(-1, 1, 1) for i in range(1, 5)]
+    if dots.shape[1]:
+        b, x, y, radius, weight = [v.reshape(-1, 1, 1) for v in dots]
         k = int(math.ceil(float(radius.max()) / _SAMPLE))
         offset = np.arange(-k, k + 1) * _SAMPLE
         dx, dy = offset.reshape(1, 1, -1), offset.reshape(1, -1, 1)
@@ -231,12 +344,11 @@ def _area_samples(patches):
     return [np.concatenate([part[i][ok] for part, ok in zip(parts, keep)] + [np.zeros(0)]) for i in range(4)]
 
 
-def _paint(patches, g):
-    """Bilinear splat of all area samples into [B, H, W] occupancy (np.bincount adds in a fixed order)."""
-    margin = len(g.splat_taps) // 2
-    side = g.size + 2 * margin
-    b, x, y, w = _area_samples(patches)
-    x, y = x + margin, y + margin
+def _paint(lines, dots, points, count, g):
+    """Bilinear splat of all area samples into [B, canvas, canvas] occupancy (np.bincount adds in a fixed order)."""
+    side = g.canvas
+    b, x, y, w = _area_samples(lines, dots, points)
+    x, y = x + (side - 1) / 2.0, y + (side - 1) / 2.0
     # samples beyond the canvas (branches running outside the field of view) cannot affect it
     near = (x > -1.0) & (x < side) & (y > -1.0) & (y < side)
     b, x, y, w = b[near].astype(np.int64), x[near], y[near], w[near]
@@ -250,88 +362,128 @@ def _paint(patches, g):
         ok = (jx >= 0) & (jx < side) & (jy >= 0) & (jy < side)
         index.append(((b * side + jy) * side + jx)[ok])
         value.append((w * share)[ok])
-    canvas = np.bincount(np.concatenate(index), np.concatenate(value), minlength=len(patches) * side * side)
-    return np.minimum(_blur_valid(canvas.reshape(len(patches), side, side), g.splat_taps), 1.0)
+    canvas = np.bincount(np.concatenate(index), np.concatenate(value), minlength=count * side * side)
+    return np.minimum(canvas.reshape(count, side, side), 1.0)
 
 
 # ----------------------------------------------------------------------------- nodule
 
-def _blob(rs, cx, cy, radius_mm, edge_mm, density, mottle, roughness, g):
-    """A radial-Fourier blob: [cx, cy, R, edge, density, mottle, a_1..a_6, b_1..b_6], lengths in px."""
+def _harmonics(rs, amplitudes):
+    """Random Fourier coefficients a_1..a_6, b_1..b_6 of an outline, amplitude k drawn up to amplitudes[k]."""
     a, b = [], []
     for k in range(_HARMONICS):
-        amplitude = rs.uniform(0.0, roughness[k]) if k < len(roughness) else 0.0
+        amplitude = rs.uniform(0.0, amplitudes[k]) if k < len(amplitudes) else 0.0
         phase = rs.uniform(0.0, _TAU)
         a.append(amplitude * math.cos(phase))
         b.append(amplitude * math.sin(phase))
-    return [cx, cy, radius_mm * g.px, edge_mm * g.px, density, mottle] + a + b
+    return a + b
 
 
-def _blob_radius(blob, angle):
-    shape = 1.0
-    for k in range(_HARMONICS):
-        shape += blob[6 + k] * math.cos((k + 1) * angle) + blob[6 + _HARMONICS + k] * math.sin((k + 1) * angle)
-    return blob[2] * shape
+class _Body(object):
+    """One ellipsoidal component of a nodule (ground glass, solid core or bubble), lengths in px and mm.
+
+    centre: (x, y) px from the patch centre and z mm; radius: in-plane semi-axis (px); z_half: semi-axis along z
+    (mm); edge: width of the soft margin (px); density: fraction of tissue filling it; mottle: heterogeneity;
+    low, high: outline harmonics at the bottom and top of the body (interpolated in between).
+    """
+
+    def __init__(self, x, y, z, radius, z_half, edge, density, mottle, low, high):
+        self.x, self.y, self.z, self.radius, self.z_half = x, y, z, radius, z_half
+        self.edge, self.density, self.mottle, self.low, self.high = edge, density, mottle, low, high
+
+    def section(self, z, turn, shift):
+        """Blob parameters [x, y, R, edge, density, mottle, a_1..a_6, b_1..b_6] of the cut at z (mm), rotated by
+        turn = (cos, sin, angle) and shifted by (dx, dy) px; None if the slice misses the body."""
+        u = (z - self.z) / self.z_half
+        if u * u >= 1.0:
+            return None
+        radius = self.radius * math.sqrt(1.0 - u * u)
+        t = 0.5 + 0.5 * u
+        c, s, angle = turn
+        coefficients = [lo + (hi - lo) * t for lo, hi in zip(self.low, self.high)]
+        a, b = coefficients[:_HARMONICS], coefficients[_HARMONICS:]
+        rotated_a, rotated_b = [], []
+        for k in range(_HARMONICS):
+            ck, sk = math.cos((k + 1) * angle), math.sin((k + 1) * angle)
+            rotated_a.append(a[k] * ck - b[k] * sk)
+            rotated_b.append(a[k] * sk + b[k] * ck)
+        return ([c * self.x - s * self.y + shift[0], s * self.x + c * self.y + shift[1], radius, self.edge,
+                 self.density, self.mottle] + rotated_a + rotated_b)
 
 
-def _draw_nodule(rs, subtype, g, strokes):
-    """Returns (ground-glass blob, solid blob, bubbles); None switches a component off."""
-    jitter = 3.0 * g.size / 64.0
-    cx = g.centre + rs.uniform(-jitter, jitter)
-    cy = g.centre + rs.uniform(-jitter, jitter)
-    if subtype == 'AIS':
-        glass = _blob(rs, cx, cy, rs.uniform(2.8, 5.0), rs.uniform(1.0, 1.8), rs.uniform(0.18, 0.34),
-                      rs.uniform(0.15, 0.35), [0.06, 0.14, 0.08, 0.05, 0.03, 0.02], g)
-        return glass, None, []
-    if subtype == 'MIA':
-        radius = rs.uniform(3.0, 5.0)
-        glass = _blob(rs, cx, cy, radius, rs.uniform(0.9, 1.5), rs.uniform(0.2, 0.36),
-                      rs.uniform(0.08, 0.22), [0.06, 0.14, 0.08, 0.05, 0.03, 0.02], g)
-        core_radius = rs.uniform(1.1, 2.5)   # the solid part of an MIA is at most ~5 mm across
-        shift, angle = rs.uniform(0.0, 0.35) * (radius - core_radius) * g.px, rs.uniform(0.0, _TAU)
-        core = _blob(rs, cx + shift * math.cos(angle), cy + shift * math.sin(angle), core_radius,
-                     rs.uniform(0.4, 0.7), rs.uniform(0.7, 0.95), 0.08, [0.08, 0.18, 0.1, 0.05], g)
-        return glass, core, []
-    radius = rs.uniform(2.6, 5.0)
-    solid = _blob(rs, cx, cy, radius, rs.uniform(0.3, 0.5), rs.uniform(0.9, 1.0), 0.04,
-                  [0.05, 0.09, 0.1, 0.08, 0.06, 0.04], g)
-    glass = None
-    if rs.uniform() < 0.5:
-        glass = _blob(rs, cx, cy, radius * rs.uniform(1.15, 1.45), rs.uniform(0.7, 1.1),
-                      rs.uniform(0.12, 0.26), 0.25, [0.04, 0.1, 0.06, 0.04], g)
-    if rs.uniform() < 0.75:
-        # spicules: thin strands of fibrosis radiating from the margin
-        for _ in range(rs.randint(3, 13)):
+def _draw_nodule(rs, model, g, parenchyma_hu, tissue_hu, strokes):
+    """The 3-D nodule: (ground glass or None, solid core or None, bubbles, description)."""
+    u = rs.uniform()
+    kind = 0 if u < model['kinds'][0] else 1 if u < model['kinds'][0] + model['kinds'][1] else 2
+    diameter = _clipped_normal(rs, model['diameter_mm'][0], model['diameter_mm'][1], 4.0, 10.0)
+    glass_hu = _clipped_normal(rs, model['glass_hu'][0], model['glass_hu'][1], -750.0, -300.0)
+    lobulation = rs.uniform(0.3, 1.0) * model['lobulation']
+    radius = 0.5 * diameter
+    z_half = radius * rs.uniform(0.8, 1.15)
+    jitter = 1.4     # mm: the nodule sits near, not exactly at, the centre
+    x, y = rs.uniform(-jitter, jitter) * g.px, rs.uniform(-jitter, jitter) * g.px
+    shape = [0.03, lobulation, 0.7 * lobulation, 0.4 * lobulation, 0.03, 0.02]
+    solid_mm = 0.0
+    glass = solid = None
+    if kind < 2:
+        density = min(max((glass_hu - parenchyma_hu) / (tissue_hu - parenchyma_hu), 0.02), 0.9)
+        glass = _Body(x, y, 0.0, radius * g.px, z_half, rs.uniform(0.8, 2.0) * g.px, density,
+                      rs.uniform(0.15, 0.4), _harmonics(rs, shape), _harmonics(rs, shape))
+    if kind == 1:
+        low, high = model['solid_fraction']
+        solid_mm = min(diameter * rs.uniform(low, high), model['solid_max_mm'])
+        core = 0.5 * solid_mm
+        reach, angle = rs.uniform(0.0, 0.5) * (radius - core), rs.uniform(0.0, _TAU)
+        solid = _Body(x + reach * math.cos(angle) * g.px, y + reach * math.sin(angle) * g.px,
+                      rs.uniform(-0.3, 0.3) * (z_half - core), core * g.px, core * rs.uniform(0.8, 1.15),
+                      rs.uniform(0.25, 0.45) * g.px, 1.0, 0.05, _harmonics(rs, shape), _harmonics(rs, shape))
+    elif kind == 2:
+        solid_mm = diameter
+        solid = _Body(x, y, 0.0, radius * g.px, z_half, rs.uniform(0.25, 0.45) * g.px, 1.0, 0.05,
+                      _harmonics(rs, shape), _harmonics(rs, shape))
+    spiculated = rs.uniform() < model['spiculated']
+    if spiculated:
+        # spicules: thin strands of fibrosis radiating from the margin, each in and out of a few slices
+        body = solid if solid is not None else glass
+        for _ in range(rs.randint(4, 12)):
             angle = rs.uniform(0.0, _TAU)
-            start = 0.8 * _blob_radius(solid, angle)
-            length = rs.uniform(4.0, 9.0) if rs.uniform() < 0.3 else rs.uniform(1.5, 4.0)
-            xs, ys, cs, ss, _ = _walk(rs, g, cx + start * math.cos(angle), cy + start * math.sin(angle),
+            start = 0.85 * body.radius
+            length = rs.uniform(3.0, 8.0) if rs.uniform() < 0.4 else rs.uniform(1.5, 3.5)
+            xs, ys, cs, ss, _ = _walk(rs, g, body.x + start * math.cos(angle), body.y + start * math.sin(angle),
                                       angle + rs.normal(0.0, 0.25), length, 0.12)
-            n, root, tip = len(xs), rs.uniform(0.2, 0.4) * g.px, 0.08 * g.px
+            n, root, tip = len(xs), rs.uniform(0.15, 0.35) * g.px, 0.06 * g.px
             radii = [root + (tip - root) * i / (n - 1) for i in range(n)]
-            strokes.add_line(xs, ys, cs, ss, radii, [rs.uniform(0.5, 1.0)] * n)
+            strokes.add_line(xs, ys, cs, ss, radii, [rs.uniform(0.5, 1.0)] * n, (0.0, 0.0),
+                             rs.uniform(-0.6, 0.6) * body.z_half, rs.uniform(0.8, 2.0))
     bubbles = []
-    if rs.uniform() < 0.1:
-        # air bronchogram / bubble-like lucency inside the solid part
+    if rs.uniform() < model['bubbles']:
+        # bubble-like lucency / air bronchogram inside the nodule
         for _ in range(rs.randint(1, 3)):
-            angle, reach = rs.uniform(0.0, _TAU), rs.uniform(0.0, 0.5) * radius * g.px
-            bubbles.append((cx + reach * math.cos(angle), cy + reach * math.sin(angle), rs.uniform(0.45, 0.8) * g.px))
-    return glass, solid, bubbles
+            angle, reach = rs.uniform(0.0, _TAU), rs.uniform(0.0, 0.5) * radius
+            size = rs.uniform(0.5, 1.0)
+            bubbles.append(_Body(x + reach * math.cos(angle) * g.px, y + reach * math.sin(angle) * g.px,
+                                 rs.uniform(-0.4, 0.4) * z_half, size * g.px, size, 0.2 * g.px, 1.0, 0.0,
+                                 [0.0] * (2 * _HARMONICS), [0.0] * (2 * _HARMONICS)))
+    description = dict(kind=kind, diameter_mm=diameter, solid_mm=solid_mm, glass_hu=glass_hu if kind < 2 else None,
+                       lobulation=lobulation, spiculated=spiculated, bubbles=len(bubbles), z_half_mm=z_half)
+    return glass, solid, bubbles, description
 
 
 def _render_blobs(blobs, mottle, g):
-    """Soft-tissue occupancy [B, H, W] of one blob per patch (None: no blob), computed on a central window."""
-    out = np.zeros((len(blobs), g.size, g.size))
+    """Occupancy [B, H, W] (density-weighted, clipped to 0..1) and inside [B, H, W] (the outline, 0..1) of one
+    blob per view (None: no blob), computed on the central window that can hold them."""
+    fill_out = np.zeros((len(blobs), g.canvas, g.canvas))
+    inside_out = np.zeros((len(blobs), g.canvas, g.canvas))
     chosen = [i for i, blob in enumerate(blobs) if blob is not None]
     if not chosen:
-        return out
+        return fill_out, inside_out
     p = np.array([blobs[i] for i in chosen], dtype=np.float64).T.reshape(-1, len(chosen), 1, 1)
     # the smoothstep is exactly 0 beyond R * (1 + sum |harmonics|) + edge, so nothing outside the window changes
-    reach = (np.maximum(np.abs(p[0] - g.centre), np.abs(p[1] - g.centre))
+    reach = (np.maximum(np.abs(p[0]), np.abs(p[1]))
              + p[2] * (1.0 + np.sqrt(p[6:6 + _HARMONICS] * p[6:6 + _HARMONICS]
                                      + p[6 + _HARMONICS:] * p[6 + _HARMONICS:]).sum(axis=0)) + p[3])
-    lo = max(0, int(math.floor(g.centre - float(reach.max()))) - 1)
-    hi = g.size - lo
+    lo = min(max(0, int(math.floor(g.canvas / 2.0 - float(reach.max()))) - 1), g.canvas // 2 - 1)
+    hi = g.canvas - lo
     dx, dy = g.x[:, :, lo:hi] - p[0], g.y[:, lo:hi, :] - p[1]
     rho = np.sqrt(dx * dx + dy * dy)
     inv = 1.0 / np.maximum(rho, 1e-9)
@@ -345,137 +497,307 @@ def _render_blobs(blobs, mottle, g):
         shape = shape + p[6 + k] * ck + p[6 + _HARMONICS + k] * sk
     inside = _smoothstep((p[2] * shape - rho) / p[3])
     fill = p[4] * inside * (1.0 + p[5] * mottle[chosen][:, lo:hi, lo:hi])
-    out[chosen, lo:hi, lo:hi] = np.minimum(np.maximum(fill, 0.0), 1.0)
-    return out
+    fill_out[chosen, lo:hi, lo:hi] = np.minimum(np.maximum(fill, 0.0), 1.0)
+    inside_out[chosen, lo:hi, lo:hi] = inside
+    return fill_out, inside_out
 
 
 # ----------------------------------------------------------------------------- chest wall
 
-def _draw_wall(rs, g):
-    """Parameters of a pleura / chest-wall region entering from one side, or None."""
-    if rs.uniform() >= 0.35:
+_WALL_FIELDS = ('ux', 'uy', 'distance', 'arc_radius', 'bulge', 'edge', 'skirt', 'skirt_hu', 'fat_depth',
+                'fat_hu', 'muscle_hu', 'fat_level', 'rib', 'rib_depth', 'rib_half_length', 'rib_half_depth',
+                'cortex', 'rib_position', 'marrow_hu', 'cortex_hu', 'origin_x', 'origin_y')
+
+
+def _draw_wall(rs, g, nodule_radius_mm):
+    """A pleura / chest-wall (or mediastinum) region entering from one side as a dict of _WALL_FIELDS (lengths in
+    px, the slope in px per mm of z), or None."""
+    if rs.uniform() >= 0.65:
         return None
     side = rs.uniform(0.0, _TAU)
     bulge = -1.0 if rs.uniform() < 0.25 else 1.0   # -1: wall bulging into the lung (e.g. diaphragm, mediastinum)
-    return [math.cos(side), math.sin(side), rs.uniform(11.0, 20.0) * g.px, rs.uniform(40.0, 200.0) * g.px,
-            bulge, rs.uniform(1.0, 4.0) * g.px, rs.uniform(-120.0, -70.0), rs.uniform(25.0, 55.0),
-            1.0 if rs.uniform() < 0.5 else 0.0,                 # rib present
-            rs.uniform(4.0, 9.0) * g.px, rs.uniform(4.0, 8.0) * g.px, rs.uniform(2.5, 4.5) * g.px,
-            rs.uniform(0.8, 1.5) * g.px, rs.uniform(-14.0, 14.0) * g.px,
-            rs.uniform(60.0, 130.0), rs.uniform(500.0, 900.0)]
+    nearest = nodule_radius_mm + 3.0                # the nodule stays in the lung
+    wall = dict(ux=math.cos(side), uy=math.sin(side), distance=rs.uniform(max(nearest, 8.0), 24.0) * g.px,
+                arc_radius=rs.uniform(40.0, 200.0) * g.px, bulge=bulge,
+                # a pleura cut obliquely by the slab is smeared over a few mm (partial volume), and the lung
+                # next to it is often denser (dependent atelectasis, partial volume of the curved surface)
+                edge=(rs.uniform(0.3, 1.0) if rs.uniform() < 0.6 else rs.uniform(1.0, 4.0)) * g.px,
+                skirt=rs.uniform(3.0, 16.0) * g.px, skirt_hu=rs.uniform(150.0, 550.0),
+                fat_depth=rs.uniform(0.3, 4.0) * g.px, fat_hu=rs.uniform(*FAT_HU), muscle_hu=rs.uniform(*MUSCLE_HU),
+                fat_level=rs.uniform(-0.5, 1.5),        # more or less fat between the muscle bundles
+                rib=1.0 if rs.uniform() < 0.35 else 0.0, rib_depth=rs.uniform(4.0, 9.0) * g.px,
+                rib_half_length=rs.uniform(4.0, 8.0) * g.px, rib_half_depth=rs.uniform(2.5, 4.5) * g.px,
+                cortex=rs.uniform(0.4, 0.9) * g.px, rib_position=rs.uniform(-14.0, 14.0) * g.px,
+                marrow_hu=rs.uniform(*MARROW_HU), cortex_hu=rs.uniform(*CORTEX_HU), origin_x=0.0, origin_y=0.0)
+    return wall, rs.uniform(-0.3, 0.3) * g.px
 
 
-def _render_wall(walls, texture, g):
-    """Returns (occupancy of the wall, HU inside the wall), both [B, H, W]."""
-    (ux, uy, dist, radius, bulge, fat, fat_hu, muscle_hu, rib, rib_depth, rib_a, rib_b, cortex, rib_pos,
-     marrow_hu, cortex_hu) = np.array(walls, dtype=np.float64).T.reshape(-1, len(walls), 1, 1)
-    dx = g.x - (g.centre + (dist - bulge * radius) * ux)
-    dy = g.y - (g.centre + (dist - bulge * radius) * uy)
+def _render_wall(walls, texture, mottle, g):
+    """Returns (occupancy of the wall, HU inside the wall, HU added to the lung next to it), all [B, H, W]."""
+    p = dict(zip(_WALL_FIELDS, np.array([[wall[name] for name in _WALL_FIELDS] for wall in walls],
+                                        dtype=np.float64).T.reshape(-1, len(walls), 1, 1)))
+    ux, uy, bulge, radius = p['ux'], p['uy'], p['bulge'], p['arc_radius']
+    dx = g.x - (p['origin_x'] + (p['distance'] - bulge * radius) * ux)
+    dy = g.y - (p['origin_y'] + (p['distance'] - bulge * radius) * uy)
     depth = bulge * (np.sqrt(dx * dx + dy * dy) - radius)       # px into the wall
-    along = (g.x - g.centre) * (-uy) + (g.y - g.centre) * ux
-    occupancy = _smoothstep(depth / (0.4 * g.px))
-    hu = fat_hu + (muscle_hu - fat_hu) * _smoothstep((depth - fat) / (0.8 * g.px)) + 12.0 * texture
+    along = (g.x - p['origin_x']) * (-uy) + (g.y - p['origin_y']) * ux
+    occupancy = _smoothstep(depth / p['edge'])
+    skirt = p['skirt_hu'] * _smoothstep(depth / p['skirt'] + 1.0)
+    # extrapleural fat under the pleura, then muscle with fat between its bundles
+    fat = np.maximum(_smoothstep((p['fat_depth'] - depth) / (0.6 * g.px)),
+                     _smoothstep((texture - p['fat_level']) * 2.0))
+    hu = p['muscle_hu'] + (p['fat_hu'] - p['muscle_hu']) * fat + 12.0 * texture + 10.0 * mottle
     # parietal pleura / endothoracic fascia: a thin line denser than the fat beneath it
-    line = np.maximum(1.0 - np.abs(depth - 0.5 * g.px) / (0.5 * g.px), 0.0)
-    hu = hu + (muscle_hu - hu) * line
-    # rib in cross-section: an oval with a dense cortex around marrow
-    e1, e2 = (depth - rib_depth) / rib_b, (along - rib_pos) / rib_a
+    line = np.maximum(1.0 - np.abs(depth - 0.4 * g.px) / (0.45 * g.px), 0.0)
+    hu = hu + (p['muscle_hu'] - hu) * line
+    # rib in cross-section: an oval with a thin dense cortex around marrow
+    rib_a, rib_b, cortex = p['rib_half_length'], p['rib_half_depth'], p['cortex']
+    e1, e2 = (depth - p['rib_depth']) / rib_b, (along - p['rib_position']) / rib_a
     outer = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * rib_b / (0.3 * g.px))
-    e1, e2 = (depth - rib_depth) / (rib_b - cortex), (along - rib_pos) / (rib_a - cortex)
+    e1, e2 = (depth - p['rib_depth']) / (rib_b - cortex), (along - p['rib_position']) / (rib_a - cortex)
     inner = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * (rib_b - cortex) / (0.3 * g.px))
-    hu = hu + rib * ((cortex_hu - hu) * outer + (marrow_hu - cortex_hu) * inner)
-    return occupancy, hu
+    hu = hu + p['rib'] * ((p['cortex_hu'] - hu) * outer + (p['marrow_hu'] + 25.0 * mottle - p['cortex_hu']) * inner)
+    return occupancy, hu, skirt
 
 
-# ----------------------------------------------------------------------------- assembly
+# ----------------------------------------------------------------------------- scenes and views
 
-def _draw_patch(rs, subtype, g):
-    """All random choices for one patch, in a fixed order."""
-    scalars = [rs.uniform(-880.0, -815.0),                      # parenchyma HU
-               rs.uniform(0.0, _TAU), rs.uniform(0.0, 40.0),    # gravity-dependent density gradient
-               rs.uniform(8.0, 20.0),                           # low-frequency texture HU
-               rs.uniform(3.0, 7.0),                            # lobular texture HU
-               rs.uniform(15.0, 50.0),                          # soft tissue HU of vessels and solid nodule
-               rs.uniform(18.0, 32.0)]                          # noise standard deviation HU
-    angle = scalars[1]
-    scalars[1:2] = [math.cos(angle), math.sin(angle)]
-    coarse = rs.standard_normal((g.coarse.grid, g.coarse.grid))
-    fine = rs.standard_normal((g.fine.grid, g.fine.grid))
-    # uniform, not normal, white noise: 10x faster to draw, and Gaussian enough once blurred
-    noise = rs.random_sample(g.noise_shape)
-    strokes = _Strokes()
-    _draw_vessels(rs, g, strokes)
-    glass, solid, bubbles = _draw_nodule(rs, subtype, g, strokes)
-    wall = _draw_wall(rs, g)
-    return scalars, coarse, fine, noise, strokes, glass, solid, bubbles, wall
+class _Scene(object):
+    """All random choices for one 3-D nodule and its surroundings, in a fixed order."""
+
+    def __init__(self, rs, subtype, g):
+        model = SUBTYPE_MODELS[subtype]
+        self.parenchyma_hu = _clipped_normal(rs, *PARENCHYMA_HU)
+        gradient = rs.uniform(0.0, _TAU)
+        self.gradient = (math.cos(gradient), math.sin(gradient), rs.uniform(0.0, 50.0))  # HU across the field
+        self.coarse_hu = rs.uniform(10.0, 22.0)
+        self.fine_hu = rs.uniform(4.0, 9.0)
+        self.tissue_hu = rs.uniform(*TISSUE_HU)
+        self.vessel_hu = rs.uniform(*VESSEL_HU) if rs.uniform() < 0.5 else rs.uniform(*TISSUE_HU)
+        self.noise_hu = rs.uniform(*NOISE_HU)
+        # two independent texture fields per scale; slices mix them, so texture drifts from slice to slice
+        self.coarse = rs.standard_normal((2, g.coarse.grid, g.coarse.grid))
+        self.fine = rs.standard_normal((2, g.fine.grid, g.fine.grid))
+        self.texture_mm = rs.uniform(4.0, 8.0)     # z distance over which the texture changes completely
+        strokes = _Strokes()
+        self.glass, self.solid, self.bubbles, self.description = _draw_nodule(
+            rs, model, g, self.parenchyma_hu, self.tissue_hu, strokes)
+        body = self.solid if self.glass is None else self.glass
+        contact = rs.uniform() < model['vessel_contact']
+        self.description['vessel_contact'] = contact
+        _draw_vessels(rs, g, strokes, (body.x, body.y), contact)
+        self.lines, self.dots = strokes.arrays()
+        wall = _draw_wall(rs, g, 0.5 * self.description['diameter_mm'])
+        self.wall, self.wall_slope = wall if wall is not None else (None, 0.0)
 
 
-def _render(patches, g, window):
-    scalars, coarse, fine, noise, strokes, glass, solid, bubbles, walls = zip(*patches)
-    bg_hu, grad_x, grad_y, grad_hu, coarse_hu, fine_hu, tissue_hu, noise_hu = (
-        np.array(scalars, dtype=np.float64).T.reshape(-1, len(patches), 1, 1))
+class _View(object):
+    """The random choices of one view: slice, in-plane transform, noise and specks."""
+
+    def __init__(self, rs, scene, g):
+        self.z = rs.uniform(-0.6, 0.6) * scene.description['z_half_mm']
+        self.angle = rs.uniform(-15.0, 15.0) * (math.pi / 180.0)
+        self.shift = (rs.uniform(-2.0, 2.0) * g.px, rs.uniform(-2.0, 2.0) * g.px)
+        self.quarter_turns = int(rs.randint(4))
+        self.flipped = bool(rs.randint(2))
+        # uniform, not normal, white noise: 10x faster to draw, and Gaussian enough once filtered
+        self.noise = rs.random_sample((g.canvas, g.canvas))
+        # specks: x, y (px from the centre) and occupancy, faint ones far more common than bright ones
+        specks = rs.random_sample((3, g.specks))
+        self.specks = [(specks[0] - 0.5) * g.canvas, (specks[1] - 0.5) * g.canvas,
+                       specks[2] * specks[2] * g.speck_occupancy]
+
+
+def _transform_strokes(scene, view, b):
+    """Lines [7, n] and dots [5, m] of one view (patch index b first), moved to its slice and transform."""
+    c, s = math.cos(view.angle), math.sin(view.angle)
+    z = view.z
+    x, y, cos_h, sin_h, radius, weight, sx, sy, zc, zh = scene.lines
+    X, Y = x + z * sx, y + z * sy
+    visible = weight * np.minimum(np.maximum(1.0 - np.abs(z - zc) / zh, 0.0), 1.0)
+    lines = np.stack([np.full(X.shape, float(b)), c * X - s * Y + view.shift[0], s * X + c * Y + view.shift[1],
+                      c * cos_h - s * sin_h, s * cos_h + c * sin_h, radius, visible])
+    x, y, radius, weight, sx, sy = scene.dots
+    X, Y = x + z * sx, y + z * sy
+    dots = np.stack([np.full(X.shape, float(b)), c * X - s * Y + view.shift[0], s * X + c * Y + view.shift[1],
+                     radius, weight])
+    return lines, dots
+
+
+def _render(items, g, window, want_masks):
+    """items: (scene, view) pairs.  Returns uint8 [B, H, W] and the nodule masks (bool [B, H, W]) or None."""
+    count = len(items)
+    turns = [(math.cos(v.angle), math.sin(v.angle), v.angle) for _, v in items]
+    scalars = []
+    coarse, fine = [], []
+    for scene, view in items:
+        mix = view.z * (0.5 * math.pi) / scene.texture_mm
+        cm, sm = math.cos(mix), math.sin(mix)
+        coarse.append(cm * scene.coarse[0] + sm * scene.coarse[1])
+        fine.append(cm * scene.fine[0] + sm * scene.fine[1])
+        gx, gy, ghu = scene.gradient
+        c, s = math.cos(view.angle), math.sin(view.angle)
+        scalars.append([scene.parenchyma_hu, c * gx - s * gy, s * gx + c * gy, ghu, scene.coarse_hu, scene.fine_hu,
+                        scene.tissue_hu, scene.vessel_hu, scene.noise_hu])
+    bg_hu, grad_x, grad_y, grad_hu, coarse_hu, fine_hu, tissue_hu, vessel_hu, noise_hu = (
+        np.array(scalars, dtype=np.float64).T.reshape(-1, count, 1, 1))
     texture = g.coarse(np.array(coarse))
     mottle = g.fine(np.array(fine))
-    hu = (bg_hu + (grad_hu / g.size) * ((g.x - g.centre) * grad_x + (g.y - g.centre) * grad_y)
-          + coarse_hu * texture + fine_hu * mottle)
-    # ground glass is partial filling of air spaces: it adds to what is there, so vessels show through it
-    nodule = 1.0 - (1.0 - _render_blobs(glass, mottle, g)) * (1.0 - _render_blobs(solid, mottle, g))
-    filled = 1.0 - (1.0 - _paint(strokes, g)) * (1.0 - nodule)
-    hu = hu + (tissue_hu - hu) * filled
-    for i, patch_bubbles in enumerate(bubbles):
-        for bx, by, radius in patch_bubbles:
-            dx, dy = g.x - bx, g.y - by
-            air = _smoothstep((radius - np.sqrt(dx * dx + dy * dy)) / (0.3 * g.px)) * nodule[i]
-            hu[i] = hu[i] + (-600.0 - hu[i]) * air
-    chosen = [i for i, wall in enumerate(walls) if wall is not None]
-    if chosen:
-        occupancy, wall_hu = _render_wall([walls[i] for i in chosen], texture[chosen], g)
-        hu[chosen] = hu[chosen] + (wall_hu - hu[chosen]) * occupancy
-    r = len(g.psf_taps) // 2
-    hu = _blur_valid(np.pad(hu, ((0, 0), (r, r), (r, r)), mode='reflect'), g.psf_taps)
-    # uniform on [0, 1) has mean 1/2 and standard deviation 1 / sqrt(12)
-    hu = hu + (noise_hu * g.noise_gain * math.sqrt(12.0)) * (_blur_valid(np.array(noise), g.noise_taps) - 0.5)
-    low, high = window
-    grey = np.rint((hu - low) * (255.0 / (high - low)))
-    return np.minimum(np.maximum(grey, 0.0), 255.0).astype(np.uint8)
+    hu = (bg_hu + (grad_hu / g.canvas) * (g.x * grad_x + g.y * grad_y) + coarse_hu * texture + fine_hu * mottle)
 
+    glass_fill, glass_inside = _render_blobs(
+        [scene.glass and scene.glass.section(view.z, turn, view.shift) for (scene, view), turn in zip(items, turns)],
+        mottle, g)
+    solid_fill, solid_inside = _render_blobs(
+        [scene.solid and scene.solid.section(view.z, turn, view.shift) for (scene, view), turn in zip(items, turns)],
+        mottle, g)
+    nodule = 1.0 - (1.0 - glass_fill) * (1.0 - solid_fill)
+    parts = [_transform_strokes(scene, view, b) for b, (scene, view) in enumerate(items)]
+    # sub-voxel vessels and septa cut across: specks of partial-volume tissue density
+    points = np.concatenate([np.stack([np.full(g.specks, float(b))] + view.specks)
+                             for b, (_, view) in enumerate(items)], axis=1)
+    vessels = _paint(np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts], axis=1),
+                     points, count, g)
+    # ground glass is partial filling of air spaces: it adds to what is there, so vessels show through it
+    hu = hu + (vessel_hu - hu) * vessels
+    hu = hu + (tissue_hu - hu) * nodule
+    for i, (scene, view) in enumerate(items):
+        for bubble in scene.bubbles:
+            blob = bubble.section(view.z, turns[i], view.shift)
+            if blob is not None:
+                dx, dy = g.x[0] - blob[0], g.y[0] - blob[1]
+                air = _smoothstep((blob[2] - np.sqrt(dx * dx + dy * dy)) / blob[3]) * nodule[i]
+                hu[i] = hu[i] + (AIR_HU + 50.0 - hu[i]) * air
+    chosen = [i for i, (scene, _) in enumerate(items) if scene.wall is not None]
+    if chosen:
+        walls = []
+        for i in chosen:
+            scene, view = items[i]
+            wall = dict(scene.wall)
+            c, s = turns[i][0], turns[i][1]
+            wall['ux'], wall['uy'] = c * wall['ux'] - s * wall['uy'], s * wall['ux'] + c * wall['uy']
+            wall['distance'] += view.z * scene.wall_slope      # the chest wall is oblique to the slice too
+            wall['origin_x'], wall['origin_y'] = view.shift
+            walls.append(wall)
+        occupancy, wall_hu, skirt = _render_wall(walls, texture[chosen], mottle[chosen], g)
+        hu[chosen] = hu[chosen] + skirt + (wall_hu - hu[chosen] - skirt) * occupancy
+    # quantum noise enters with the projections, so the reconstruction kernel shapes it like the anatomy
+    noise = np.array([view.noise for _, view in items])
+    hu = _scanner(hu + (noise_hu * g.noise_gain) * (noise - 0.5), g)
+    low, high = window
+    grey = np.minimum(np.maximum(np.rint((hu - low) * (255.0 / (high - low))), 0.0), 255.0).astype(np.uint8)
+    b = g.border
+    masks = np.maximum(glass_inside, solid_inside)[:, b:b + g.size, b:b + g.size] >= 0.5 if want_masks else None
+    for i, (_, view) in enumerate(items):
+        grey[i] = _orient(grey[i], view)
+        if masks is not None:
+            masks[i] = _orient(masks[i], view)
+    return grey, masks
+
+
+def _orient(image, view):
+    """One of the eight symmetries of the square: quarter turns, then a left-right flip."""
+    image = np.rot90(image, view.quarter_turns)
+    return image[:, ::-1] if view.flipped else image
+
+
+# ----------------------------------------------------------------------------- public interface
 
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def make_phantoms(subtype, count, seed, resolution=64, progress=None, mm_per_pixel=0.7, window=(-1350.0, 150.0)):
-    """Synthetic lung-window CT patches of one nodule subtype (phantoms, not patient data).
-
-    subtype: 'AIS', 'MIA' or 'IAC'.  count: number of patches (>= 1).  seed: integer in [0, 2**64).
-    resolution: power of two >= 16; the field of view stays 64 * mm_per_pixel millimetres wide.
-    progress: optional callable, given the number of patches just finished.
-    window: (low, high) HU mapped to grey levels 0..255.
-    Returns a uint8 array [count, resolution, resolution]; patch i depends only on (subtype, seed, i).
-    """
+def _check(subtype, nodules, views, seed, resolution, mm_per_pixel, window):
     if subtype not in SUBTYPES:
         raise ValueError('unknown nodule subtype %r: expected one of %s' % (subtype, ', '.join(SUBTYPES)))
-    if not _is_int(count) or count <= 0:
-        raise ValueError('count must be a whole number of at least 1, got %r' % (count,))
+    if not _is_int(nodules) or nodules <= 0:
+        raise ValueError('the number of nodules must be a whole number of at least 1, got %r' % (nodules,))
+    if not _is_int(views) or views <= 0:
+        raise ValueError('views must be a whole number of at least 1, got %r' % (views,))
     if not _is_int(seed) or not 0 <= seed < 2 ** 64:
         raise ValueError('seed must be a whole number in [0, 2**64), got %r' % (seed,))
     if not _is_int(resolution) or resolution < 16 or resolution & (resolution - 1):
         raise ValueError('resolution must be a power of two of at least 16, got %r' % (resolution,))
-    if not mm_per_pixel > 0 or not window[1] > window[0]:
+    if not mm_per_pixel > 0 or len(window) != 2 or not window[1] > window[0]:
         raise ValueError('mm_per_pixel must be positive and window must be (low, high) with low < high')
-    count, seed, resolution = int(count), int(seed), int(resolution)
+
+
+def draw_dataset(subtype, nodules, views, seed, resolution=64, progress=None, mm_per_pixel=DEFAULT_MM_PER_PIXEL,
+                 window=DEFAULT_WINDOW, masks=False):
+    """Synthetic lung-window CT patches of `nodules` 3-D phantom nodules, `views` patches each (not patient data).
+
+    subtype: 'AIS', 'MIA' or 'IAC'.  nodules, views: whole numbers >= 1.  seed: integer in [0, 2**64).
+    resolution: power of two >= 16; the field of view stays 64 * mm_per_pixel millimetres wide.
+    progress: optional callable, given the number of patches just finished.
+    window: (low, high) HU mapped to grey levels 0..255.  masks: also return the nodule outlines.
+
+    Returns (images, groups, info): images uint8 [nodules * views, 1, resolution, resolution], the views of
+    nodule 0 first; groups int64 [N], the nodule index of each image; info a dict of NumPy arrays:
+      per nodule:  kind (index into KINDS), diameter_mm, solid_mm (0 for pure ground glass), glass_hu (NaN for
+                   solid nodules), lobulation, spiculated, bubbles, vessel_contact
+      per image:   slice_mm, shift_mm [N, 2], rotation_deg, quarter_turns, flipped
+      masks:       bool [N, resolution, resolution], where the nodule's outline covers at least half a pixel,
+                   in the image's orientation (only with masks=True)
+    Nodule i depends only on (subtype, seed, i); its view j only on (subtype, seed, i, j).
+    """
+    _check(subtype, nodules, views, seed, resolution, mm_per_pixel, window)
+    nodules, views, seed, resolution = int(nodules), int(views), int(seed), int(resolution)
     g = _Geometry(resolution, float(mm_per_pixel))
     window = (float(window[0]), float(window[1]))
-    # one generator, re-seeded per patch: constructing a RandomState costs ~0.1 ms on NumPy 2
+    total = nodules * views
+    # one generator, re-seeded per stream: constructing a RandomState costs ~0.1 ms on NumPy 2
     rs = np.random.RandomState(0)
-    out = np.empty((count, resolution, resolution), dtype=np.uint8)
-    for start in range(0, count, _CHUNK):
-        stop = min(count, start + _CHUNK)
-        patches = []
+    key = [seed & 0xFFFFFFFF, seed >> 32, _SUBTYPE_CODES[subtype]]
+    images = np.empty((total, 1, resolution, resolution), dtype=np.uint8)
+    outlines = np.zeros((total, resolution, resolution), dtype=bool) if masks else None
+    descriptions, view_records = [], []
+    scene, scene_index = None, -1
+    for start in range(0, total, _CHUNK):
+        stop = min(total, start + _CHUNK)
+        items = []
         for index in range(start, stop):
-            rs.seed([seed & 0xFFFFFFFF, seed >> 32, _SUBTYPE_CODES[subtype], index & 0xFFFFFFFF, index >> 32])
-            patches.append(_draw_patch(rs, subtype, g))
-        out[start:stop] = _render(patches, g, window)
+            nodule, view = divmod(index, views)
+            if nodule != scene_index:
+                rs.seed(key + [nodule & 0xFFFFFFFF, nodule >> 32, 0])
+                scene, scene_index = _Scene(rs, subtype, g), nodule
+                descriptions.append(scene.description)
+            rs.seed(key + [nodule & 0xFFFFFFFF, nodule >> 32, view + 1])
+            items.append((scene, _View(rs, scene, g)))
+            view_records.append(items[-1][1])
+        grey, chunk_masks = _render(items, g, window, masks)
+        images[start:stop, 0] = grey
+        if masks:
+            outlines[start:stop] = chunk_masks
         if progress is not None:
             progress(stop - start)
-    return out
+    groups = np.repeat(np.arange(nodules, dtype=np.int64), views)
+    info = _info(descriptions, view_records, g)
+    if masks:
+        info['masks'] = outlines
+    return images, groups, info
+
+
+def _info(descriptions, view_records, g):
+    def column(name, dtype):
+        return np.array([d[name] if d[name] is not None else np.nan for d in descriptions], dtype=dtype)
+    return dict(kind=column('kind', np.int64), diameter_mm=column('diameter_mm', np.float64),
+                solid_mm=column('solid_mm', np.float64), glass_hu=column('glass_hu', np.float64),
+                lobulation=column('lobulation', np.float64), spiculated=column('spiculated', bool),
+                bubbles=column('bubbles', np.int64), vessel_contact=column('vessel_contact', bool),
+                slice_mm=np.array([v.z for v in view_records]),
+                shift_mm=np.array([v.shift for v in view_records]).reshape(-1, 2) * g.mm,
+                rotation_deg=np.array([v.angle * 180.0 / math.pi for v in view_records]),
+                quarter_turns=np.array([v.quarter_turns for v in view_records], dtype=np.int64),
+                flipped=np.array([v.flipped for v in view_records], dtype=bool))
+
+
+def make_phantoms(subtype, count, seed, resolution=64, progress=None, mm_per_pixel=DEFAULT_MM_PER_PIXEL,
+                  window=DEFAULT_WINDOW):
+    """`count` synthetic patches, one view of each of `count` phantom nodules: uint8 [count, H, W].
+
+    The same as draw_dataset(subtype, count, 1, seed, ...)[0][:, 0]; patch i depends only on (subtype, seed, i).
+    """
+    if not _is_int(count) or count <= 0:
+        raise ValueError('count must be a whole number of at least 1, got %r' % (count,))
+    images, _, _ = draw_dataset(subtype, count, 1, seed, resolution, progress, mm_per_pixel, window)
+    return images[:, 0]
