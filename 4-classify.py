@@ -1,0 +1,205 @@
+"""Classify nodule subtypes (AIS / MIA / IAC) from 2-D patches, with and without GAN-made nodules."""
+import argparse
+import os
+import sys
+import time
+
+import cli
+from errors import UserError
+
+EPILOG = """\
+arms (--arms, any comma-separated subset; the same folds for all, always tested on real patches):
+  none         real training patches only
+  classic      real patches with random flips, 90-degree rotations and shifts
+  gan          real patches plus generated ones (--synthetic-per-class per class)
+  classic+gan  both, augmenting real and generated patches alike
+  synthetic    generated patches only ("classification accuracy score": train on generated, test on real)
+
+the classifier (classifier.py): space-to-depth 4x4 stem, then three stages of two 3x3 convolutions with batch
+normalisation and ReLU (default widths 64, 128, 256; 2x2 max-pooling between stages), global average pooling,
+dropout, a dense softmax layer; Adam, minibatches of 64, optional class-balanced cross-entropy, early stopping on
+the validation nodules held out of the training folds (the best epoch's weights are kept).
+
+evaluation: k-fold cross-validation grouped by nodule (D/<name>-groups.npy; without it every patch counts as its
+own nodule, with a warning) and stratified by class.  OUTDIR receives results.json, folds.json, results.md,
+roc_curves.png and confusion_matrices.png, all together or none.
+
+examples:
+  python 4-classify.py --data processData/AIS processData/MIA processData/IAC --arms none,classic
+  python 4-classify.py --gan demo/weight/AIS.pkl demo/weight/MIA.pkl demo/weight/IAC.pkl --outdir results/cls
+  python 4-classify.py --data datasets/labelled --gan-model cond.pkl --gan-labels 0 1 2 --arms none,gan
+"""
+
+
+def arms_list(text):
+    import classify
+    arms = [arm.strip() for arm in text.split(',') if arm.strip()]
+    unknown = [arm for arm in arms if arm not in classify.ARMS]
+    if unknown or not arms:
+        raise argparse.ArgumentTypeError('unknown arm %r (choose from %s)' % (unknown[0] if unknown else text,
+                                                                             ', '.join(classify.ARMS)))
+    if len(set(arms)) != len(arms):
+        raise argparse.ArgumentTypeError('an arm is listed twice in %r' % text)
+    return arms
+
+
+def generated_count(text):
+    import classify
+    try:
+        return classify.parse_generated_count(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
+def widths_list(text):
+    try:
+        widths = tuple(int(w) for w in text.split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError('expected comma-separated whole numbers, got %r' % text)
+    if len(widths) < 1 or min(widths) < 1:
+        raise argparse.ArgumentTypeError('widths must be at least 1, got %r' % text)
+    return widths
+
+
+def fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not a number' % text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError('must be from 0 up to (not including) 1, got %s' % text)
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not a number' % text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError('must be above 0, got %s' % text)
+    return value
+
+
+def parse_args(argv=None):
+    parser = cli.ArgumentParser(
+        description='Nodule subtype classification with and without GAN-made nodules: k-fold cross-validation '
+                    'of a small CNN on 2-D patches, one arm per way of training it.',
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data', nargs='+', metavar='DIR',
+                        default=['processData/AIS', 'processData/MIA', 'processData/IAC'],
+                        help='one dataset per class (class names from each one\'s metadata, else the folder name), '
+                             'or one dataset with one-hot labels (default: %(default)s)')
+    parser.add_argument('--resolution', type=int, default=64,
+                        help='patch size to classify: that resolution\'s TFRecords are read (default: %(default)s)')
+    parser.add_argument('--outdir', default='results/classify', help='output directory (default: %(default)s)')
+    parser.add_argument('--arms', type=arms_list,
+                        help='comma-separated arms (default: none,classic,gan,classic+gan,synthetic with a '
+                             'generator, none,classic without)')
+    gan = parser.add_mutually_exclusive_group()
+    gan.add_argument('--gan', nargs='+', metavar='PKL',
+                     help='one unconditional generator pickle per class, in class order')
+    gan.add_argument('--gan-model', metavar='PKL', help='one conditional generator pickle for all classes')
+    parser.add_argument('--gan-labels', nargs='+', type=cli.nonnegative_int, metavar='I',
+                        help='label index of each class in --gan-model (default: 0, 1, ... in class order)')
+    parser.add_argument('--synthetic-per-class', type=generated_count, default='1x', metavar='N|Rx',
+                        help='generated patches per class in the gan arms: a number, or a ratio to the class\'s '
+                             'real training patches such as 1x or 0.5x (default: %(default)s)')
+    parser.add_argument('--folds', type=cli.positive_int, default=5, help='cross-validation folds (default: %(default)s)')
+    parser.add_argument('--repeats', type=cli.positive_int, default=1,
+                        help='repeat the cross-validation with new folds, weights and generated patches '
+                             '(default: %(default)s)')
+    parser.add_argument('--epochs', type=cli.positive_int, default=30,
+                        help='the most epochs a training run takes (default: %(default)s)')
+    parser.add_argument('--patience', type=cli.positive_int, default=6,
+                        help='stop after this many epochs without a better validation loss (default: %(default)s)')
+    parser.add_argument('--validation-fraction', type=fraction, default=0.2,
+                        help='share of each class\'s training patches (whole nodules) held out for early stopping; '
+                             '0 trains all --epochs (default: %(default)s)')
+    parser.add_argument('--class-weighting', choices=['balanced', 'none'], default='balanced',
+                        help='balanced: every class weighs the same in the loss however many patches it has '
+                             '(default: %(default)s)')
+    parser.add_argument('--widths', type=widths_list, default=(64, 128, 256), metavar='W1,W2,W3',
+                        help='channels of the three stages (default: 64,128,256)')
+    parser.add_argument('--dropout', type=fraction, default=0.5,
+                        help='dropout rate before the last layer (default: %(default)s)')
+    parser.add_argument('--lr', type=positive_float, default=1e-3, help='Adam learning rate (default: %(default)s)')
+    parser.add_argument('--batch-size', type=cli.positive_int, default=64, help='minibatch (default: %(default)s)')
+    parser.add_argument('--seed', type=cli.nonnegative_int, default=0,
+                        help='seed of folds, weights, minibatches and generated patches: the same command gives '
+                             'the same numbers (default: %(default)s)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace the results of an earlier run in OUTDIR (default: refuse before any work)')
+    args = parser.parse_args(argv)
+    if args.gan_labels is not None and not args.gan_model:
+        parser.error('--gan-labels goes with --gan-model')
+    has_gan = bool(args.gan or args.gan_model)
+    import classify
+    if args.arms is None:
+        args.arms = list(classify.ARMS) if has_gan else ['none', 'classic']
+    needs_gan = [arm for arm in args.arms if arm in classify.GENERATED_ARMS]
+    if needs_gan and not has_gan:
+        parser.error('--arms %s needs generated patches: give --gan (one pickle per class) or --gan-model'
+                     % ','.join(needs_gan))
+    return args
+
+
+def format_duration(seconds):
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return '%dm%02ds' % (minutes, seconds) if minutes else '%ds' % seconds
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    import classifier
+    import classify
+    import outputs
+    paths = [os.path.join(args.outdir, name) for name in classify.OUTPUT_FILES]
+    outputs.check_targets(paths)
+    existing = [name for name in classify.OUTPUT_FILES if os.path.exists(os.path.join(args.outdir, name))]
+    if existing and not args.overwrite:
+        raise UserError('%s: already holds %s of an earlier run; nothing was done (use --overwrite or another '
+                        '--outdir)' % (args.outdir, ', '.join(existing)))
+    try:
+        classifier.conv_layers(args.resolution, args.widths)
+    except ValueError as error:
+        raise UserError('--resolution %d: %s' % (args.resolution, error))
+
+    data = classify.load_patch_data(args.data, args.resolution)
+    classify.check_foldable(data, args.folds)
+    print('%s: %s; %d-fold cross-validation x %d repeat(s), arms %s'
+          % (', '.join(data.sources), ', '.join('%s %d patches / %d nodules' % (
+              c, (data.labels == i).sum(), (classify.group_classes(data) == i).sum())
+              for i, c in enumerate(data.class_names)), args.folds, args.repeats, ','.join(args.arms)))
+    sys.stdout.flush()
+    generators = None
+    if any(arm in classify.GENERATED_ARMS for arm in args.arms):
+        generators = classify.GeneratorSet(data.class_names, args.resolution, args.gan, args.gan_model,
+                                           args.gan_labels)
+        generators.check()
+    settings = classify.Settings(
+        arms=tuple(args.arms), folds=args.folds, repeats=args.repeats, epochs=args.epochs, patience=args.patience,
+        validation_fraction=args.validation_fraction, seed=args.seed, class_weighting=args.class_weighting,
+        generated=args.synthetic_per_class, widths=tuple(args.widths), dropout=args.dropout, learning_rate=args.lr,
+        batch_size=args.batch_size)
+    total_epochs = args.repeats * args.folds * len(args.arms) * args.epochs
+    try:
+        with cli.progress(total_epochs, 'training', unit='epoch') as bar:
+            results, folds, pooled = classify.run_experiment(data, settings, generators, progress=bar.update,
+                                                             log=cli.progress_write)
+    finally:
+        if generators is not None:
+            generators.close()
+    files = classify.report_files(results, folds, pooled)
+    with outputs.FileSet(paths, overwrite=args.overwrite) as staged:
+        for path in paths:
+            staged.write(path, files[os.path.basename(path)])
+    print()
+    # The table as plain ASCII: stdout may be a terminal without UTF-8.
+    print(files['results.md'].decode('utf-8').replace(u'\u00b1', '+-').replace(u'\u2212', '-'))
+    print('wrote %s to %s in %s' % (', '.join(files), args.outdir, format_duration(time.time() - start)))
+
+
+if __name__ == '__main__':
+    cli.run(main)
