@@ -299,7 +299,7 @@ class AugmentPipe(object):
         inside_x = tf.cast(tf.abs(centres_x - column('cutout_x')[:, None]) < half, tf.float32)  # [N, W]
         inside_y = tf.cast(tf.abs(centres_y - column('cutout_y')[:, None]) < half, tf.float32)  # [N, H]
         hole = inside_y[:, :, None, None] * inside_x[:, None, :, None] * column('cutout')[:, None, None, None]
-        return images + (self.cutout_value - images) * hole
+        return images * (1.0 - hole) + self.cutout_value * hole  # exact both inside and outside the hole
 
     # ------------------------------------------------------------------------------------------------------------
     # The overfitting heuristic and p
