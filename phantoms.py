@@ -154,10 +154,10 @@ class _BSplineNoise(object):
     def __call__(self, coarse):
         rows = 0.0
         for j in range(4):
-            rows = rows + self.weight[:, j] * coarse[:, :, self.index[:, j]]
+            rows = rows + self.weight[:, j] * np.take(coarse, self.index[:, j], axis=2)
         out = 0.0
         for i in range(4):
-            out = out + self.weight[:, i].reshape(-1, 1) * rows[:, self.index[:, i], :]
+            out = out + self.weight[:, i].reshape(-1, 1) * np.take(rows, self.index[:, i], axis=1)
         return out * self.gain
 
 
@@ -188,7 +188,7 @@ class _Geometry(object):
         self.fine = _BSplineNoise(self.canvas, 1.6 * self.px)     # lobular texture, ground-glass mottling
         # sub-voxel vessels and septa cut across: specks per patch and their largest voxel occupancy
         self.specks = int(round(700.0 * (64.0 * mm_per_pixel / 44.8) ** 2))
-        self.speck_occupancy = min(1.0, 0.5 * 0.49 / (self.mm * self.mm))
+        self.speck_occupancy = min(1.0, 0.3 * 0.49 / (self.mm * self.mm))
 
 
 def _sharpened_kernel(taps, k):
@@ -218,24 +218,27 @@ class _Strokes(object):
     """Centre-line points and dots of one nodule's scene, as plain Python lists (branches are short, and
     NumPy's per-call overhead would dominate).
 
-    Line columns: x, y (px from the patch centre), cos, sin (direction), radius (px), weight (0..1),
-    slope x, slope y (px of shift per mm of z), z centre and z half-extent (mm) of visibility.
+    Line columns: x, y (px from the patch centre), cos, sin (direction), radius (px), weight (0..1), and per
+    line: slope x, slope y (px of shift per mm of z), z centre and z half-extent (mm) of visibility.
     Dot columns: x, y, radius, weight, slope x, slope y.
     """
 
     def __init__(self):
-        self.lines = tuple([] for _ in range(10))
+        self.points = tuple([] for _ in range(6))   # x, y, cos, sin, radius, weight of every point
+        self.constants = []                          # (count, slope x, slope y, z centre, z half) per line
         self.dots = tuple([] for _ in range(6))
 
     def add_line(self, xs, ys, cs, ss, radii, weights, slope, z_centre=0.0, z_half=_FAR):
-        n = len(xs)
-        for column, values in zip(self.lines, (xs, ys, cs, ss, radii, weights, [slope[0]] * n, [slope[1]] * n,
-                                                [z_centre] * n, [z_half] * n)):
+        for column, values in zip(self.points, (xs, ys, cs, ss, radii, weights)):
             column.extend(values)
+        self.constants.append((len(xs), slope[0], slope[1], z_centre, z_half))
 
     def arrays(self):
-        return (np.array(self.lines, dtype=np.float64).reshape(10, -1),
-                np.array(self.dots, dtype=np.float64).reshape(6, -1))
+        """Lines [10, n] (x, y, cos, sin, radius, weight, slope x, slope y, z centre, z half) and dots [6, m]."""
+        points = np.array(self.points, dtype=np.float64).reshape(6, -1)
+        constants = np.array(self.constants, dtype=np.float64).reshape(-1, 5)
+        repeated = np.repeat(constants[:, 1:], constants[:, 0].astype(np.int64), axis=0).T
+        return np.concatenate([points, repeated]), np.array(self.dots, dtype=np.float64).reshape(6, -1)
 
 
 def _walk(rs, g, x, y, heading, length_mm, curl):
@@ -304,34 +307,45 @@ def _draw_vessels(rs, g, strokes, nodule_xy, contact):
             aim = entry + math.pi + (1.0 if rs.uniform() < 0.5 else -1.0) * rs.uniform(0.3, 0.8)
         slope = (rs.uniform(-0.7, 0.7) * g.px, rs.uniform(-0.7, 0.7) * g.px)   # oblique course through the slab
         _grow_tree(rs, g, strokes, x, y, aim, rs.uniform(0.35, 1.3) * g.px, budget, slope)
-    for _ in range(rs.randint(3, 12)):
-        # vessels running through the slice show up as round dots
-        strokes.dots[0].append(rs.uniform(-g.half, g.half))
-        strokes.dots[1].append(rs.uniform(-g.half, g.half))
-        strokes.dots[2].append((rs.uniform(0.3, 0.8) if rs.uniform() < 0.85 else rs.uniform(0.8, 1.4)) * g.px)
-        strokes.dots[3].append(rs.uniform(0.6, 1.0))
-        strokes.dots[4].append(rs.uniform(-0.3, 0.3) * g.px)
-        strokes.dots[5].append(rs.uniform(-0.3, 0.3) * g.px)
+    # vessels running through the slice show up as round dots; a few are thicker
+    u = rs.random_sample((rs.randint(3, 12), 6)).T.tolist()
+    radius_mm = [0.3 + 0.5 * a if b < 0.85 else 0.8 + 0.6 * a for a, b in zip(u[2], u[3])]
+    for column, values in zip(strokes.dots, ([(2.0 * v - 1.0) * g.half for v in u[0]],
+                                             [(2.0 * v - 1.0) * g.half for v in u[1]],
+                                             [r * g.px for r in radius_mm], [0.6 + 0.4 * v for v in u[4]],
+                                             [(0.6 * v - 0.3) * g.px for v in u[5]],
+                                             [(0.3 - 0.6 * v) * g.px for v in u[5]])):
+        column.extend(values)
 
 
-def _area_samples(lines, dots, points):
+def _line_samples(b, x, y, cos_h, sin_h, radius, weight):
+    """Area samples of centre-line points (see _area_samples), _SUBSTEPS rows of samples across each point."""
+    k = int(math.ceil(float(radius.max()) / _SAMPLE - 0.5))
+    across = np.arange(-k, k + 1) * _SAMPLE
+    # exact 1-D overlap of each sample's cell with the vessel's cross-section, so thin vessels keep their area
+    cover = np.maximum(np.minimum(across + 0.5 * _SAMPLE, radius[:, None])
+                       - np.maximum(across - 0.5 * _SAMPLE, -radius[:, None]), 0.0)
+    area = cover * (weight * (_STEP / _SUBSTEPS))[:, None]
+    parts = []
+    for j in range(_SUBSTEPS):
+        # fill in between centre-line points, which are _STEP apart
+        back = j * _STEP / _SUBSTEPS
+        parts.append((np.broadcast_to(b[:, None], cover.shape),
+                      (x - back * cos_h)[:, None] - sin_h[:, None] * across,
+                      (y - back * sin_h)[:, None] + cos_h[:, None] * across, area))
+    return parts
+
+
+def _area_samples(lines, dots):
     """Expand centre lines [7, n] (patch, x, y, cos, sin, radius, weight) and dots [5, m] (patch, x, y, radius,
-    weight) into (patch, x, y, area) samples on a _SAMPLE grid; points [4, k] are such samples already."""
-    parts = [tuple(points)]
+    weight) into (patch, x, y, area) samples on a _SAMPLE grid."""
+    parts = []
     if lines.shape[1]:
-        b, x, y, cos_h, sin_h, radius, weight = lines
-        k = int(math.ceil(float(radius.max()) / _SAMPLE))
-        across = np.arange(-k, k + 1) * _SAMPLE
-        # exact 1-D overlap of each sample's cell with the vessel's cross-section, so thin vessels keep their area
-        cover = np.maximum(np.minimum(across + 0.5 * _SAMPLE, radius[:, None])
-                           - np.maximum(across - 0.5 * _SAMPLE, -radius[:, None]), 0.0)
-        area = cover * (weight * (_STEP / _SUBSTEPS))[:, None]
-        for j in range(_SUBSTEPS):
-            # fill in between centre-line points, which are _STEP apart
-            back = j * _STEP / _SUBSTEPS
-            parts.append((np.broadcast_to(b[:, None], cover.shape),
-                          (x - back * cos_h)[:, None] - sin_h[:, None] * across,
-                          (y - back * sin_h)[:, None] + cos_h[:, None] * across, area))
+        # most vessels are thinner than a pixel: expand them over few samples, the thick ones over more
+        thin = lines[5] <= 2.0 * _SAMPLE - 0.5 * _SAMPLE
+        for group in (lines[:, thin], lines[:, ~thin]):
+            if group.shape[1]:
+                parts.extend(_line_samples(*group))
     if dots.shape[1]:
         b, x, y, radius, weight = [v.reshape(-1, 1, 1) for v in dots]
         k = int(math.ceil(float(radius.max()) / _SAMPLE))
@@ -344,26 +358,26 @@ def _area_samples(lines, dots, points):
     return [np.concatenate([part[i][ok] for part, ok in zip(parts, keep)] + [np.zeros(0)]) for i in range(4)]
 
 
-def _paint(lines, dots, points, count, g):
-    """Bilinear splat of all area samples into [B, canvas, canvas] occupancy (np.bincount adds in a fixed order)."""
-    side = g.canvas
-    b, x, y, w = _area_samples(lines, dots, points)
-    x, y = x + (side - 1) / 2.0, y + (side - 1) / 2.0
+def _paint(lines, dots, specks, count, g):
+    """Occupancy [B, canvas, canvas] of vessels (bilinear splat of their area samples) and specks (single pixels:
+    specks[0] flat pixel index within the batch's canvases, specks[1] occupancy).  np.bincount adds in order."""
+    side = g.canvas + 2     # a spare pixel on each side takes the splat's overhang, so no corner needs a check
+    b, x, y, w = _area_samples(lines, dots)
+    x, y = x + (g.canvas + 1) / 2.0, y + (g.canvas + 1) / 2.0
     # samples beyond the canvas (branches running outside the field of view) cannot affect it
-    near = (x > -1.0) & (x < side) & (y > -1.0) & (y < side)
+    near = (x >= 0.0) & (x < side - 1.0) & (y >= 0.0) & (y < side - 1.0)
     b, x, y, w = b[near].astype(np.int64), x[near], y[near], w[near]
     x0, y0 = np.floor(x), np.floor(y)
     fx, fy = x - x0, y - y0
-    ix, iy = x0.astype(np.int64), y0.astype(np.int64)
-    index, value = [], []
-    for ox, oy, share in ((0, 0, (1.0 - fx) * (1.0 - fy)), (1, 0, fx * (1.0 - fy)),
-                          (0, 1, (1.0 - fx) * fy), (1, 1, fx * fy)):
-        jx, jy = ix + ox, iy + oy
-        ok = (jx >= 0) & (jx < side) & (jy >= 0) & (jy < side)
-        index.append(((b * side + jy) * side + jx)[ok])
-        value.append((w * share)[ok])
-    canvas = np.bincount(np.concatenate(index), np.concatenate(value), minlength=count * side * side)
-    return np.minimum(canvas.reshape(count, side, side), 1.0)
+    corner = (b * side + y0.astype(np.int64)) * side + x0.astype(np.int64)
+    pixel = specks[0].astype(np.int64)
+    pixel = pixel + (pixel // (g.canvas * g.canvas)) * (side * side - g.canvas * g.canvas)   # to padded canvases
+    pixel = pixel + ((pixel % (side * side)) // g.canvas) * 2 + side + 1
+    index = np.concatenate([corner, corner + 1, corner + side, corner + (side + 1), pixel])
+    gx, gy = 1.0 - fx, 1.0 - fy
+    value = np.concatenate([w * gx * gy, w * fx * gy, w * gx * fy, w * fx * fy, specks[1]])
+    canvas = np.bincount(index, value, minlength=count * side * side).reshape(count, side, side)
+    return np.minimum(canvas[:, 1:-1, 1:-1], 1.0)
 
 
 # ----------------------------------------------------------------------------- nodule
@@ -551,12 +565,17 @@ def _render_wall(walls, texture, mottle, g):
     line = np.maximum(1.0 - np.abs(depth - 0.4 * g.px) / (0.45 * g.px), 0.0)
     hu = hu + (p['muscle_hu'] - hu) * line
     # rib in cross-section: an oval with a thin dense cortex around marrow
-    rib_a, rib_b, cortex = p['rib_half_length'], p['rib_half_depth'], p['cortex']
-    e1, e2 = (depth - p['rib_depth']) / rib_b, (along - p['rib_position']) / rib_a
-    outer = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * rib_b / (0.3 * g.px))
-    e1, e2 = (depth - p['rib_depth']) / (rib_b - cortex), (along - p['rib_position']) / (rib_a - cortex)
-    inner = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * (rib_b - cortex) / (0.3 * g.px))
-    hu = hu + p['rib'] * ((p['cortex_hu'] - hu) * outer + (p['marrow_hu'] + 25.0 * mottle - p['cortex_hu']) * inner)
+    ribbed = [i for i, wall in enumerate(walls) if wall['rib']]
+    if ribbed:
+        q = dict((name, value[ribbed]) for name, value in p.items())
+        depth, along, mottle = depth[ribbed], along[ribbed], mottle[ribbed]
+        rib_a, rib_b, cortex = q['rib_half_length'], q['rib_half_depth'], q['cortex']
+        e1, e2 = (depth - q['rib_depth']) / rib_b, (along - q['rib_position']) / rib_a
+        outer = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * rib_b / (0.3 * g.px))
+        e1, e2 = (depth - q['rib_depth']) / (rib_b - cortex), (along - q['rib_position']) / (rib_a - cortex)
+        inner = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * (rib_b - cortex) / (0.3 * g.px))
+        bone = hu[ribbed]
+        hu[ribbed] = bone + (q['cortex_hu'] - bone) * outer + (q['marrow_hu'] + 25.0 * mottle - q['cortex_hu']) * inner
     return occupancy, hu, skirt
 
 
@@ -602,21 +621,25 @@ class _View(object):
         self.flipped = bool(rs.randint(2))
         # uniform, not normal, white noise: 10x faster to draw, and Gaussian enough once filtered
         self.noise = rs.random_sample((g.canvas, g.canvas))
-        # specks: x, y (px from the centre) and occupancy, faint ones far more common than bright ones
-        specks = rs.random_sample((3, g.specks))
-        self.specks = [(specks[0] - 0.5) * g.canvas, (specks[1] - 0.5) * g.canvas,
-                       specks[2] * specks[2] * g.speck_occupancy]
+        # specks: pixel (flat index into the canvas) and occupancy, faint ones far more common than bright ones
+        self.speck_pixels = rs.randint(0, g.canvas * g.canvas, g.specks)
+        occupancy = rs.random_sample(g.specks)
+        self.speck_occupancy = occupancy * occupancy * g.speck_occupancy
 
 
-def _transform_strokes(scene, view, b):
-    """Lines [7, n] and dots [5, m] of one view (patch index b first), moved to its slice and transform."""
+def _transform_strokes(scene, view, b, g):
+    """Lines [7, n] and dots [5, m] of one view (patch index b first), moved to its slice and transform; only
+    those that can reach the canvas."""
     c, s = math.cos(view.angle), math.sin(view.angle)
     z = view.z
+    reach = 0.5 * g.canvas + 1.0
     x, y, cos_h, sin_h, radius, weight, sx, sy, zc, zh = scene.lines
     X, Y = x + z * sx, y + z * sy
+    X, Y = c * X - s * Y + view.shift[0], s * X + c * Y + view.shift[1]
     visible = weight * np.minimum(np.maximum(1.0 - np.abs(z - zc) / zh, 0.0), 1.0)
-    lines = np.stack([np.full(X.shape, float(b)), c * X - s * Y + view.shift[0], s * X + c * Y + view.shift[1],
-                      c * cos_h - s * sin_h, s * cos_h + c * sin_h, radius, visible])
+    keep = (np.abs(X) < reach + radius) & (np.abs(Y) < reach + radius) & (visible > 0.0)
+    lines = np.stack([np.full(X.shape, float(b)), X, Y, c * cos_h - s * sin_h, s * cos_h + c * sin_h, radius,
+                      visible])[:, keep]
     x, y, radius, weight, sx, sy = scene.dots
     X, Y = x + z * sx, y + z * sy
     dots = np.stack([np.full(X.shape, float(b)), c * X - s * Y + view.shift[0], s * X + c * Y + view.shift[1],
@@ -652,12 +675,12 @@ def _render(items, g, window, want_masks):
         [scene.solid and scene.solid.section(view.z, turn, view.shift) for (scene, view), turn in zip(items, turns)],
         mottle, g)
     nodule = 1.0 - (1.0 - glass_fill) * (1.0 - solid_fill)
-    parts = [_transform_strokes(scene, view, b) for b, (scene, view) in enumerate(items)]
+    parts = [_transform_strokes(scene, view, b, g) for b, (scene, view) in enumerate(items)]
     # sub-voxel vessels and septa cut across: specks of partial-volume tissue density
-    points = np.concatenate([np.stack([np.full(g.specks, float(b))] + view.specks)
-                             for b, (_, view) in enumerate(items)], axis=1)
+    specks = (np.concatenate([view.speck_pixels + b * g.canvas * g.canvas for b, (_, view) in enumerate(items)]),
+              np.concatenate([view.speck_occupancy for _, view in items]))
     vessels = _paint(np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts], axis=1),
-                     points, count, g)
+                     specks, count, g)
     # ground glass is partial filling of air spaces: it adds to what is there, so vessels show through it
     hu = hu + (vessel_hu - hu) * vessels
     hu = hu + (tissue_hu - hu) * nodule
