@@ -9,35 +9,40 @@ The physical model
 Everything is built in Hounsfield units (HU) in a field of view of 64 x 0.7 mm (about 45 mm) and only windowed at
 the end, so that densities keep their physical order:
 
-  air -1000 | lung parenchyma about -850 (-890..-780 between patients and inspiration levels) | ground glass
-  -750..-300 | fat -100 | muscle, vessels and solid tumour 0..+60 | rib marrow +150..+300 | rib cortex +700..+1100
+  air -1000 | lung parenchyma about -860 (-900..-820 between patients and inspiration levels) | ground glass
+  -750..-300 | fat -120..-80 | muscle and solid tumour +20..+55 | blood +20..+50, contrast-enhanced up to +250 |
+  rib marrow +150..+300 | rib cortex +450..+900
 
-* Parenchyma: a per-patient level, a gravity-dependent gradient, a smooth density variation (cubic B-spline
-  noise, cells of 5 mm) and a finer lobular mottle (cells of 1.6 mm).  Sub-millimetre vessels and interlobular
-  septa cut across by the slice are sub-voxel "specks": a sparse field of impulses whose HU is the tissue's
-  scaled by the fraction of the voxel they fill (partial volume), so the lung is granular, not smooth.
-* Vessels: 3-D trees of tapering tubes (+20..+50 HU) that fork into a thicker and a thinner daughter; each
-  tree runs obliquely through the slab, so it shifts between adjacent slices; branches that end inside the
-  field fade out (they leave the slice).  Painted with the exact area each tube covers in a voxel, so thin
-  vessels are grey and only thick ones reach the tissue value; vessels perpendicular to the slice are dots.
+* Parenchyma: a per-patient level, a gravity-dependent gradient of up to 90 HU across the field, a smooth
+  density variation (cubic B-spline noise, 5 mm cells) and a finer lobular mottle (1.6 mm cells).  Sub-
+  millimetre vessels and septa cut across by the slice are single-voxel specks (about 700 per patch) whose
+  HU is the tissue's scaled by the fraction of the voxel they fill (partial volume; faint ones far more common
+  than bright ones), so the lung is a granular mottle, not a smooth grey.
+* Vessels: 3-D trees of tapering tubes that fork into a thicker and a thinner daughter; each tree runs
+  obliquely through the slab, so it moves between adjacent slices; branches that end inside the field fade
+  out (they leave the slice).  Painted with the exact area each tube covers in a voxel, so vessels thinner than
+  a voxel are grey and only thick ones reach the blood value; vessels perpendicular to the slice are dots.
 * Nodule: an ellipsoid with a lobulated outline (radial Fourier terms that change along z), made of ground
-  glass (a partial filling of air spaces: it adds to what is there, so vessels show through it; heterogeneous)
-  and/or a solid core at tissue HU, with optional bubble lucencies (air) and spicules (thin strands of
-  fibrosis, fading in and out of the slice).  Its size, composition, margin, bubbles and vessel contact are
-  drawn per subtype from the overlapping distributions in `SUBTYPE_MODELS` (after the IASLC/ATS/ERS 2011
-  classification: AIS mostly pure ground glass, MIA mostly part-solid with a solid part of at most 5 mm but
-  also pure ground glass, IAC part-solid with a larger solid part or solid, occasionally ground glass).
-* Chest wall or mediastinum (in about half of the patches): a smooth pleural arc with a thin pleural line,
-  extrapleural fat (-100 HU) under intercostal muscle (+40 HU), both textured, and sometimes a rib in cross
-  section: a thin dense cortex ring around marrow.
-* Scanner: a Gaussian point-spread function (sigma 0.3 mm, a sharp lung kernel) blurs the HU image; then
-  correlated noise is added: white noise band-passed by a difference of Gaussians, which gives the ramp-then-
-  roll-off noise power spectrum of filtered back projection (little power at the lowest frequencies, a peak
-  at mid frequencies), 30..50 HU standard deviation.
+  glass (a partial filling of air spaces: it adds to what is there, so vessels show through it; heterogeneous,
+  with a soft 0.8-2 mm margin) and/or a solid core at tissue HU, with optional bubble lucencies (air) and
+  spicules (thin strands of fibrosis, in and out of the slice).  Size, composition, solid-core size, margin,
+  bubbles and vessel contact are drawn per subtype from the overlapping distributions in `SUBTYPE_MODELS`
+  (after the IASLC/ATS/ERS 2011 classification: AIS mostly pure ground glass, MIA mostly part-solid with a
+  solid part of at most 5 mm but also pure ground glass, IAC part-solid with a larger solid part or solid,
+  occasionally ground glass).  Mean density and diameter alone separate them only partly (a nearest-centroid
+  classifier on the paper's 30 / 119 / 57 nodules reaches a balanced accuracy of about 0.65-0.75).
+* Chest wall or mediastinum (in about two patches in three): a smooth pleural arc, smeared over 0.3-4 mm where
+  the slab cuts it obliquely (partial volume), with denser lung in front of it (dependent density, up to +600
+  HU fading over 4-20 mm), a thin pleural line, extrapleural fat under muscle with fat between its bundles, and
+  in one wall in four a rib in cross section: a dense cortex ring around marrow.
+* Scanner: a Gaussian point-spread function (sigma 0.3 mm), then the sharpening of a lung reconstruction
+  kernel (image + 0.25 x (image - its 3x3 mean), which also gives edges their slight overshoot).  Quantum noise
+  (white, 15-25 HU before filtering) enters before both, so its power spectrum is the kernel's: rising with
+  frequency, then rolling off - the fine-grained, correlated noise of filtered back projection.
 * Display: `grey = clip(rint((HU - low) / (high - low) * 255), 0, 255)` with the window (low, high), by
   default (-1500, 500) HU (width 2000, level -500).  Grey-level statistics of real lung-window nodule patches
-  place soft tissue around grey 190-200 and parenchyma around 85-90, which this wide lung window reproduces;
-  the narrower (-1350, 150) window would put all soft tissue near white.
+  put parenchyma at grey 85-90 and soft tissue at about 190-200 with almost nothing saturated, which this wide
+  lung window reproduces; the narrower (-1350, 150) window would put all soft tissue near white.
 
 Several views per nodule: view j of a nodule is the slice at z_j (within 0.6 of the nodule's z semi-axis, so
 the nodule is always cut), with fresh noise and specks, then a small in-plane shift (at most 2 mm) and rotation
@@ -69,14 +74,14 @@ DEFAULT_MM_PER_PIXEL = 0.7
 #   lobulation:     largest relative amplitude of the outline's low harmonics
 #   spiculated, bubbles, vessel_contact: probabilities
 SUBTYPE_MODELS = {
-    'AIS': dict(kinds=(0.85, 0.15, 0.00), diameter_mm=(6.2, 1.4), glass_hu=(-650.0, 60.0),
-                solid_fraction=(0.15, 0.35), solid_max_mm=3.0, lobulation=0.10,
+    'AIS': dict(kinds=(0.85, 0.15, 0.00), diameter_mm=(6.0, 1.4), glass_hu=(-670.0, 60.0),
+                solid_fraction=(0.15, 0.35), solid_max_mm=3.0, lobulation=0.12,
                 spiculated=0.05, bubbles=0.10, vessel_contact=0.45),
     'MIA': dict(kinds=(0.30, 0.62, 0.08), diameter_mm=(7.2, 1.4), glass_hu=(-590.0, 70.0),
-                solid_fraction=(0.20, 0.55), solid_max_mm=5.0, lobulation=0.14,
+                solid_fraction=(0.20, 0.55), solid_max_mm=5.0, lobulation=0.16,
                 spiculated=0.20, bubbles=0.20, vessel_contact=0.55),
-    'IAC': dict(kinds=(0.08, 0.47, 0.45), diameter_mm=(8.3, 1.3), glass_hu=(-540.0, 70.0),
-                solid_fraction=(0.50, 0.90), solid_max_mm=10.0, lobulation=0.18,
+    'IAC': dict(kinds=(0.06, 0.44, 0.50), diameter_mm=(8.4, 1.3), glass_hu=(-540.0, 70.0),
+                solid_fraction=(0.50, 0.90), solid_max_mm=10.0, lobulation=0.22,
                 spiculated=0.45, bubbles=0.25, vessel_contact=0.70),
 }
 
@@ -95,8 +100,8 @@ VESSEL_HU = (20.0, 250.0)     # unenhanced to contrast-enhanced blood
 AIR_HU = -1000.0
 FAT_HU = (-120.0, -80.0)
 MUSCLE_HU = (25.0, 55.0)
-MARROW_HU = (100.0, 250.0)
-CORTEX_HU = (700.0, 1100.0)
+MARROW_HU = (150.0, 300.0)
+CORTEX_HU = (450.0, 900.0)
 NOISE_HU = (15.0, 25.0)
 
 
@@ -270,7 +275,7 @@ def _grow_tree(rs, g, strokes, x, y, heading, radius, budget, slope):
         weights = [weight] * n
         left = abs(xs[-1]) >= limit or abs(ys[-1]) >= limit
         # some branches dive out of the slice instead of forking
-        forks = not left and depth < 5 and radii[-1] > min_radius and budget[0] >= 2 and rs.uniform() < 0.8
+        forks = not left and depth < 5 and radii[-1] > min_radius and budget[0] >= 2 and rs.uniform() < 0.7
         if not forks and not left:
             # a vessel ending inside the patch is leaving the slice: partial volume fades it out
             fades = [_smooth1(3.0 - 4.0 * i / (n - 1)) for i in range(n)]
@@ -289,7 +294,7 @@ def _grow_tree(rs, g, strokes, x, y, heading, radius, budget, slope):
             if radii[-1] * shrink > min_radius:
                 budget[0] -= 1
                 stack.append((xs[-1], ys[-1], heading + turn, radii[-1] * shrink, depth + 1,
-                              weight * rs.uniform(0.85, 1.0)))
+                              weight * rs.uniform(0.6, 1.0)))
 
 
 def _draw_vessels(rs, g, strokes, nodule_xy, contact):
@@ -431,12 +436,12 @@ def _draw_nodule(rs, model, g, parenchyma_hu, tissue_hu, strokes):
     kind = 0 if u < model['kinds'][0] else 1 if u < model['kinds'][0] + model['kinds'][1] else 2
     diameter = _clipped_normal(rs, model['diameter_mm'][0], model['diameter_mm'][1], 4.0, 10.0)
     glass_hu = _clipped_normal(rs, model['glass_hu'][0], model['glass_hu'][1], -750.0, -300.0)
-    lobulation = rs.uniform(0.3, 1.0) * model['lobulation']
+    lobulation = rs.uniform(0.4, 1.0) * model['lobulation']
     radius = 0.5 * diameter
     z_half = radius * rs.uniform(0.8, 1.15)
     jitter = 1.4     # mm: the nodule sits near, not exactly at, the centre
     x, y = rs.uniform(-jitter, jitter) * g.px, rs.uniform(-jitter, jitter) * g.px
-    shape = [0.03, lobulation, 0.7 * lobulation, 0.4 * lobulation, 0.03, 0.02]
+    shape = [0.04, lobulation, 0.8 * lobulation, 0.5 * lobulation, 0.3 * lobulation, 0.03]
     solid_mm = 0.0
     glass = solid = None
     if kind < 2:
@@ -450,10 +455,10 @@ def _draw_nodule(rs, model, g, parenchyma_hu, tissue_hu, strokes):
         reach, angle = rs.uniform(0.0, 0.5) * (radius - core), rs.uniform(0.0, _TAU)
         solid = _Body(x + reach * math.cos(angle) * g.px, y + reach * math.sin(angle) * g.px,
                       rs.uniform(-0.3, 0.3) * (z_half - core), core * g.px, core * rs.uniform(0.8, 1.15),
-                      rs.uniform(0.25, 0.45) * g.px, 1.0, 0.05, _harmonics(rs, shape), _harmonics(rs, shape))
+                      rs.uniform(0.25, 0.45) * g.px, 1.0, 0.15, _harmonics(rs, shape), _harmonics(rs, shape))
     elif kind == 2:
         solid_mm = diameter
-        solid = _Body(x, y, 0.0, radius * g.px, z_half, rs.uniform(0.25, 0.45) * g.px, 1.0, 0.05,
+        solid = _Body(x, y, 0.0, radius * g.px, z_half, rs.uniform(0.25, 0.45) * g.px, 1.0, 0.15,
                       _harmonics(rs, shape), _harmonics(rs, shape))
     spiculated = rs.uniform() < model['spiculated']
     if spiculated:
@@ -536,12 +541,12 @@ def _draw_wall(rs, g, nodule_radius_mm):
                 # a pleura cut obliquely by the slab is smeared over a few mm (partial volume), and the lung
                 # next to it is often denser (dependent atelectasis, partial volume of the curved surface)
                 edge=(rs.uniform(0.3, 1.0) if rs.uniform() < 0.6 else rs.uniform(1.0, 4.0)) * g.px,
-                skirt=rs.uniform(3.0, 16.0) * g.px, skirt_hu=rs.uniform(150.0, 550.0),
+                skirt=rs.uniform(4.0, 20.0) * g.px, skirt_hu=rs.uniform(200.0, 600.0),
                 fat_depth=rs.uniform(0.3, 4.0) * g.px, fat_hu=rs.uniform(*FAT_HU), muscle_hu=rs.uniform(*MUSCLE_HU),
                 fat_level=rs.uniform(-0.5, 1.5),        # more or less fat between the muscle bundles
-                rib=1.0 if rs.uniform() < 0.35 else 0.0, rib_depth=rs.uniform(4.0, 9.0) * g.px,
+                rib=1.0 if rs.uniform() < 0.25 else 0.0, rib_depth=rs.uniform(4.0, 9.0) * g.px,
                 rib_half_length=rs.uniform(4.0, 8.0) * g.px, rib_half_depth=rs.uniform(2.5, 4.5) * g.px,
-                cortex=rs.uniform(0.4, 0.9) * g.px, rib_position=rs.uniform(-14.0, 14.0) * g.px,
+                cortex=rs.uniform(0.6, 1.2) * g.px, rib_position=rs.uniform(-14.0, 14.0) * g.px,
                 marrow_hu=rs.uniform(*MARROW_HU), cortex_hu=rs.uniform(*CORTEX_HU), origin_x=0.0, origin_y=0.0)
     return wall, rs.uniform(-0.3, 0.3) * g.px
 
@@ -571,9 +576,9 @@ def _render_wall(walls, texture, mottle, g):
         depth, along, mottle = depth[ribbed], along[ribbed], mottle[ribbed]
         rib_a, rib_b, cortex = q['rib_half_length'], q['rib_half_depth'], q['cortex']
         e1, e2 = (depth - q['rib_depth']) / rib_b, (along - q['rib_position']) / rib_a
-        outer = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * rib_b / (0.3 * g.px))
+        outer = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * rib_b / (0.5 * g.px))
         e1, e2 = (depth - q['rib_depth']) / (rib_b - cortex), (along - q['rib_position']) / (rib_a - cortex)
-        inner = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * (rib_b - cortex) / (0.3 * g.px))
+        inner = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * (rib_b - cortex) / (0.5 * g.px))
         bone = hu[ribbed]
         hu[ribbed] = bone + (q['cortex_hu'] - bone) * outer + (q['marrow_hu'] + 25.0 * mottle - q['cortex_hu']) * inner
     return occupancy, hu, skirt
@@ -588,7 +593,7 @@ class _Scene(object):
         model = SUBTYPE_MODELS[subtype]
         self.parenchyma_hu = _clipped_normal(rs, *PARENCHYMA_HU)
         gradient = rs.uniform(0.0, _TAU)
-        self.gradient = (math.cos(gradient), math.sin(gradient), rs.uniform(0.0, 50.0))  # HU across the field
+        self.gradient = (math.cos(gradient), math.sin(gradient), rs.uniform(0.0, 90.0))  # HU across the field
         self.coarse_hu = rs.uniform(10.0, 22.0)
         self.fine_hu = rs.uniform(4.0, 9.0)
         self.tissue_hu = rs.uniform(*TISSUE_HU)

@@ -3,9 +3,9 @@ the same run.
 
 The previous implementation is read from git history (`git show BASELINE:phantoms.py`, default the commit that
 shipped it) into a temporary module; without git history only the absolute numbers are printed.  Old and new
-are timed alternately, and medians are reported, because these machines are shared and noisy (the load average
-is printed too).  One process runs on one core (NumPy's element-wise maths is single-threaded), so patches/s
-here is per core.
+are timed alternately and medians are reported, because these machines are shared and noisy (the load average
+is printed too).  Times are the process's CPU time (NumPy's element-wise maths runs on one core), so
+patches/s is per core and other processes on the machine disturb it less than they would wall-clock time.
 
     python benchmarks/bench_phantoms.py [--patches 640] [--repeats 5] [--views 10]
 """
@@ -80,12 +80,12 @@ def main(argv=None):
         runs[name] = []
     for repeat in range(args.repeats + 1):
         for name, draw, count in candidates:
-            start = time.perf_counter()
+            start = time.process_time()
             draw(1000 + repeat)
-            seconds = time.perf_counter() - start
+            seconds = time.process_time() - start
             if repeat:          # the first round warms caches and imports
                 runs[name].append(len(phantoms.SUBTYPES) * count / seconds)
-    print('phantoms at %dx%d, %d patches per run, median of %d runs, load average %s'
+    print('phantoms at %dx%d, %d patches per run, median of %d runs (CPU time), load average %s'
           % (args.resolution, args.resolution, len(phantoms.SUBTYPES) * per_subtype, args.repeats,
              ' '.join('%.2f' % v for v in os.getloadavg())))
     reference = statistics.median(runs['previous implementation']) if baseline is not None else None
