@@ -1,4 +1,13 @@
-"""WGAN-GP losses of PGGAN (SPEC section 5), per sample; the training loop takes means over the minibatch.
+"""WGAN-GP losses of PGGAN (with the AC-GAN label terms of its conditional variant), one value per sample; the
+training loop takes means over the minibatch.
+
+The original always evaluates D on full-resolution images: at level of detail lod, reals and fakes of resolution
+R / 2^floor(lod) are nearest-upscaled to R x R, and D's first step box-averages them back down.  Here the networks
+are built at the resolution being trained (`graph_resolution`), which gives the same scores, and so the same
+score, drift and label terms.  The one term that sees the difference is the gradient penalty: the gradient with
+respect to an R x R image whose f x f blocks were averaged into one pixel (f = 2^floor(lod)) is the low-resolution
+gradient divided by f^2 and repeated over f^2 pixels, so its norm is the low-resolution norm divided by f.
+`gradient_penalty` applies that factor, which makes every term equal to the original's at every lod.
 
 Randomness (latents, interpolation factors) comes in as tensors, so that a minibatch split over several devices
 computes exactly what one device would, and tests can feed known values.
@@ -7,10 +16,16 @@ from tfcompat import tf
 
 
 def _label_penalty(labels, logits):
-    """AC-GAN classification term; zero for unconditional networks."""
+    """AC-GAN classification term [N, 1]; zero for unconditional networks."""
     if labels.shape.as_list()[1] == 0:
         return 0.0
     return tf.nn.softmax_cross_entropy_with_logits_v2(labels=labels, logits=logits)[:, tf.newaxis]
+
+
+def full_resolution_factor(D, graph_resolution=None):
+    """f = full resolution / graph resolution: how many full-resolution pixels, per side, one graph pixel stands for."""
+    full_resolution = D.input_shapes[0][1]
+    return full_resolution // (graph_resolution or full_resolution)
 
 
 def G_wgan(G, D, latents, labels, graph_resolution=None, cond_weight=1.0):
@@ -20,13 +35,18 @@ def G_wgan(G, D, latents, labels, graph_resolution=None, cond_weight=1.0):
     return -fake_scores + _label_penalty(labels, fake_logits) * cond_weight
 
 
-def gradient_penalty(D, reals, fakes, mixing, graph_resolution=None, wgan_target=1.0):
-    """(||grad_x D(x)||_2 - target)^2 at x = reals + mixing * (fakes - reals), one value per sample: [N, 1]."""
-    mixed = reals + (fakes - reals) * mixing
+def gradient_norms(D, mixed, graph_resolution=None):
+    """||d sum(D(x)) / dx||_2 per sample [N], x being the full-resolution image that `mixed` stands for."""
     mixed_scores, _ = D.get_output_for(mixed, graph_resolution=graph_resolution)
     grads = tf.gradients(tf.reduce_sum(mixed_scores), [mixed])[0]
     norms = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]))
-    return tf.square(norms - wgan_target)[:, tf.newaxis]
+    return norms / float(full_resolution_factor(D, graph_resolution))
+
+
+def gradient_penalty(D, reals, fakes, mixing, graph_resolution=None, wgan_target=1.0):
+    """(||grad_x D(x)||_2 - target)^2 at x = reals + mixing * (fakes - reals), one value per sample: [N, 1]."""
+    mixed = reals + (fakes - reals) * mixing
+    return tf.square(gradient_norms(D, mixed, graph_resolution) - wgan_target)[:, tf.newaxis]
 
 
 def D_wgangp(G, D, latents, reals, labels, mixing, graph_resolution=None,
@@ -36,7 +56,8 @@ def D_wgangp(G, D, latents, reals, labels, mixing, graph_resolution=None,
              cond_weight=1.0):      # weight of the AC-GAN terms when there are labels
     """Discriminator loss D(G(z)) - D(x) + lambda * GP + epsilon * D(x)^2 (+ classification terms).
 
-    `mixing` is U(0, 1) per sample, shaped [N, 1, 1, 1].  Returns (loss [N, 1], {name: [N, 1] term}).
+    Fakes are generated for the reals' labels.  `mixing` is U(0, 1) per sample, shaped [N, 1, 1, 1].
+    Returns (loss [N, 1], {name: [N, 1] term}).
     """
     fakes = G.get_output_for(latents, labels, graph_resolution=graph_resolution)
     real_scores, real_logits = D.get_output_for(reals, graph_resolution=graph_resolution)
