@@ -3,13 +3,19 @@
 The "published" pickles are built here from plain NumPy arrays, without our tfutil.Network: a throwaway module
 stands in for the original `tfutil` (or the older `network`) while pickling, so the bytes name the original
 class and carry the original version-2 state dict, and nothing of ours is in them.  The expected variable names
-and shapes come from an independent list written from SPEC 4.3/4.4, not from networks.py.  The networks are
-tiny (16x16, at most 16 feature maps) so that every test builds them in well under a second.
+and shapes come from an independent list written from the PGGAN architecture, not from networks.py.  The
+networks are tiny (16x16, at most 16 feature maps) so that every test builds them in well under a second.
+
+Hostile files (lengths, memo indices and frames far beyond the file, codecs, shapes that overflow) are read under
+a memory limit, and those that could hang the reader run in a separate interpreter with a time limit.
 """
+import _codecs
 import contextlib
 import os
 import pickle
 import pickletools
+import resource
+import struct
 import subprocess
 import sys
 import types
@@ -18,6 +24,7 @@ import numpy as np
 import pytest
 
 import cli
+from conftest import ROOT, assert_clean_failure, run_script
 from errors import UserError
 import legacy
 import tfutil
@@ -29,7 +36,7 @@ NUMPY_MODULES = ('numpy.core.multiarray', 'numpy._core.multiarray')  # NumPy 1.x
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The expected variables, from the specification
+# The expected variables, from the PGGAN architecture
 
 
 def _nf(fmap_base, fmap_max, fmap_decay=1.0):
@@ -38,7 +45,7 @@ def _nf(fmap_base, fmap_max, fmap_decay=1.0):
 
 def generator_variables(num_channels=1, resolution=64, label_size=0, fmap_base=8192, fmap_max=512,
                         latent_size=None):
-    """[(name, shape)] of G_paper (fused scaling) in creation order, per SPEC 4.3."""
+    """[(name, shape)] of G_paper (fused scaling) in creation order, as the original pickles list them."""
     nf = _nf(fmap_base, fmap_max)
     log2 = int(round(np.log2(resolution)))
     latent_size = nf(0) if latent_size is None else latent_size
@@ -58,7 +65,8 @@ def generator_variables(num_channels=1, resolution=64, label_size=0, fmap_base=8
 
 
 def discriminator_variables(num_channels=1, resolution=64, label_size=0, fmap_base=8192, fmap_max=512):
-    """[(name, shape)] of D_paper (fused scaling, minibatch stddev on) in creation order, per SPEC 4.4."""
+    """[(name, shape)] of D_paper (fused scaling, minibatch stddev on) in creation order, as the original pickles list
+    them."""
     nf = _nf(fmap_base, fmap_max)
     log2 = int(round(np.log2(resolution)))
     variables = [('lod', ()),
@@ -78,7 +86,8 @@ def discriminator_variables(num_channels=1, resolution=64, label_size=0, fmap_ba
 
 
 def test_expected_variable_lists_match_the_published_parameter_counts():
-    """The lists above reproduce SPEC 4.1's parameter counts of the default 64x64 networks and 4.3/4.4's shapes."""
+    """The lists above reproduce the parameter counts of PGGAN's default 64x64 networks (22.5M each) and their
+    layer shapes."""
     def trainable(variables):
         return sum(int(np.prod(shape)) for name, shape in variables if name != 'lod')
     G, D = generator_variables(), discriminator_variables()
@@ -236,7 +245,7 @@ def test_published_layout_loads_every_variable(tmp_path, tf_session, class_modul
         assert isinstance(net, tfutil.Network)
         assert net.name == state['name'] and net.build_func_name == state['build_func_name']
         loaded = net.get_vars()
-        assert list(loaded) == [name for name, _ in state['variables']]  # creation order as in SPEC 4.3/4.4
+        assert list(loaded) == [name for name, _ in state['variables']]  # the original's creation order
         for name, value in state['variables']:
             assert loaded[name].dtype == np.float32
             assert loaded[name].shape == np.shape(value), name
@@ -279,13 +288,13 @@ def test_build_module_src_is_never_executed(tmp_path, tf_session):
 
 
 class Payload(object):
-    """Unpickling this calls `func(*args)`."""
+    """Unpickling this calls `func(*args)` (and then sets `state` on the result, when given)."""
 
-    def __init__(self, func, args):
-        self.func, self.args = func, args
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
 
     def __reduce__(self):
-        return self.func, self.args
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
 
 
 def payloads(marker):
@@ -390,6 +399,22 @@ def _edit_gs(states, edit):
         variables[names.index('ToRGB_lod0/bias')] = ('ToRGB_lod0/bias', np.array(['0.5']))
     elif edit == 'objects':
         variables[names.index('ToRGB_lod0/bias')] = ('ToRGB_lod0/bias', np.array([0.5], dtype=object))
+    elif edit == 'booleans':
+        variables[names.index('ToRGB_lod0/bias')] = ('ToRGB_lod0/bias', np.array([True]))
+    elif edit == 'NaN':
+        variables[names.index('8x8/Conv1/weight')][1][1, 2, 3, 4] = np.nan
+    elif edit == 'infinity':
+        variables[names.index('lod')] = ('lod', np.float32(np.inf))
+    elif edit == 'build_func_name a list':
+        states[2]['build_func_name'] = ['G_paper']
+    elif edit == 'version an array':
+        states[2]['version'] = np.array([2, 2])
+    elif edit == 'name an int':
+        states[2]['name'] = 7
+    elif edit == 'name a path':
+        states[2]['name'] = '../Gs'
+    elif edit == 'huge setting':
+        states[2]['static_kwargs'] = dict(TINY, fmap_base=2 ** 40)
     elif edit == 'unknown network':
         states[2]['build_func_name'] = 'G_mine'
     elif edit == 'wrong config':
@@ -403,8 +428,16 @@ def _edit_gs(states, edit):
     ('transposed', ['Gs', '16x16/Conv0_up/weight', 'shape']),
     ('extra', ['Gs', 'unexpected', '32x32/Conv1/weight']),
     ('duplicate', ['Gs', 'lod', 'more than once']),
-    ('strings', ['Gs', 'ToRGB_lod0/bias', 'not real numbers']),
-    ('objects', ['Gs', 'ToRGB_lod0/bias', 'not real numbers']),
+    ('strings', ['refused', "NumPy values of type 'U3'"]),        # refused while unpickling
+    ('objects', ['refused', "NumPy values of type 'O8'"]),
+    ('booleans', ['Gs', 'ToRGB_lod0/bias', 'not real numbers']),
+    ('NaN', ['Gs', '8x8/Conv1/weight', '1 NaN or infinite value(s) of 2304']),
+    ('infinity', ['Gs', 'lod', 'NaN or infinite']),
+    ('build_func_name a list', ['Gs', "built by ['G_paper']", 'not a PGGAN network']),
+    ('version an array', ['Gs', 'state version array([2, 2])']),
+    ('name an int', ['Gs', 'has the name 7']),
+    ('name a path', ['Gs', "has the name '../Gs'"]),
+    ('huge setting', ['Gs', 'malformed static_kwargs']),
     ('unknown network', ['Gs', 'G_mine']),
     ('wrong config', ['Gs', 'missing', '32x32']),
 ])
@@ -413,6 +446,214 @@ def test_a_network_that_does_not_match_its_description_is_refused(tmp_path, edit
     before = listing(tmp_path)
     assert_refused(path, *fragments)
     assert listing(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hostile bytes: one line, memory bounded by the file's size, never a traceback
+
+
+def data_segment_kb():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmData:'):
+                return int(line.split()[1])
+    raise RuntimeError('no VmData in /proc/self/status')
+
+
+@contextlib.contextmanager
+def memory_limit(extra_mb=256):
+    """Limit this process's data segment (RLIMIT_DATA: the heap and private mappings, where Python, NumPy and
+    the unpickler allocate) to its present size plus `extra_mb`, and restore it afterwards.  An address-space
+    limit would not do: TensorFlow reserves far more address space than it uses."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = (data_segment_kb() + extra_mb * 1024) * 1024
+    resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def read_states_error(path, extra_mb=256):
+    """The UserError message of legacy.read_network_states(path), read under a memory limit; None if it loads."""
+    try:
+        with memory_limit(extra_mb):
+            legacy.read_network_states(path)
+    except UserError as error:
+        return str(error)
+    return None
+
+
+def test_memory_limit_is_real():
+    with pytest.raises(MemoryError):
+        with memory_limit(64):
+            bytearray(512 * 2 ** 20)
+    assert len(bytearray(512 * 2 ** 20)) == 512 * 2 ** 20  # and lifted again
+
+
+def array_with_state(state):
+    """A pickle-able object whose unpickling is _reconstruct(ndarray, (0,), b'b') then BUILD with `state`."""
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+    return Payload(reconstruct, (np.ndarray, (0,), b'b'), state)
+
+
+def self_doubling_tuple_key(levels):
+    """A protocol-4 pickle of {t: None} where t(0) = () and t(k + 1) = (t(k), t(k)) through the memo: a few
+    bytes per level, but hashing t(levels) takes 2**levels steps."""
+    data = b'\x80\x04}' + b')\x94' + b'0'  # {} on the stack; () stored as memo 0 and popped
+    for level in range(levels):
+        data += b'h' + bytes([level]) + b'h' + bytes([level]) + b'\x86\x94' + b'0'
+    return data + b'h' + bytes([levels]) + b'Ns.'
+
+
+HOSTILE_PICKLES = {
+    # name: (bytes, fragments of the one-line error)
+    'memo index 1.4e9': (b'\x80\x04N' + b'r' + struct.pack('<I', 1400000000) + b'.',
+                         ['not a valid network pickle', 'memo entry 1400000000']),
+    'memo read never stored': (b'\x80\x04' + b'j' + struct.pack('<I', 1400000000) + b'.',
+                               ['memo entry 1400000000', 'never stored']),
+    'frame of 2^64-1': (b'\x80\x04\x95' + b'\xff' * 8 + b'N.', ['frame', '18446744073709551615', 'only 2 follow']),
+    'bytes of 2^63': (b'\x80\x04\x8e' + struct.pack('<Q', 2 ** 63) + b'.', ['9223372036854775808 bytes claimed']),
+    'bytearray of 2^40': (b'\x80\x04\x96' + struct.pack('<Q', 2 ** 40) + b'.', ['byte 2']),
+    'unicode of 2^32-1': (b'\x80\x04X' + b'\xff' * 4 + b'abc.', ['4294967295 bytes claimed', 'only 4 follow']),
+    'number of 10^5 digits': (b'L' + b'9' * 100000 + b'L\n.', ['a number written with 100001 characters']),
+    'no end mark': (b'\x80\x04N', ['truncated', 'end-of-pickle']),
+    'empty': (b'', ['truncated', 'empty']),
+    'protocol 6': (b'\x80\x06N.', ['protocol 6', 'reads protocols up to %d' % pickle.HIGHEST_PROTOCOL]),
+    'unknown codec': (pickle.dumps(Payload(_codecs.encode, ('abc', 'no-such-codec')), protocol=4),
+                      ['refused', "codec 'no-such-codec'"]),
+    'expanding codec': (pickle.dumps(Payload(_codecs.encode, ('abc', 'utf-32')), protocol=4),
+                        ['refused', "codec 'utf-32'"]),
+    'ndarray(shape)': (pickle.dumps(Payload(np.ndarray, ((10 ** 10,),)), protocol=4), ['refused', 'numpy.ndarray']),
+    'big _reconstruct': (pickle.dumps(Payload(np.ndarray.__reduce__(np.zeros(1))[0],
+                                              (np.ndarray, (10 ** 10,), b'b')), protocol=4),
+                         ['refused', 'rebuilds an array']),
+    'overflowing array shape': (pickle.dumps(array_with_state((1, (2 ** 62, 2 ** 62), np.dtype('f4'), False, b'')),
+                                             protocol=4), ['damaged', 'array of shape', 'holds 0']),
+    'array shape beyond its bytes': (pickle.dumps(array_with_state((1, (10 ** 9,), np.dtype('f4'), False, b'1234')),
+                                                  protocol=4), ['damaged', 'needs 4000000000 bytes but holds 4']),
+    'set': (pickle.dumps((1, {2, 3}), protocol=4), ['refused', 'set']),
+    'tuple as dictionary key': (pickle.dumps({(1, 2): 3}, protocol=4), ['refused', 'tuple', 'dictionary key']),
+    'persistent id': (b'\x80\x04\x8c\x01xQ.', ['damaged', 'persistent']),
+    'extension code': (b'\x80\x04\x82\x01.', ['damaged', 'extension']),
+    'numpy.ndarray as a class': (b'\x80\x04\x8c\x05numpy\x8c\x07ndarray\x93)\x81.', ['damaged', 'TypeError']),
+}
+
+
+@pytest.mark.parametrize('case', sorted(HOSTILE_PICKLES))
+def test_hostile_pickle_is_one_line_within_bounded_memory(tmp_path, case):
+    data, fragments = HOSTILE_PICKLES[case]
+    path = write(tmp_path / 'hostile.pkl', data)
+    message = read_states_error(path)
+    assert message is not None, 'loaded'
+    assert path in message and '\n' not in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert listing(tmp_path) == ['hostile.pkl']
+
+
+def test_protocol_5(tmp_path):
+    """Python 3.8+ writes protocol 5 (NumPy arrays through _frombuffer): it loads there, and Python 3.6 says which
+    protocol the file uses and which Python reads it."""
+    if pickle.HIGHEST_PROTOCOL >= 5:
+        states = published_states()
+        data = published_pickle(states, protocol=5)
+        assert data[:2] == b'\x80\x05'
+        assert any(name == '_frombuffer' for _, name in pickled_globals_any_protocol(data))
+        path = write(tmp_path / 'p5.pkl', data)
+        with memory_limit(256):
+            loaded = legacy.read_network_states(path)
+        for got, expected in zip(loaded, states):
+            for (name, value), (expected_name, expected_value) in zip(got['variables'], expected['variables']):
+                assert name == expected_name and np.array_equal(value, expected_value)
+    else:
+        data = b'\x80\x05' + published_pickle(published_states(), protocol=4)[2:]
+        path = write(tmp_path / 'p5.pkl', data)
+        message = read_states_error(path)
+        assert path in message and 'protocol 5' in message and 'Python 3.8' in message, message
+        assert 'reads protocols up to 4' in message, message
+
+
+def pickled_globals_any_protocol(data):
+    """(module, name) of every STACK_GLOBAL, for pickles of any protocol this Python reads."""
+    strings, found = [], []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in ('SHORT_BINUNICODE', 'BINUNICODE'):
+            strings.append(arg)
+        elif op.name == 'STACK_GLOBAL':
+            found.append(tuple(strings[-2:]))
+    return found
+
+
+def test_array_pickles_of_this_numpy_still_load(tmp_path):
+    """The argument checks accept what NumPy writes, and the arrays come out as the standard unpickler makes
+    them: every weight dtype, byte orders, Fortran order, empty and 0-d arrays, scalars."""
+    values = [np.arange(6, dtype=np.float32).reshape(2, 3), np.arange(6, dtype='>f4').reshape(3, 2),
+              np.asfortranarray(np.ones((3, 4), np.float64)), np.zeros((0, 5), np.float16), np.array(3.5),
+              np.arange(4, dtype=np.int64), np.arange(3, dtype=np.uint8), np.float32(0.25), np.int32(7)]
+    states = published_states()
+    states[1]['variables'] += [('extra%d' % i, value) for i, value in enumerate(values)]
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        path = write(tmp_path / ('p%d.pkl' % protocol), published_pickle(states, protocol=protocol))
+        with memory_limit(256):
+            loaded = legacy.read_network_states(path)
+        got = dict(loaded[1]['variables'])
+        for i, value in enumerate(values):
+            reference = pickle.loads(pickle.dumps(value, protocol=protocol))
+            assert type(got['extra%d' % i]) is type(reference), (protocol, i)
+            assert got['extra%d' % i].dtype == reference.dtype, (protocol, i)
+            assert np.array_equal(got['extra%d' % i], value), (protocol, i)
+
+
+ISOLATED_READER = """
+import sys
+sys.path.insert(0, %r)
+import legacy
+from errors import UserError
+for path in sys.argv[1:]:
+    try:
+        legacy.read_network_states(path)
+        print('loaded')
+    except UserError as error:
+        print(error)
+"""
+
+
+def read_states_in_fresh_python(paths, timeout=120):
+    """[message or 'loaded'] per path, read in a fresh interpreter that is killed after `timeout` seconds."""
+    result = subprocess.run([sys.executable, '-c', ISOLATED_READER % ROOT] + list(paths), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_files_that_could_hang_the_reader_are_refused(tmp_path):
+    fifo = str(tmp_path / 'pipe.pkl')
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    bomb = write(tmp_path / 'bomb.pkl', self_doubling_tuple_key(64))  # hashing would take 2**64 steps
+    messages = read_states_in_fresh_python(['/dev/zero', fifo, bomb])  # /dev/zero: reading never ends
+    assert messages[0] == '/dev/zero: is not a regular file (a device, pipe or socket), not a model file'
+    assert messages[1] == '%s: is not a regular file (a device, pipe or socket), not a model file' % fifo
+    assert messages[2].startswith(bomb + ': refused: ') and 'tuple as a dictionary key' in messages[2]
+
+
+def test_self_doubling_tuple_really_is_a_tuple_key():
+    # The bomb above, made small, is what it claims to be (so the test above can fail).
+    expected = ()
+    for _ in range(3):
+        expected = (expected, expected)
+    assert pickle.loads(self_doubling_tuple_key(3)) == {expected: None}
+
+
+def test_inference_refuses_non_finite_weights(tmp_path):
+    states = published_states()
+    states[2]['variables'][3][1][0, 0, 0, 0] = np.nan
+    path = write(tmp_path / 'nan.pkl', published_pickle(states))
+    out = str(tmp_path / 'out')
+    result = run_script('2-inference.py', '--model', path, '--outdir', out, '--number', 2)
+    assert_clean_failure(result, path, states[2]['variables'][3][0], 'NaN')
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not os.path.exists(out)
 
 
 # ----------------------------------------------------------------------------------------------------------------
