@@ -1,11 +1,19 @@
-"""The progressive-growing GAN networks of Karras et al. (ICLR 2018), "G_paper" and "D_paper" (SPEC section 4).
+"""The progressive-growing GAN networks of Karras et al. (ICLR 2018), "G_paper" and "D_paper".
 
 Read top to bottom like the paper's figure: layers first, then the generator (latent -> 4x4 -> ... -> image) and
 the discriminator (image -> ... -> 4x4 -> score).  Variable names, shapes and creation order are those of the
-original PGGAN code, so its published pickles load unchanged.  The graphs are NHWC (TensorFlow's CPU kernels need
-it and its layout optimizer converts for GPUs); the only places where axis order reaches the weights, the reshape
-after the generator's first dense layer and the flatten before the discriminator's first dense layer, use the
-original channel-first order.
+original PGGAN code, so its published pickles load unchanged.
+
+The numbers are the original's to the last bit, not just to float precision.  Our graphs are NHWC (TensorFlow's
+CPU kernels need it and its layout optimizer converts for GPUs) where the original's are NCHW, so wherever the
+layout could change the arithmetic we keep the original's order:
+- the reshape after the generator's first dense layer and the flatten before the discriminator's first dense
+  layer use channel-first order (the order of the stored weights);
+- means over channels (pixel norm, minibatch stddev) are taken over a channel-first view: TensorFlow sums a
+  middle axis one channel after the other but the last axis in vectorised partial sums, which round differently;
+- the resolution level is chosen with tf.cond on lod, as in the original's "recursive" structure: at an integer
+  lod the image of that level is taken as it is, a fractional lod blends two levels by the original's formula,
+  and levels that lod does not reach are not computed.
 
 `graph_resolution` builds a network that works at a lower resolution than its full size: the generator then
 emits (and the discriminator takes) images of that size.  Training uses it so that it only computes the
@@ -61,9 +69,23 @@ def leaky_relu(x, alpha=0.2):
     return tf.maximum(x * alpha, x)
 
 
+def channel_mean(x):
+    """Mean over the channels of [N, C] vectors or NHWC maps, keeping the axis, summed in the original's order.
+
+    The original reduces axis 1 of NCHW, which TensorFlow sums one channel after the other; reducing the last
+    axis of NHWC would sum in vectorised partial sums instead.  So maps are viewed as [N, C, H*W] first (one
+    transpose, measured in benchmarks/bench_inference.py).
+    """
+    if x.shape.ndims == 2:  # [N, C]: channels are the last axis in both layouts
+        return tf.reduce_mean(x, axis=1, keepdims=True)
+    _, height, width, channels = x.shape.as_list()
+    channel_first = tf.transpose(tf.reshape(x, [-1, height * width, channels]), [0, 2, 1])
+    return tf.reshape(tf.reduce_mean(channel_first, axis=1), [-1, height, width, 1])
+
+
 def pixel_norm(x, epsilon=1e-8):
-    """Normalise every pixel's feature vector to unit average square, over the channel (last) axis."""
-    return x * tf.rsqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True) + epsilon)
+    """Normalise every pixel's feature vector to unit average square."""
+    return x * tf.rsqrt(channel_mean(tf.square(x)) + epsilon)
 
 
 def upscale2d(x, factor=2):
@@ -122,14 +144,24 @@ def minibatch_stddev_layer(x, group_size=4):
     y -= tf.reduce_mean(y, axis=0, keepdims=True)
     y = tf.reduce_mean(tf.square(y), axis=0)
     y = tf.sqrt(y + 1e-8)
-    y = tf.reduce_mean(y, axis=[1, 2, 3], keepdims=True)
-    y = tf.tile(y, [group_size, height, width, 1])
+    y = tf.reduce_mean(tf.transpose(y, [0, 3, 1, 2]), axis=[1, 2, 3])  # over C, H, W in the original's order
+    y = tf.tile(tf.reshape(y, [-1, 1, 1, 1]), [group_size, height, width, 1])
     return tf.concat([x, y], axis=-1)
 
 
-def lerp_clip(a, b, t):
-    """a + (b - a) * t with t clipped to [0, 1]: the fade-in between two resolutions."""
-    return a + (b - a) * tf.clip_by_value(t, 0.0, 1.0)
+def lerp(a, b, t):
+    """a + (b - a) * t: the fade-in between two resolutions, written as the original writes it (same rounding)."""
+    return a + (b - a) * t
+
+
+def select(cases, default):
+    """The value of the first (condition, make_value) pair whose condition holds, else default(): nested tf.cond,
+    so only the chosen branch is computed.  Branches are built in the order given (variables created inside
+    them are created in that order)."""
+    if not cases:
+        return default()
+    (condition, make_value), rest = cases[0], cases[1:]
+    return tf.cond(condition, make_value, lambda: select(rest, default))
 
 
 def channels_last_from_first(x, channels, size):
@@ -225,13 +257,22 @@ def G_paper(latents_in, labels_in,
         with tf.variable_scope('ToRGB_lod%d' % (resolution_log2 - res)):
             return apply_bias(conv2d(x, fmaps=num_channels, kernel=1, gain=1, use_wscale=use_wscale))
 
-    # Grow from 4x4: at each resolution the image is the new block's ToRGB faded in over the upscaled image of
-    # the resolution below, by how far lod is below that resolution's level.
-    x = block(combo_in, 2)
-    images_out = torgb(x, 2)
-    for res in range(3, graph_log2 + 1):
+    def grow(x, res, coarser_rgb):
+        """The output image, from the features entering level `res` (2**res pixels square) on: level `lod`
+        (= resolution_log2 - res) is taken as it is at lod == level, faded towards the coarser level's image
+        for level < lod < level + 1, and left to the finer levels for lod < level."""
+        lod = resolution_log2 - res
         x = block(x, res)
-        images_out = lerp_clip(torgb(x, res), upscale2d(images_out), lod_in - (resolution_log2 - res))
+        rgb = torgb(x, res)  # here, before the branches, so that variables are created in the original's order
+        to_graph_size = lambda image: upscale2d(image, 2 ** (graph_log2 - res))
+        finer, fade = [], []
+        if res < graph_log2:
+            finer = [(lod_in < lod, lambda: grow(x, res + 1, rgb))]
+        if res > 2:
+            fade = [(lod_in > lod, lambda: to_graph_size(lerp(rgb, upscale2d(coarser_rgb), lod_in - lod)))]
+        return select(finer + fade, lambda: to_graph_size(rgb))
+
+    images_out = grow(combo_in, 2, None)
     return tf.identity(images_out, name='images_out')
 
 
@@ -262,9 +303,13 @@ def D_paper(images_in,                  # NHWC [N, graph_resolution, graph_resol
     images_in.set_shape([None, 2 ** graph_log2, 2 ** graph_log2, num_channels])
     lod_in = tf.get_variable('lod', initializer=np.float32(0.0), trainable=False)
 
-    def fromrgb(x, res):
-        with tf.variable_scope('FromRGB_lod%d' % (resolution_log2 - res)):
-            return act(apply_bias(conv2d(x, fmaps=nf(res - 1), kernel=1, use_wscale=use_wscale)))
+    def fromrgb(res):
+        """FromRGB of the input box-downscaled to level `res` in one step, as the original does.  Each level's
+        layer is built in two branches (the fade of the finer level, and this level's own input): whichever is
+        built first creates its variables, in the original's order."""
+        images = downscale2d(images_in, 2 ** (graph_log2 - res))
+        with tf.variable_scope('FromRGB_lod%d' % (resolution_log2 - res), reuse=tf.AUTO_REUSE):
+            return act(apply_bias(conv2d(images, fmaps=nf(res - 1), kernel=1, use_wscale=use_wscale)))
 
     def block(x, res):
         with tf.variable_scope('%dx%d' % (2 ** res, 2 ** res)):
@@ -290,14 +335,16 @@ def D_paper(images_in,                  # NHWC [N, graph_resolution, graph_resol
                     x = apply_bias(dense(x, fmaps=1 + label_size, gain=1, use_wscale=use_wscale))
             return x
 
-    # Mirror of the generator: each block's output fades over FromRGB of the input box-downscaled once more.
-    images = images_in
-    x = fromrgb(images, graph_log2)
-    for res in range(graph_log2, 2, -1):
-        x = block(x, res)
-        images = downscale2d(images)
-        x = lerp_clip(x, fromrgb(images, res - 1), lod_in - (resolution_log2 - res))
-    combo_out = block(x, 2)
+    def grow(res):
+        """Features leaving level `res`: its input comes from the finer levels when lod < level (= resolution_log2
+        - res), else from the image; for level < lod < level + 1 its output fades towards the coarser FromRGB."""
+        lod = resolution_log2 - res
+        finer = [(lod_in < lod, lambda: grow(res + 1))] if res < graph_log2 else []
+        features = block(select(finer, lambda: fromrgb(res)), res)
+        fade = [(lod_in > lod, lambda: lerp(features, fromrgb(res - 1), lod_in - lod))] if res > 2 else []
+        return select(fade, lambda: features)
+
+    combo_out = grow(2)
     scores_out = tf.identity(combo_out[:, :1], name='scores_out')
     labels_out = tf.identity(combo_out[:, 1:], name='labels_out')
     return scores_out, labels_out

@@ -3,7 +3,7 @@
 A Network owns a variable scope, builds its function from `networks.py` by name with fixed `static_kwargs`, and
 can be evaluated on NumPy arrays (`run`), re-built on other tensors sharing the same variables
 (`get_output_for`), copied (`clone`), and pickled in the layout of the original PGGAN `tfutil.Network`
-(SPEC section 6; loading goes through legacy.py, never through plain unpickling).
+(loading goes through legacy.py, never through plain unpickling).
 """
 import collections
 import inspect
@@ -18,10 +18,20 @@ BUILD_FUNCS = {'G_paper': networks.G_paper, 'D_paper': networks.D_paper}
 
 
 def session_config(num_threads=0):
+    """The settings of every session this project makes: the same inputs give the same bits on every run.
+
+    Grappler's memory optimizer (on by default) rewrites an add_n whose inputs it expects to be live at the
+    memory peak into in-place adds applied in whatever order the inputs arrive, so the sum rounds differently
+    from run to run.  It does so on networks with 512 feature maps (the fused up/down-scaling kernels, and
+    gradient sums in training); smaller ones escape it only because their estimated peak is lower.  Turning it
+    off keeps every add_n in its written order, as in the original.
+    """
     config = tf.ConfigProto(allow_soft_placement=True)
     config.gpu_options.allow_growth = True  # share the GPU politely with other work
     config.intra_op_parallelism_threads = num_threads
     config.inter_op_parallelism_threads = num_threads
+    rewrite_options = config.graph_options.rewrite_options
+    rewrite_options.memory_optimization = rewrite_options.NO_MEM_OPT
     return config
 
 
