@@ -61,6 +61,16 @@ def widths_list(text):
     return widths
 
 
+def patch_size(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not a whole number' % text)
+    if value < 16 or value & (value - 1):
+        raise argparse.ArgumentTypeError('must be a power of two of at least 16, got %d' % value)
+    return value
+
+
 def fraction(text):
     try:
         value = float(text)
@@ -90,7 +100,7 @@ def parse_args(argv=None):
                         default=['processData/AIS', 'processData/MIA', 'processData/IAC'],
                         help='one dataset per class (class names from each one\'s metadata, else the folder name), '
                              'or one dataset with one-hot labels (default: %(default)s)')
-    parser.add_argument('--resolution', type=int, default=64,
+    parser.add_argument('--resolution', type=patch_size, default=64,
                         help='patch size to classify: that resolution\'s TFRecords are read (default: %(default)s)')
     parser.add_argument('--outdir', default='results/classify', help='output directory (default: %(default)s)')
     parser.add_argument('--arms', type=arms_list,
@@ -131,6 +141,8 @@ def parse_args(argv=None):
     parser.add_argument('--overwrite', action='store_true',
                         help='replace the results of an earlier run in OUTDIR (default: refuse before any work)')
     args = parser.parse_args(argv)
+    if args.folds < 2:
+        parser.error('--folds must be at least 2, got %d' % args.folds)
     if args.gan_labels is not None and not args.gan_model:
         parser.error('--gan-labels goes with --gan-model')
     has_gan = bool(args.gan or args.gan_model)

@@ -284,14 +284,15 @@ CLASS_WEIGHTINGS = ('balanced', 'none')
 
 
 def class_loss_weights(labels, num_classes, class_weighting='balanced'):
-    """Per-class loss weights [classes]: n / (classes * n_class) for 'balanced' (absent classes weigh 0), ones for
-    'none'."""
+    """Per-class loss weights [classes]: n / (classes present * n_class) for 'balanced', so that every class
+    present carries the same total weight and all weights add up to n (absent classes weigh 0); ones for 'none'."""
     if class_weighting == 'none':
         return np.ones(num_classes, np.float32)
     if class_weighting != 'balanced':
         raise ValueError('class_weighting must be one of %s, got %r' % (CLASS_WEIGHTINGS, class_weighting))
     counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes).astype(np.float64)
-    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    present = max(int(np.sum(counts > 0)), 1)
+    weights = np.where(counts > 0, len(labels) / (present * np.maximum(counts, 1)), 0.0)
     return weights.astype(np.float32)
 
 

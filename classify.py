@@ -27,9 +27,11 @@ import sys
 
 import numpy as np
 
-import dataset
 import evaluation
 from errors import UserError
+
+# dataset.py (and with it TensorFlow) is imported where data is read, so that 4-classify.py answers a bad argument
+# at once.
 
 ARMS = ('none', 'classic', 'gan', 'classic+gan', 'synthetic')
 GENERATED_ARMS = ('gan', 'classic+gan', 'synthetic')
@@ -56,6 +58,7 @@ def derived_seed(*keys):
 
 
 def groups_path(dataset_dir):
+    import dataset
     return os.path.join(dataset_dir, '%s-groups.npy' % dataset.dataset_name(dataset_dir))
 
 
@@ -80,6 +83,7 @@ def read_groups(dataset_dir, count):
 def dataset_class_name(dataset_dir):
     """The class of a one-class dataset: from its metadata (`subtype`, `label_filter` or a one-element `classes`),
     else the folder's name."""
+    import dataset
     metadata = dataset.read_metadata(dataset_dir) or {}
     for key in ('subtype', 'label_filter'):
         if isinstance(metadata.get(key), str) and metadata[key]:
@@ -92,6 +96,7 @@ def dataset_class_name(dataset_dir):
 
 def read_patches(dataset_dir, resolution):
     """uint8 [N, H, W] patches of one dataset at `resolution` (its rNN TFRecords file)."""
+    import dataset
     available = dataset.list_tfrecords(dataset_dir)
     log2 = int(np.log2(resolution))
     if log2 not in available:
@@ -142,6 +147,7 @@ def load_patch_data(data_dirs, resolution=64, warn=None):
 
 
 def _labelled_dataset(data_dir, resolution, warn):
+    import dataset
     patches = read_patches(data_dir, resolution)
     one_hot = dataset.read_labels(data_dir)
     if one_hot is None:
@@ -179,6 +185,7 @@ def _labelled_dataset(data_dir, resolution, warn):
 
 
 def _warn_missing_groups(data_dirs, warn):
+    import dataset
     if data_dirs:
         warn('warning: no nodule groups file (%s) in %s: each patch counts as its own nodule, so views of one '
              'nodule may leak across folds' % (os.path.basename(groups_path(data_dirs[0])).replace(
@@ -365,6 +372,7 @@ class GeneratorSet(object):
                 raise UserError('%s: has labels 0..%d; --gan-labels asks for %d' % (path, label_size - 1, label))
 
     def generate(self, class_index, number, seed, progress=None):
+        import dataset
         import generation
         path, label = self.sources[class_index]
         graph, session, Gs = self._generator(path, label is not None)
