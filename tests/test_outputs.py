@@ -1,15 +1,19 @@
 """outputs.py: all-or-nothing file sets, atomic single files, 8-bit conversion, mosaics and PNGs."""
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import cli
 from errors import UserError
 from conftest import directory_contents as listing
 import outputs
-
-
 
 
 def read_png(path):
@@ -26,85 +30,132 @@ def contains_tile(mosaic, tile):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# StagedFiles
+# FileSet: all files or none
 
 
-def test_staged_files_commit_together(tmp_path):
-    out = str(tmp_path / 'a' / 'b')   # created, parents too
-    with outputs.StagedFiles(out) as staged:
-        staged.add('one.bin', b'1')
-        staged.add('two.bin', b'22')
-        assert not os.path.exists(os.path.join(out, 'one.bin'))   # nothing lands before the end
-    assert listing(out) == {'one.bin': b'1', 'two.bin': b'22'}
+def write_set(files, overwrite=False):
+    """Write {path: bytes} as one FileSet."""
+    with outputs.FileSet(list(files), overwrite) as staged:
+        for path, data in files.items():
+            staged.write(path, data)
 
 
-def test_staged_files_error_inside_block_writes_nothing(tmp_path):
-    out = str(tmp_path / 'out')
+def test_file_set_commits_together(tmp_path):
+    out = tmp_path / 'a' / 'b'   # created, parents too
+    one, two = str(out / 'one.bin'), str(out / 'two.bin')
+    with outputs.FileSet([one, two]) as staged:
+        staged.write(one, b'1')
+        staged.write(two, b'22')
+        assert not os.path.exists(one)   # nothing lands before the end
+    assert listing(str(out)) == {'one.bin': b'1', 'two.bin': b'22'}
+
+
+def test_file_set_spanning_two_folders(tmp_path):
+    write_set({str(tmp_path / 'x' / 'one.bin'): b'1', str(tmp_path / 'y' / 'z' / 'two.bin'): b'2'})
+    assert listing(str(tmp_path)) == {'x/': None, 'y/': None, 'y/z/': None, 'x/one.bin': b'1', 'y/z/two.bin': b'2'}
+
+
+def test_file_set_error_inside_block_writes_nothing_and_removes_the_folders_it_made(tmp_path):
+    out = tmp_path / 'new' / 'deeper'
     with pytest.raises(RuntimeError):
-        with outputs.StagedFiles(out) as staged:
-            staged.add('one.bin', b'1')
+        with outputs.FileSet([str(out / 'one.bin'), str(out / 'two.bin')]) as staged:
+            staged.write(str(out / 'one.bin'), b'1')
             raise RuntimeError('boom')
-    assert listing(out) == {}
+    assert listing(str(tmp_path)) == {}
 
 
-def test_staged_files_identical_existing_files_are_fine(tmp_path):
+def test_file_set_identical_existing_files_are_left_alone(tmp_path):
     out = tmp_path / 'out'
     out.mkdir()
     (out / 'one.bin').write_bytes(b'1')
-    with outputs.StagedFiles(str(out)) as staged:
-        staged.add('one.bin', b'1')
-        staged.add('two.bin', b'2')
+    before = os.stat(str(out / 'one.bin'))
+    write_set({str(out / 'one.bin'): b'1', str(out / 'two.bin'): b'2'})
     assert listing(str(out)) == {'one.bin': b'1', 'two.bin': b'2'}
+    after = os.stat(str(out / 'one.bin'))
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)   # not even rewritten
 
 
-def test_staged_files_differing_existing_file_stops_everything(tmp_path):
+def test_file_set_differing_existing_file_stops_everything(tmp_path):
     out = tmp_path / 'out'
     out.mkdir()
     (out / 'two.bin').write_bytes(b'old')
     (out / 'other.txt').write_bytes(b'keep')
     before = listing(str(out))
     with pytest.raises(UserError) as error:
-        with outputs.StagedFiles(str(out)) as staged:
-            staged.add('one.bin', b'1')
-            staged.add('two.bin', b'new')
-            staged.add('three.bin', b'3')
+        write_set({str(out / 'one.bin'): b'1', str(out / 'two.bin'): b'new', str(out / 'three.bin'): b'3'})
     assert os.path.join(str(out), 'two.bin') in str(error.value)
+    assert 'nothing was written' in str(error.value)
     assert listing(str(out)) == before
 
 
-def test_staged_files_overwrite_replaces(tmp_path):
+def test_file_set_overwrite_replaces(tmp_path):
     out = tmp_path / 'out'
     out.mkdir()
     (out / 'two.bin').write_bytes(b'old')
     (out / 'other.txt').write_bytes(b'keep')
-    with outputs.StagedFiles(str(out), overwrite=True) as staged:
-        staged.add('one.bin', b'1')
-        staged.add('two.bin', b'new')
+    write_set({str(out / 'one.bin'): b'1', str(out / 'two.bin'): b'new'}, overwrite=True)
     assert listing(str(out)) == {'one.bin': b'1', 'two.bin': b'new', 'other.txt': b'keep'}
 
 
-def test_staged_files_existing_directory_in_the_way(tmp_path):
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_file_set_directory_in_the_way_is_refused_before_anything_changes(tmp_path, overwrite):
     out = tmp_path / 'out'
-    (out / 'two.bin').mkdir(parents=True)
+    (out / 'b.bin').mkdir(parents=True)
+    (out / 'a.bin').write_bytes(b'old a')
+    (out / 'c.bin').write_bytes(b'old c')
     before = listing(str(out))
     with pytest.raises(UserError) as error:
-        with outputs.StagedFiles(str(out)) as staged:
-            staged.add('one.bin', b'1')
-            staged.add('two.bin', b'2')
-    assert 'two.bin' in str(error.value)
+        write_set({str(out / name): b'new' for name in ('a.bin', 'b.bin', 'c.bin')}, overwrite=overwrite)
+    assert 'b.bin' in str(error.value) and 'directory' in str(error.value)
     assert listing(str(out)) == before
 
 
-def test_staged_files_outdir_is_a_file(tmp_path):
-    out = tmp_path / 'out'
-    out.write_bytes(b'file')
+@pytest.mark.parametrize('case', ['trailing slash', 'named twice', 'under a file', 'special file'])
+def test_file_set_targets_that_can_never_be_written(tmp_path, case):
+    (tmp_path / 'file').write_bytes(b'x')
+    paths = [str(tmp_path / 'out' / 'one.bin')]
+    if case == 'trailing slash':
+        paths.append(str(tmp_path / 'out' / 'two') + '/')
+    elif case == 'named twice':
+        paths.append(str(tmp_path / 'out' / '.' / 'one.bin'))
+    elif case == 'under a file':
+        paths.append(str(tmp_path / 'file' / 'two.bin'))
+    else:
+        os.mkfifo(str(tmp_path / 'fifo'))   # opening it to compare contents would block forever
+        paths.append(str(tmp_path / 'fifo'))
+    before = sorted(os.listdir(str(tmp_path)))   # names only: reading the fifo would block
     with pytest.raises(UserError) as error:
-        outputs.StagedFiles(str(out))
-    assert str(out) in str(error.value)
-    assert out.read_bytes() == b'file'
-    with pytest.raises(UserError):
-        outputs.StagedFiles(str(out / 'below'))
-    assert os.listdir(str(tmp_path)) == ['out']
+        outputs.FileSet(paths)
+    assert paths[1] in str(error.value)
+    assert sorted(os.listdir(str(tmp_path))) == before   # not even the output folder was made
+    assert (tmp_path / 'file').read_bytes() == b'x'
+
+
+def test_file_set_commit_failure_puts_back_what_was_replaced(tmp_path):
+    """A rename that fails half-way (here: a staged file removed behind the set's back) restores the old files."""
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    first.mkdir()
+    second.mkdir()
+    (first / 'a.bin').write_bytes(b'old a')
+    (second / 'b.bin').write_bytes(b'old b')
+    before = listing(str(tmp_path))
+    with pytest.raises(UserError) as error:
+        with outputs.FileSet([str(first / 'a.bin'), str(second / 'b.bin')], overwrite=True) as staged:
+            staged.write(str(first / 'a.bin'), b'new a')
+            staged.write(str(second / 'b.bin'), b'new b')
+            stage, = [name for name in os.listdir(str(second)) if name.startswith('.staging-')]
+            os.remove(str(second / stage / 'b.bin'))
+    assert 'nothing was changed' in str(error.value)
+    assert listing(str(tmp_path)) == before   # a.bin is old again, and no staging folder is left
+
+
+def test_staging_folders_are_hidden_and_carry_the_process_id(tmp_path):
+    out = tmp_path / 'out'
+    with outputs.FileSet([str(out / 'one.bin')]) as staged:
+        staged.write(str(out / 'one.bin'), b'1')
+        hidden = [name for name in os.listdir(str(out)) if name.startswith('.staging-%d-' % os.getpid())]
+        assert len(hidden) == 1 and os.listdir(str(out / hidden[0])) == ['one.bin']
+    assert os.listdir(str(out)) == ['one.bin']
 
 
 def test_check_outdir_does_not_create_anything(tmp_path):
@@ -118,6 +169,76 @@ def test_check_outdir_does_not_create_anything(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# What killed writers leave behind
+
+
+def dead_pid():
+    """The id of a process that has ended (and been reaped)."""
+    process = subprocess.Popen([sys.executable, '-c', 'pass'])
+    process.wait()
+    return process.pid
+
+
+def test_remove_stale_temporaries(tmp_path):
+    dead = dead_pid()
+    old = time.time() - outputs.UNTAGGED_STAGING_MAX_AGE_SECONDS - 60
+    entries = {
+        '.staging-%d-abc123' % dead: 'removed',           # a killed run's staging folder
+        '.staging-%d-abc123' % os.getpid(): 'kept',       # a running one's (this process)
+        '.staging-k2j4h5g6': 'removed',                   # an earlier version's, untagged, old
+        '.staging-a1b2c3d4': 'kept',                      # ... untagged but recent: may be running
+        '.mosaic.png.%d-x8y7z6.tmp' % dead: 'removed',    # write_file_atomic's temporary of a killed run
+        '.mosaic.png.%d-x8y7z6.tmp' % os.getpid(): 'kept',
+        '.my-own-notes.tmp': 'kept',                      # not a name this module makes
+        '.staging-notes': 'kept',
+    }
+    for name in entries:
+        path = tmp_path / name
+        if 'staging' in name:
+            path.mkdir()
+            (path / 'img0.png').write_bytes(b'partial')
+        else:
+            path.write_bytes(b'partial')
+    os.utime(str(tmp_path / '.staging-k2j4h5g6'), (old, old))
+    removed = outputs.remove_stale_temporaries(str(tmp_path))
+    assert sorted(removed) == sorted(name for name, fate in entries.items() if fate == 'removed')
+    assert sorted(os.listdir(str(tmp_path))) == sorted(name for name, fate in entries.items() if fate == 'kept')
+
+
+def test_a_new_set_cleans_up_after_a_killed_one(tmp_path):
+    out = tmp_path / 'out'
+    stale = out / ('.staging-%d-abcdef' % dead_pid())
+    stale.mkdir(parents=True)
+    (stale / 'img0.png').write_bytes(b'partial')
+    write_set({str(out / 'img0.png'): b'complete'})
+    assert listing(str(out)) == {'img0.png': b'complete'}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interrupts
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_interrupts_are_held_until_the_block_ends(signum):
+    def terminate(number, frame):
+        raise cli.Terminated()
+    previous = signal.signal(signal.SIGTERM, terminate)  # as cli.run installs it
+    try:
+        finished = []
+        with pytest.raises(KeyboardInterrupt):
+            with outputs.interrupts_deferred():
+                os.kill(os.getpid(), signum)
+                for _ in range(1000):   # plenty of bytecodes at which Python would run a handler
+                    pass
+                finished.append(True)
+        assert finished == [True]
+        assert signal.getsignal(signal.SIGTERM) is terminate   # handlers are back as they were
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # write_file_atomic
 
 
@@ -127,6 +248,21 @@ def test_write_file_atomic_creates_and_replaces(tmp_path):
     assert listing(str(tmp_path)) == {'result.bin': b'first'}
     outputs.write_file_atomic(path, b'second, longer')
     assert listing(str(tmp_path)) == {'result.bin': b'second, longer'}
+
+
+def test_write_file_atomic_temporary_name_is_hidden_and_tagged(tmp_path, monkeypatch):
+    """While the data is flushed, the folder holds `.NAME.PID-XXXX.tmp` (what remove_stale_temporaries knows)."""
+    directory = str(tmp_path)
+    seen = []
+    real_fsync = os.fsync
+
+    def fsync_and_look(fd):  # the real fsync, plus a look at the folder at that moment
+        seen.extend(os.listdir(directory))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', fsync_and_look)
+    outputs.write_file_atomic(os.path.join(directory, 'result.bin'), b'data')
+    assert len(seen) == 1 and re.match(r'^\.result\.bin\.%d-\w+\.tmp$' % os.getpid(), seen[0]), seen
+    assert os.listdir(directory) == ['result.bin']
 
 
 def test_write_file_atomic_failure_keeps_old_file_and_leaves_no_temporary(tmp_path):
@@ -267,3 +403,27 @@ def test_write_pngs_grid_elsewhere(tmp_path):
     mode, mosaic = read_png(grid_path)
     assert mode == 'RGB'
     assert all(contains_tile(mosaic, image) for image in images)
+
+
+@pytest.mark.parametrize('case', ['exists with other contents', 'equals an image name', 'under a file',
+                                  'ends in a slash', 'is a directory'])
+def test_write_pngs_mosaic_conflicts_leave_everything_as_it_was(tmp_path, case):
+    images = np.random.RandomState(5).randint(0, 256, (3, 8, 8)).astype(np.uint8)
+    out = tmp_path / 'out'
+    (tmp_path / 'notes').write_bytes(b'a file')
+    grid = str(tmp_path / 'mosaic.png')
+    if case == 'exists with other contents':
+        (tmp_path / 'mosaic.png').write_bytes(b'an earlier mosaic')
+    elif case == 'equals an image name':
+        grid = 'x1.png'
+    elif case == 'under a file':
+        grid = str(tmp_path / 'notes' / 'mosaic.png')
+    elif case == 'ends in a slash':
+        grid = str(tmp_path / 'mosaics') + '/'
+    else:
+        (tmp_path / 'mosaic.png').mkdir()
+    before = listing(str(tmp_path))
+    with pytest.raises(UserError) as error:
+        outputs.write_pngs(images, str(out), 'x%d.png', grid=grid)
+    assert os.path.basename(grid.rstrip('/')) in str(error.value)
+    assert listing(str(tmp_path)) == before   # no image, no output folder, no staging folder
