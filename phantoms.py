@@ -15,29 +15,32 @@ the end, so that densities keep their physical order:
 
 * Parenchyma: a per-patient level, a gravity-dependent gradient of up to 90 HU across the field, a smooth
   density variation (cubic B-spline noise, 5 mm cells) and a finer lobular mottle (1.6 mm cells).  Sub-
-  millimetre vessels and septa cut across by the slice are single-voxel specks (about 700 per patch) whose
-  HU is the tissue's scaled by the fraction of the voxel they fill (partial volume; faint ones far more common
-  than bright ones), so the lung is a granular mottle, not a smooth grey.
-* Vessels: 3-D trees of tapering tubes that fork into a thicker and a thinner daughter; each tree runs
-  obliquely through the slab, so it moves between adjacent slices; branches that end inside the field fade
-  out (they leave the slice).  Painted with the exact area each tube covers in a voxel, so vessels thinner than
-  a voxel are grey and only thick ones reach the blood value; vessels perpendicular to the slice are dots.
+  millimetre vessels cut across by the slice are specks (about 250 per patch, 40% of them clustered within a
+  few mm of a larger vessel) at sub-voxel positions, whose HU is the blood's scaled by the fraction of the
+  voxel they fill (partial volume; faint ones far more common than bright ones), blurred like everything else.
+* Vessels: one to three 3-D trees per patch of tapering, gently curving tubes whose trunk may fork into a
+  thicker and a thinner daughter; each tree runs obliquely through the slab, so it moves between adjacent
+  slices; branches that end inside the field thin to a grey sub-voxel tip (they leave the slice).  Painted
+  with the exact area each tube covers in a voxel, so vessels thinner than a voxel are grey and only thick ones
+  reach the blood value.  Vessels running steeply through the slice are short segments or round dots.
 * Nodule: an ellipsoid with a lobulated outline (radial Fourier terms that change along z), made of ground
   glass (a partial filling of air spaces: it adds to what is there, so vessels show through it; heterogeneous,
-  with a soft 0.8-2 mm margin) and/or a solid core at tissue HU, with optional bubble lucencies (air) and
+  with a hazy 1-2.5 mm margin) and/or a solid core at tissue HU (margin 0.35-0.6 mm), both outlines made
+  irregular by the lung's fine texture, with optional bubble lucencies (air) and
   spicules (thin strands of fibrosis, in and out of the slice).  Size, composition, solid-core size, margin,
   bubbles and vessel contact are drawn per subtype from the overlapping distributions in `SUBTYPE_MODELS`
   (after the IASLC/ATS/ERS 2011 classification: AIS mostly pure ground glass, MIA mostly part-solid with a
   solid part of at most 5 mm but also pure ground glass, IAC part-solid with a larger solid part or solid,
   occasionally ground glass).  Mean density and diameter alone separate them only partly (a nearest-centroid
   classifier on the paper's 30 / 119 / 57 nodules reaches a balanced accuracy of about 0.65-0.75).
-* Chest wall or mediastinum (in about two patches in three): a smooth pleural arc, smeared over 0.3-4 mm where
-  the slab cuts it obliquely (partial volume), with denser lung in front of it (dependent density, up to +600
-  HU fading over 4-20 mm), a thin pleural line, extrapleural fat under muscle with fat between its bundles, and
-  in one wall in four a rib in cross section: a dense cortex ring around marrow.
+* Chest wall or mediastinum (in about three patches in four): a smooth pleural arc, smeared over 0.3-2.5 mm
+  where the slab cuts it obliquely (partial volume), with denser lung in front of it (dependent density, up to
+  +500 HU fading over 4-16 mm), a thin pleural line, extrapleural fat, then muscle with striations and fat
+  planes running parallel to the pleura, and in one wall in eight a rib in cross section inside the wall: a
+  thin cortex (+250..+450 HU after partial volume, so not saturated) around mottled marrow.
 * Scanner: a Gaussian point-spread function (sigma 0.3 mm), then the sharpening of a lung reconstruction
   kernel (image + 0.25 x (image - its 3x3 mean), which also gives edges their slight overshoot).  Quantum noise
-  (white, 15-25 HU before filtering) enters before both, so its power spectrum is the kernel's: rising with
+  (38-58 HU after filtering; most of the fine texture) enters before both, so its power spectrum is the kernel's: rising with
   frequency, then rolling off - the fine-grained, correlated noise of filtered back projection.
 * Display: `grey = clip(rint((HU - low) / (high - low) * 255), 0, 255)` with the window (low, high), by
   default (-1500, 500) HU (width 2000, level -500).  Grey-level statistics of real lung-window nodule patches
@@ -91,6 +94,7 @@ _STEP = 1.0           # spacing (px) of points along vessel and spicule centre l
 _SAMPLE = 0.5         # spacing (px) of the area samples that paint them
 _SUBSTEPS = 2         # area samples along the line per centre-line point
 _HARMONICS = 6        # Fourier terms in a nodule outline
+_WALL_PROFILE = 64    # cells of the wall's depth profiles (striation 0.6 mm, fat planes 2.5 mm per cell)
 _FAR = 1e6            # z half-extent of structures that never leave the slab
 _TAU = 2.0 * math.pi
 
@@ -100,9 +104,11 @@ VESSEL_HU = (20.0, 250.0)     # unenhanced to contrast-enhanced blood
 AIR_HU = -1000.0
 FAT_HU = (-120.0, -80.0)
 MUSCLE_HU = (25.0, 55.0)
-MARROW_HU = (150.0, 300.0)
-CORTEX_HU = (450.0, 900.0)
-NOISE_HU = (15.0, 25.0)
+MARROW_HU = (100.0, 220.0)
+CORTEX_HU = (250.0, 450.0)     # a thin cortex, partial-volume averaged: bright but not saturated
+NOISE_HU = (38.0, 58.0)
+SPECKS_PER_PATCH = 250      # sub-voxel vessels cut across, in a 44.8 mm field of view
+SPECK_OCCUPANCY = 0.35      # the largest fraction of a 0.7 mm voxel they fill
 
 
 def _smoothstep(t):
@@ -192,8 +198,10 @@ class _Geometry(object):
         self.coarse = _BSplineNoise(self.canvas, 5.0 * self.px)   # slow density variation of the lung
         self.fine = _BSplineNoise(self.canvas, 1.6 * self.px)     # lobular texture, ground-glass mottling
         # sub-voxel vessels and septa cut across: specks per patch and their largest voxel occupancy
-        self.specks = int(round(700.0 * (64.0 * mm_per_pixel / 44.8) ** 2))
-        self.speck_occupancy = min(1.0, 0.3 * 0.49 / (self.mm * self.mm))
+        self.specks = int(round(SPECKS_PER_PATCH * (64.0 * mm_per_pixel / 44.8) ** 2))
+        self.clustered = int(0.4 * self.specks)
+        self.cluster_px = 1.5 * self.px
+        self.speck_occupancy = min(1.0, SPECK_OCCUPANCY * 0.49 / (self.mm * self.mm))
 
 
 def _sharpened_kernel(taps, k):
@@ -264,23 +272,26 @@ def _walk(rs, g, x, y, heading, length_mm, curl):
 def _grow_tree(rs, g, strokes, x, y, heading, radius, budget, slope):
     """Pulmonary vessels: tapering segments that fork into a thicker and a thinner daughter."""
     limit = 1.5 * g.half    # far enough outside the field of view that nothing there is visible
-    min_radius = 0.12 * g.px
+    min_radius = 0.15 * g.px
     stack = [(x, y, heading, radius, 0, rs.uniform(0.8, 1.0))]
     while stack:
         x, y, heading, radius, depth, weight = stack.pop()
-        xs, ys, cs, ss, heading = _walk(rs, g, x, y, heading, rs.uniform(5.0, 12.0), 0.07)
+        # the trunk crosses into the field before it may branch or leave the slice
+        length = rs.uniform(14.0, 24.0) if depth == 0 else rs.uniform(4.0, 10.0)
+        xs, ys, cs, ss, heading = _walk(rs, g, x, y, heading, length, 0.12)
         n = len(xs)
-        taper = radius * rs.uniform(0.1, 0.3) / n
+        taper = radius * rs.uniform(0.25, 0.45) / n
         radii = [radius - taper * (i + 1) for i in range(n)]
         weights = [weight] * n
         left = abs(xs[-1]) >= limit or abs(ys[-1]) >= limit
-        # some branches dive out of the slice instead of forking
-        forks = not left and depth < 5 and radii[-1] > min_radius and budget[0] >= 2 and rs.uniform() < 0.7
+        # most branches dive out of the slice instead of forking: a slice shows a few vessels, not a tree
+        forks = (not left and depth < 3 and radii[-1] > min_radius and budget[0] >= 2
+                 and rs.uniform() < (0.85 if depth == 0 else 0.45))
         if not forks and not left:
-            # a vessel ending inside the patch is leaving the slice: partial volume fades it out
-            fades = [_smooth1(3.0 - 4.0 * i / (n - 1)) for i in range(n)]
-            weights = [weight * f for f in fades]
-            radii = [r * (0.4 + 0.6 * f) for r, f in zip(radii, fades)]
+            # a vessel ending inside the patch is leaving the slice: it thins to a sub-voxel, grey tip
+            fades = [_smooth1(2.0 - 3.0 * i / (n - 1)) for i in range(n)]
+            weights = [weight * (0.3 + 0.7 * f) for f in fades]
+            radii = [r * (0.15 + 0.85 * f) for r, f in zip(radii, fades)]
         strokes.add_line(xs, ys, cs, ss, radii, weights, slope)
         if not forks:
             continue
@@ -294,13 +305,13 @@ def _grow_tree(rs, g, strokes, x, y, heading, radius, budget, slope):
             if radii[-1] * shrink > min_radius:
                 budget[0] -= 1
                 stack.append((xs[-1], ys[-1], heading + turn, radii[-1] * shrink, depth + 1,
-                              weight * rs.uniform(0.6, 1.0)))
+                              weight * rs.uniform(0.5, 0.9)))
 
 
 def _draw_vessels(rs, g, strokes, nodule_xy, contact):
     """Vessel trees entering from the edge; if `contact`, the first one is aimed at the nodule."""
-    budget = [32]     # branches per nodule, so that the lung does not become a thicket
-    for tree in range(rs.randint(2, 6)):
+    budget = [10]     # branches per nodule, so that the lung does not become a thicket
+    for tree in range(rs.randint(1, 4)):
         entry = rs.uniform(0.0, _TAU)
         # start just outside the square field of view, so that trunks enter from the edge
         distance = g.half * rs.uniform(1.05, 1.3) / max(abs(math.cos(entry)), abs(math.sin(entry)))
@@ -311,13 +322,22 @@ def _draw_vessels(rs, g, strokes, nodule_xy, contact):
             # other trees pass beside the centre (they may still brush the nodule, as in the lung)
             aim = entry + math.pi + (1.0 if rs.uniform() < 0.5 else -1.0) * rs.uniform(0.3, 0.8)
         slope = (rs.uniform(-0.7, 0.7) * g.px, rs.uniform(-0.7, 0.7) * g.px)   # oblique course through the slab
-        _grow_tree(rs, g, strokes, x, y, aim, rs.uniform(0.35, 1.3) * g.px, budget, slope)
-    # vessels running through the slice show up as round dots; a few are thicker
-    u = rs.random_sample((rs.randint(3, 12), 6)).T.tolist()
-    radius_mm = [0.3 + 0.5 * a if b < 0.85 else 0.8 + 0.6 * a for a, b in zip(u[2], u[3])]
+        _grow_tree(rs, g, strokes, x, y, aim, rs.uniform(0.3, 1.1) * g.px, budget, slope)
+    # vessels running steeply out of the slice: short segments, in the slab for a millimetre or two
+    for _ in range(rs.randint(1, 6)):
+        xs, ys, cs, ss, _ = _walk(rs, g, rs.uniform(-1.0, 1.0) * g.half, rs.uniform(-1.0, 1.0) * g.half,
+                                  rs.uniform(0.0, _TAU), rs.uniform(1.0, 3.5), 0.3)
+        n, radius = len(xs), rs.uniform(0.2, 0.6) * g.px
+        fades = [_smooth1(1.5 - 3.0 * abs(2.0 * i / (n - 1) - 1.0)) for i in range(n)]
+        strokes.add_line(xs, ys, cs, ss, [radius * (0.3 + 0.7 * f) for f in fades],
+                         [rs.uniform(0.4, 0.9) * f for f in fades], (0.0, 0.0), rs.uniform(-3.0, 3.0),
+                         rs.uniform(0.8, 2.0))
+    # vessels running through the slice show up as round grey dots of 1-3 pixels; a few are thicker
+    u = rs.random_sample((rs.randint(2, 9), 6)).T.tolist()
+    radius_mm = [0.25 + 0.4 * a if b < 0.85 else 0.65 + 0.45 * a for a, b in zip(u[2], u[3])]
     for column, values in zip(strokes.dots, ([(2.0 * v - 1.0) * g.half for v in u[0]],
                                              [(2.0 * v - 1.0) * g.half for v in u[1]],
-                                             [r * g.px for r in radius_mm], [0.6 + 0.4 * v for v in u[4]],
+                                             [r * g.px for r in radius_mm], [0.35 + 0.6 * v for v in u[4]],
                                              [(0.6 * v - 0.3) * g.px for v in u[5]],
                                              [(0.3 - 0.6 * v) * g.px for v in u[5]])):
         column.extend(values)
@@ -364,10 +384,10 @@ def _area_samples(lines, dots):
 
 
 def _paint(lines, dots, specks, count, g):
-    """Occupancy [B, canvas, canvas] of vessels (bilinear splat of their area samples) and specks (single pixels:
-    specks[0] flat pixel index within the batch's canvases, specks[1] occupancy).  np.bincount adds in order."""
+    """Occupancy [B, canvas, canvas] of vessels (bilinear splat of their area samples) and specks (points
+    (patch, x, y, occupancy), splatted the same way).  np.bincount adds in order."""
     side = g.canvas + 2     # a spare pixel on each side takes the splat's overhang, so no corner needs a check
-    b, x, y, w = _area_samples(lines, dots)
+    b, x, y, w = [np.concatenate([a, s]) for a, s in zip(_area_samples(lines, dots), specks)]
     x, y = x + (g.canvas + 1) / 2.0, y + (g.canvas + 1) / 2.0
     # samples beyond the canvas (branches running outside the field of view) cannot affect it
     near = (x >= 0.0) & (x < side - 1.0) & (y >= 0.0) & (y < side - 1.0)
@@ -375,12 +395,9 @@ def _paint(lines, dots, specks, count, g):
     x0, y0 = np.floor(x), np.floor(y)
     fx, fy = x - x0, y - y0
     corner = (b * side + y0.astype(np.int64)) * side + x0.astype(np.int64)
-    pixel = specks[0].astype(np.int64)
-    pixel = pixel + (pixel // (g.canvas * g.canvas)) * (side * side - g.canvas * g.canvas)   # to padded canvases
-    pixel = pixel + ((pixel % (side * side)) // g.canvas) * 2 + side + 1
-    index = np.concatenate([corner, corner + 1, corner + side, corner + (side + 1), pixel])
+    index = np.concatenate([corner, corner + 1, corner + side, corner + (side + 1)])
     gx, gy = 1.0 - fx, 1.0 - fy
-    value = np.concatenate([w * gx * gy, w * fx * gy, w * gx * fy, w * fx * fy, specks[1]])
+    value = np.concatenate([w * gx * gy, w * fx * gy, w * gx * fy, w * fx * fy])
     canvas = np.bincount(index, value, minlength=count * side * side).reshape(count, side, side)
     return np.minimum(canvas[:, 1:-1, 1:-1], 1.0)
 
@@ -403,15 +420,18 @@ class _Body(object):
 
     centre: (x, y) px from the patch centre and z mm; radius: in-plane semi-axis (px); z_half: semi-axis along z
     (mm); edge: width of the soft margin (px); density: fraction of tissue filling it; mottle: heterogeneity;
+    roughness: how far (as a fraction of the radius) the lung's fine texture pushes the margin in and out, so
+    that it is irregular;
     low, high: outline harmonics at the bottom and top of the body (interpolated in between).
     """
 
-    def __init__(self, x, y, z, radius, z_half, edge, density, mottle, low, high):
+    def __init__(self, x, y, z, radius, z_half, edge, density, mottle, low, high, roughness=0.0):
         self.x, self.y, self.z, self.radius, self.z_half = x, y, z, radius, z_half
         self.edge, self.density, self.mottle, self.low, self.high = edge, density, mottle, low, high
+        self.roughness = roughness
 
     def section(self, z, turn, shift):
-        """Blob parameters [x, y, R, edge, density, mottle, a_1..a_6, b_1..b_6] of the cut at z (mm), rotated by
+        """Blob parameters [x, y, R, edge, density, mottle, roughness, a_1..a_6, b_1..b_6] of the cut at z (mm), rotated by
         turn = (cos, sin, angle) and shifted by (dx, dy) px; None if the slice misses the body."""
         u = (z - self.z) / self.z_half
         if u * u >= 1.0:
@@ -427,7 +447,7 @@ class _Body(object):
             rotated_a.append(a[k] * ck - b[k] * sk)
             rotated_b.append(a[k] * sk + b[k] * ck)
         return ([c * self.x - s * self.y + shift[0], s * self.x + c * self.y + shift[1], radius, self.edge,
-                 self.density, self.mottle] + rotated_a + rotated_b)
+                 self.density, self.mottle, self.roughness * radius] + rotated_a + rotated_b)
 
 
 def _draw_nodule(rs, model, g, parenchyma_hu, tissue_hu, strokes):
@@ -446,8 +466,9 @@ def _draw_nodule(rs, model, g, parenchyma_hu, tissue_hu, strokes):
     glass = solid = None
     if kind < 2:
         density = min(max((glass_hu - parenchyma_hu) / (tissue_hu - parenchyma_hu), 0.02), 0.9)
-        glass = _Body(x, y, 0.0, radius * g.px, z_half, rs.uniform(0.8, 2.0) * g.px, density,
-                      rs.uniform(0.15, 0.4), _harmonics(rs, shape), _harmonics(rs, shape))
+        # ground glass: a hazy margin, 1-2.5 mm wide, irregular at the scale of secondary lobules
+        glass = _Body(x, y, 0.0, radius * g.px, z_half, rs.uniform(1.0, 2.5) * g.px, density,
+                      rs.uniform(0.2, 0.45), _harmonics(rs, shape), _harmonics(rs, shape), rs.uniform(0.1, 0.2))
     if kind == 1:
         low, high = model['solid_fraction']
         solid_mm = min(diameter * rs.uniform(low, high), model['solid_max_mm'])
@@ -455,11 +476,13 @@ def _draw_nodule(rs, model, g, parenchyma_hu, tissue_hu, strokes):
         reach, angle = rs.uniform(0.0, 0.5) * (radius - core), rs.uniform(0.0, _TAU)
         solid = _Body(x + reach * math.cos(angle) * g.px, y + reach * math.sin(angle) * g.px,
                       rs.uniform(-0.3, 0.3) * (z_half - core), core * g.px, core * rs.uniform(0.8, 1.15),
-                      rs.uniform(0.25, 0.45) * g.px, 1.0, 0.15, _harmonics(rs, shape), _harmonics(rs, shape))
+                      rs.uniform(0.35, 0.6) * g.px, 1.0, 0.15, _harmonics(rs, shape), _harmonics(rs, shape),
+                      rs.uniform(0.04, 0.1))
     elif kind == 2:
         solid_mm = diameter
-        solid = _Body(x, y, 0.0, radius * g.px, z_half, rs.uniform(0.25, 0.45) * g.px, 1.0, 0.15,
-                      _harmonics(rs, shape), _harmonics(rs, shape))
+        # solid: a slightly irregular, blurred margin
+        solid = _Body(x, y, 0.0, radius * g.px, z_half, rs.uniform(0.35, 0.6) * g.px, 1.0, 0.15,
+                      _harmonics(rs, shape), _harmonics(rs, shape), rs.uniform(0.04, 0.1))
     spiculated = rs.uniform() < model['spiculated']
     if spiculated:
         # spicules: thin strands of fibrosis radiating from the margin, each in and out of a few slices
@@ -497,10 +520,11 @@ def _render_blobs(blobs, mottle, g):
     if not chosen:
         return fill_out, inside_out
     p = np.array([blobs[i] for i in chosen], dtype=np.float64).T.reshape(-1, len(chosen), 1, 1)
-    # the smoothstep is exactly 0 beyond R * (1 + sum |harmonics|) + edge, so nothing outside the window changes
-    reach = (np.maximum(np.abs(p[0]), np.abs(p[1]))
-             + p[2] * (1.0 + np.sqrt(p[6:6 + _HARMONICS] * p[6:6 + _HARMONICS]
-                                     + p[6 + _HARMONICS:] * p[6 + _HARMONICS:]).sum(axis=0)) + p[3])
+    a, b = p[7:7 + _HARMONICS], p[7 + _HARMONICS:]
+    # the smoothstep is 0 beyond R * (1 + sum |harmonics|) + edge (+ the margin's roughness times the texture,
+    # which stays within 5), so nothing outside the window changes
+    reach = (np.maximum(np.abs(p[0]), np.abs(p[1])) + p[2] * (1.0 + np.sqrt(a * a + b * b).sum(axis=0))
+             + p[3] + 5.0 * p[6])
     lo = min(max(0, int(math.floor(g.canvas / 2.0 - float(reach.max()))) - 1), g.canvas // 2 - 1)
     hi = g.canvas - lo
     dx, dy = g.x[:, :, lo:hi] - p[0], g.y[:, lo:hi, :] - p[1]
@@ -513,9 +537,10 @@ def _render_blobs(blobs, mottle, g):
         if k:
             # cos/sin of (k+1) * angle by angle addition: exact arithmetic instead of per-pixel trig
             ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
-        shape = shape + p[6 + k] * ck + p[6 + _HARMONICS + k] * sk
-    inside = _smoothstep((p[2] * shape - rho) / p[3])
-    fill = p[4] * inside * (1.0 + p[5] * mottle[chosen][:, lo:hi, lo:hi])
+        shape = shape + a[k] * ck + b[k] * sk
+    texture = mottle[chosen][:, lo:hi, lo:hi]
+    inside = _smoothstep((p[2] * shape - rho + p[6] * texture) / p[3])
+    fill = p[4] * inside * (1.0 + p[5] * texture)
     fill_out[chosen, lo:hi, lo:hi] = np.minimum(np.maximum(fill, 0.0), 1.0)
     inside_out[chosen, lo:hi, lo:hi] = inside
     return fill_out, inside_out
@@ -531,7 +556,7 @@ _WALL_FIELDS = ('ux', 'uy', 'distance', 'arc_radius', 'bulge', 'edge', 'skirt', 
 def _draw_wall(rs, g, nodule_radius_mm):
     """A pleura / chest-wall (or mediastinum) region entering from one side as a dict of _WALL_FIELDS (lengths in
     px, the slope in px per mm of z), or None."""
-    if rs.uniform() >= 0.65:
+    if rs.uniform() >= 0.75:
         return None
     side = rs.uniform(0.0, _TAU)
     bulge = -1.0 if rs.uniform() < 0.25 else 1.0   # -1: wall bulging into the lung (e.g. diaphragm, mediastinum)
@@ -540,18 +565,39 @@ def _draw_wall(rs, g, nodule_radius_mm):
                 arc_radius=rs.uniform(40.0, 200.0) * g.px, bulge=bulge,
                 # a pleura cut obliquely by the slab is smeared over a few mm (partial volume), and the lung
                 # next to it is often denser (dependent atelectasis, partial volume of the curved surface)
-                edge=(rs.uniform(0.3, 1.0) if rs.uniform() < 0.6 else rs.uniform(1.0, 4.0)) * g.px,
-                skirt=rs.uniform(4.0, 20.0) * g.px, skirt_hu=rs.uniform(200.0, 600.0),
+                edge=(rs.uniform(0.3, 0.8) if rs.uniform() < 0.75 else rs.uniform(0.8, 2.5)) * g.px,
+                skirt=rs.uniform(4.0, 16.0) * g.px, skirt_hu=rs.uniform(150.0, 500.0),
                 fat_depth=rs.uniform(0.3, 4.0) * g.px, fat_hu=rs.uniform(*FAT_HU), muscle_hu=rs.uniform(*MUSCLE_HU),
                 fat_level=rs.uniform(-0.5, 1.5),        # more or less fat between the muscle bundles
-                rib=1.0 if rs.uniform() < 0.25 else 0.0, rib_depth=rs.uniform(4.0, 9.0) * g.px,
-                rib_half_length=rs.uniform(4.0, 8.0) * g.px, rib_half_depth=rs.uniform(2.5, 4.5) * g.px,
-                cortex=rs.uniform(0.6, 1.2) * g.px, rib_position=rs.uniform(-14.0, 14.0) * g.px,
+                rib=1.0 if rs.uniform() < 0.12 else 0.0, rib_depth=rs.uniform(1.5, 5.0) * g.px,
+                rib_half_length=rs.uniform(4.0, 8.0) * g.px, rib_half_depth=rs.uniform(2.5, 4.0) * g.px,
+                cortex=rs.uniform(0.4, 0.8) * g.px, rib_position=rs.uniform(-14.0, 14.0) * g.px,
                 marrow_hu=rs.uniform(*MARROW_HU), cortex_hu=rs.uniform(*CORTEX_HU), origin_x=0.0, origin_y=0.0)
-    return wall, rs.uniform(-0.3, 0.3) * g.px
+    # the rib lies in the chest wall, below the extrapleural fat, never in the lung
+    wall['rib_depth'] += wall['fat_depth'] + wall['rib_half_depth']
+    # muscle striation and fat planes run parallel to the pleura: random profiles across the wall's depth
+    profiles = rs.standard_normal((2, _WALL_PROFILE))
+    return wall, rs.uniform(-0.3, 0.3) * g.px, profiles
 
 
-def _render_wall(walls, texture, mottle, g):
+def _profile(values, t):
+    """Cubic B-spline curve through periodic random values [B, n], sampled at t [B, H, W] (in cells): a smooth
+    1-D random profile of roughly unit variance."""
+    n = values.shape[1]
+    base = np.floor(t)
+    u = t - base
+    s = 1.0 - u
+    weights = (s * s * s, (3.0 * u - 6.0) * u * u + 4.0, ((-3.0 * u + 3.0) * u + 3.0) * u + 1.0, u * u * u)
+    index = base.astype(np.int64)
+    row = (np.arange(len(values)) * n).reshape(-1, 1, 1)
+    flat = values.reshape(-1)
+    out = 0.0
+    for k in range(4):
+        out = out + weights[k] * flat[row + (index + (k - 1)) % n]
+    return out * (1.0 / (6.0 * 0.69))   # 0.69: the standard deviation the cubic B-spline leaves in 1-D
+
+
+def _render_wall(walls, profiles, texture, mottle, g):
     """Returns (occupancy of the wall, HU inside the wall, HU added to the lung next to it), all [B, H, W]."""
     p = dict(zip(_WALL_FIELDS, np.array([[wall[name] for name in _WALL_FIELDS] for wall in walls],
                                         dtype=np.float64).T.reshape(-1, len(walls), 1, 1)))
@@ -562,10 +608,14 @@ def _render_wall(walls, texture, mottle, g):
     along = (g.x - p['origin_x']) * (-uy) + (g.y - p['origin_y']) * ux
     occupancy = _smoothstep(depth / p['edge'])
     skirt = p['skirt_hu'] * _smoothstep(depth / p['skirt'] + 1.0)
-    # extrapleural fat under the pleura, then muscle with fat between its bundles
+    # muscle bundles and the fat planes between them run parallel to the pleura, gently wavy
+    layer = depth + (1.2 * g.px) * texture
+    striation = _profile(profiles[:, 0], layer * (1.0 / (0.6 * g.px)))
+    planes = _profile(profiles[:, 1], layer * (1.0 / (2.5 * g.px)))
+    # extrapleural fat under the pleura, then muscle with fat planes between its bundles
     fat = np.maximum(_smoothstep((p['fat_depth'] - depth) / (0.6 * g.px)),
-                     _smoothstep((texture - p['fat_level']) * 2.0))
-    hu = p['muscle_hu'] + (p['fat_hu'] - p['muscle_hu']) * fat + 12.0 * texture + 10.0 * mottle
+                     _smoothstep((0.8 * planes + 0.4 * texture - p['fat_level']) * 2.5))
+    hu = p['muscle_hu'] + (p['fat_hu'] - p['muscle_hu']) * fat + 14.0 * striation + 8.0 * texture + 8.0 * mottle
     # parietal pleura / endothoracic fascia: a thin line denser than the fat beneath it
     line = np.maximum(1.0 - np.abs(depth - 0.4 * g.px) / (0.45 * g.px), 0.0)
     hu = hu + (p['muscle_hu'] - hu) * line
@@ -576,11 +626,13 @@ def _render_wall(walls, texture, mottle, g):
         depth, along, mottle = depth[ribbed], along[ribbed], mottle[ribbed]
         rib_a, rib_b, cortex = q['rib_half_length'], q['rib_half_depth'], q['cortex']
         e1, e2 = (depth - q['rib_depth']) / rib_b, (along - q['rib_position']) / rib_a
-        outer = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * rib_b / (0.5 * g.px))
+        outer = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * rib_b / (0.7 * g.px))
         e1, e2 = (depth - q['rib_depth']) / (rib_b - cortex), (along - q['rib_position']) / (rib_a - cortex)
-        inner = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * (rib_b - cortex) / (0.5 * g.px))
+        inner = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * (rib_b - cortex) / (0.7 * g.px))
         bone = hu[ribbed]
-        hu[ribbed] = bone + (q['cortex_hu'] - bone) * outer + (q['marrow_hu'] + 25.0 * mottle - q['cortex_hu']) * inner
+        # marrow: trabecular bone in fat, grey and mottled
+        marrow = q['marrow_hu'] + 40.0 * mottle
+        hu[ribbed] = bone + (q['cortex_hu'] - bone) * outer + (marrow - q['cortex_hu']) * inner
     return occupancy, hu, skirt
 
 
@@ -612,7 +664,7 @@ class _Scene(object):
         _draw_vessels(rs, g, strokes, (body.x, body.y), contact)
         self.lines, self.dots = strokes.arrays()
         wall = _draw_wall(rs, g, 0.5 * self.description['diameter_mm'])
-        self.wall, self.wall_slope = wall if wall is not None else (None, 0.0)
+        self.wall, self.wall_slope, self.wall_profiles = wall if wall is not None else (None, 0.0, None)
 
 
 class _View(object):
@@ -626,10 +678,15 @@ class _View(object):
         self.flipped = bool(rs.randint(2))
         # uniform, not normal, white noise: 10x faster to draw, and Gaussian enough once filtered
         self.noise = rs.random_sample((g.canvas, g.canvas))
-        # specks: pixel (flat index into the canvas) and occupancy, faint ones far more common than bright ones
-        self.speck_pixels = rs.randint(0, g.canvas * g.canvas, g.specks)
-        occupancy = rs.random_sample(g.specks)
-        self.speck_occupancy = occupancy * occupancy * g.speck_occupancy
+        # specks: sub-voxel vessels cut across.  Positions (px from the canvas centre) and voxel occupancy, faint
+        # ones far more common than bright ones; the first `g.clustered` sit near a random point of a vessel
+        # (small branches cluster around the larger ones), the rest anywhere
+        u = rs.random_sample((4, g.specks))
+        self.speck_x = (u[0] - 0.5) * g.canvas
+        self.speck_y = (u[1] - 0.5) * g.canvas
+        self.speck_occupancy = u[2] * u[2] * g.speck_occupancy
+        self.speck_anchor = u[3, :g.clustered]
+        self.speck_offset = rs.normal(0.0, g.cluster_px, (2, g.clustered))
 
 
 def _transform_strokes(scene, view, b, g):
@@ -650,6 +707,21 @@ def _transform_strokes(scene, view, b, g):
     dots = np.stack([np.full(X.shape, float(b)), c * X - s * Y + view.shift[0], s * X + c * Y + view.shift[1],
                      radius, weight])
     return lines, dots
+
+
+def _specks(items, parts, g):
+    """Specks of all views as (patch, x, y, occupancy): the clustered ones moved next to a vessel point of their
+    view (if any is visible), then shifted by their offset."""
+    columns = []
+    for b, (_, view) in enumerate(items):
+        x, y = view.speck_x.copy(), view.speck_y.copy()
+        lines = parts[b][0]
+        if lines.shape[1]:
+            pick = np.minimum((view.speck_anchor * lines.shape[1]).astype(np.int64), lines.shape[1] - 1)
+            x[:g.clustered] = lines[1, pick] + view.speck_offset[0]
+            y[:g.clustered] = lines[2, pick] + view.speck_offset[1]
+        columns.append((np.full(x.shape, float(b)), x, y, view.speck_occupancy))
+    return [np.concatenate([c[i] for c in columns]) for i in range(4)]
 
 
 def _render(items, g, window, want_masks):
@@ -681,9 +753,7 @@ def _render(items, g, window, want_masks):
         mottle, g)
     nodule = 1.0 - (1.0 - glass_fill) * (1.0 - solid_fill)
     parts = [_transform_strokes(scene, view, b, g) for b, (scene, view) in enumerate(items)]
-    # sub-voxel vessels and septa cut across: specks of partial-volume tissue density
-    specks = (np.concatenate([view.speck_pixels + b * g.canvas * g.canvas for b, (_, view) in enumerate(items)]),
-              np.concatenate([view.speck_occupancy for _, view in items]))
+    specks = _specks(items, parts, g)
     vessels = _paint(np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts], axis=1),
                      specks, count, g)
     # ground glass is partial filling of air spaces: it adds to what is there, so vessels show through it
@@ -707,7 +777,8 @@ def _render(items, g, window, want_masks):
             wall['distance'] += view.z * scene.wall_slope      # the chest wall is oblique to the slice too
             wall['origin_x'], wall['origin_y'] = view.shift
             walls.append(wall)
-        occupancy, wall_hu, skirt = _render_wall(walls, texture[chosen], mottle[chosen], g)
+        profiles = np.array([items[i][0].wall_profiles for i in chosen])
+        occupancy, wall_hu, skirt = _render_wall(walls, profiles, texture[chosen], mottle[chosen], g)
         hu[chosen] = hu[chosen] + skirt + (wall_hu - hu[chosen] - skirt) * occupancy
     # quantum noise enters with the projections, so the reconstruction kernel shapes it like the anatomy
     noise = np.array([view.noise for _, view in items])
