@@ -1,12 +1,17 @@
-"""dataset.py: multi-resolution TFRecord datasets (SPEC section 3), written and read back through TensorFlow."""
+"""dataset.py: multi-resolution TFRecord datasets in the PGGAN layout, written and read back through TensorFlow."""
 import json
 import os
+import stat
+import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from errors import UserError
-from conftest import directory_contents as snapshot
+from conftest import ROOT, directory_contents as snapshot, run_script
+from test_legacy import memory_limit
 from tfcompat import tf, tfrecord_iterator, TFRecordWriter
 import dataset
 
@@ -392,3 +397,351 @@ def test_bad_files_give_user_errors_naming_the_file(tmp_path, kind):
     with pytest.raises(UserError) as error:
         dataset.read_images(path)
     assert path in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Record framing: checked before TensorFlow's reader sees a file
+
+
+def crc32c_bitwise(data):
+    """CRC32C (Castagnoli), bit by bit: an independent reference for the table-driven one in dataset.py."""
+    crc = 0xFFFFFFFF
+    for byte in bytearray(data):
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def mask(crc):
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def record_bytes(payload, length=None, length_checksum=None, data_checksum=None):
+    """One framed record; any field can be overridden (the length then keeps its valid checksum unless told)."""
+    length_field = struct.pack('<Q', len(payload) if length is None else length)
+    return (length_field + struct.pack('<I', mask(crc32c_bitwise(length_field)) if length_checksum is None
+                                       else length_checksum)
+            + payload + struct.pack('<I', mask(crc32c_bitwise(payload)) if data_checksum is None else data_checksum))
+
+
+def write_bytes(path, data):
+    with open(str(path), 'wb') as f:
+        f.write(data)
+    return str(path)
+
+
+def test_crc32c_reference_and_tensorflows_own_checksums(tmp_path):
+    assert crc32c_bitwise(b'123456789') == 0xE3069283  # the published check value of CRC-32C
+    images = random_images(3, 1, 8, seed=20)
+    path = str(tmp_path / 'x-r03.tfrecords')
+    write_examples(path, [image_example(image.shape, image.tobytes()) for image in images])
+    with open(path, 'rb') as f:
+        raw = f.read()
+    offset, payloads = 0, []
+    while offset < len(raw):   # every checksum TensorFlow wrote is what both implementations compute
+        length, length_checksum = struct.unpack_from('<QI', raw, offset)
+        payload = raw[offset + 12:offset + 12 + length]
+        data_checksum, = struct.unpack_from('<I', raw, offset + 12 + length)
+        length_field = raw[offset:offset + 8]
+        assert length_checksum == mask(crc32c_bitwise(length_field)) == dataset.masked_crc32c(length_field)
+        assert data_checksum == mask(crc32c_bitwise(payload)) == dataset.masked_crc32c(payload)
+        offset += 16 + length
+        payloads.append(payload)
+    assert len(payloads) == 3 and dataset.check_record_framing(path) == 3
+    assert b''.join(record_bytes(payload) for payload in payloads) == raw  # record_bytes frames as TensorFlow does
+
+
+def good_records(count=3, size=8, seed=21):
+    return [record_bytes(image_example(image.shape, image.tobytes()).SerializeToString())
+            for image in random_images(count, 1, size, seed=seed)]
+
+
+def framing_cases():
+    records = good_records()
+    huge = record_bytes(b'\0' * 96, length=2 ** 50)   # the reported file: 112 bytes, a valid length checksum
+    return {
+        'length of 2^50': (huge, ['record 0 at byte 0 claims 1125899906842624 bytes', 'ends 112 bytes later']),
+        'length 2^50 in record 2': (records[0] + records[1] + huge, ['record 2 at byte %d claims' % (2 * len(records[0]))]),
+        'length one byte too long': (records[0] + record_bytes(b'x' * 10, length=11),
+                                     ['record 1', 'claims 11 bytes of data but the file ends 26 bytes later']),
+        'length checksum of record 0': (record_bytes(b'x' * 10, length_checksum=12345),
+                                        ['not a TFRecords file', 'length field of its first record']),
+        'length checksum of record 1': (records[0] + record_bytes(b'x' * 10, length_checksum=12345),
+                                        ['corrupt: record 1 at byte %d' % len(records[0]), 'fails its checksum']),
+        'header cut off': (records[0] + records[1][:7], ['truncated: record 1 at byte %d' % len(records[0])]),
+        'footer cut off': (records[0] + records[1][:-1], ['truncated or corrupt: record 1']),
+        'text': (b'shape,data\n1,8,8,...\n' * 5, ['not a TFRecords file']),
+    }
+
+
+@pytest.mark.parametrize('case', sorted(framing_cases()))
+def test_bad_framing_is_refused_before_tensorflow_reads(tmp_path, case):
+    data, fragments = framing_cases()[case]
+    path = write_bytes(tmp_path / 'bad-r03.tfrecords', data)
+    for reader in (dataset.check_record_framing, dataset.count_records, dataset.read_images,
+                   lambda p: list(dataset.iterate_images(p))):
+        with pytest.raises(UserError) as error:
+            reader(path)
+        message = str(error.value)
+        assert message.startswith(path + ': ') and '\n' not in message, message
+        for fragment in fragments:
+            assert fragment in message, (fragment, message)
+
+
+def test_framing_counts_records_without_reading_them(tmp_path):
+    records = good_records(5)
+    assert dataset.check_record_framing(write_bytes(tmp_path / 'a.tfrecords', b''.join(records))) == 5
+    assert dataset.check_record_framing(write_bytes(tmp_path / 'empty.tfrecords', b'')) == 0
+    # A payload that is no Example and a wrong data checksum are TensorFlow's and decode_example's to find.
+    odd = records[0] + record_bytes(b'not an example') + record_bytes(b'x' * 9, data_checksum=7)
+    path = write_bytes(tmp_path / 'b.tfrecords', odd)
+    assert dataset.check_record_framing(path) == 3
+    with pytest.raises(UserError, match='record 1 is not a tf.train.Example'):
+        dataset.read_images(path)
+    path = write_bytes(tmp_path / 'c.tfrecords', records[0] + record_bytes(b'x' * 9, data_checksum=7))
+    with pytest.raises(UserError, match=r'corrupt: record 1 fails its data checksum'):
+        dataset.count_records(path)
+
+
+def test_devices_and_pipes_are_refused_without_opening(tmp_path):
+    fifo = str(tmp_path / 'pipe-r03.tfrecords')
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    for path in ('/dev/zero', fifo):
+        with pytest.raises(UserError) as error:
+            dataset.read_images(path)
+        assert str(error.value) == '%s: is not a regular file (a device, pipe or socket), not a TFRecords file' % path
+
+
+READERS_SCRIPT = """
+import sys
+sys.path.insert(0, %r)
+import dataset
+from errors import UserError
+dataset_dir, path = sys.argv[1], sys.argv[2]
+calls = [('read_images', lambda: dataset.read_images(path)), ('count_records', lambda: dataset.count_records(path)),
+         ('iterate_images', lambda: list(dataset.iterate_images(path))),
+         ('check_dataset', lambda: dataset.check_dataset(dataset_dir)),
+         ('training_batches', lambda: dataset.training_batches(dataset_dir, 3, 2))]
+for name, call in calls:
+    try:
+        call()
+        print(name, 'read it')
+    except UserError as error:
+        print(name, error)
+"""
+
+
+def test_length_of_2_50_every_reader_and_the_display_cli(tmp_path):
+    """The reported crash: TensorFlow's record reader died with SIGSEGV on this 112-byte file.  The readers run
+    in a fresh interpreter, so a crash fails this test instead of ending the test run.  (The scripts' readers --
+    display, info, extract, compare, metrics, training -- all go through these functions.)"""
+    data_dir = tmp_path / 'huge'
+    data_dir.mkdir()
+    path = write_bytes(data_dir / 'huge-r03.tfrecords', record_bytes(b'\0' * 96, length=2 ** 50))
+    write_bytes(data_dir / 'huge-r02.tfrecords', b''.join(good_records(1, 4)))
+    assert os.path.getsize(path) == 112
+    expected = '%s: truncated or corrupt: record 0 at byte 0 claims 1125899906842624 bytes of data but the file ' \
+               'ends 112 bytes later' % path
+    result = subprocess.run([sys.executable, '-c', READERS_SCRIPT % ROOT, str(data_dir), path], timeout=300,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(' ', 1)[0] for line in lines] == ['read_images', 'count_records', 'iterate_images',
+                                                         'check_dataset', 'training_batches']
+    for line in lines:
+        assert line.split(' ', 1)[1] == expected, line
+
+    out = str(tmp_path / 'out')
+    result = run_script('1-dataset_display.py', '--tfrecords', path, '--outdir', out, timeout=300)
+    assert result.returncode == 1 and result.stderr == 'error: %s\n' % expected, (result.returncode, result.stderr)
+    assert not os.path.exists(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# check_dataset: every file, every record, every count
+
+
+def make_dataset(tmp_path, name='AIS', count=6, size=16, channels=1, labels=None, seed=30):
+    out = str(tmp_path / name)
+    images = random_images(count, channels, size, seed=seed)
+    dataset.write_dataset(out, images, labels=labels)
+    return out, images
+
+
+def replace_file(path, images):
+    os.remove(path)
+    write_examples(path, [image_example(image.shape, image.tobytes()) for image in images])
+
+
+def test_check_dataset_reports_a_good_dataset(tmp_path):
+    labels = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    out, images = make_dataset(tmp_path, labels=labels)
+    summary = dataset.check_dataset(out)
+    assert summary.num_images == 6 and summary.shape == [1, 16, 16]
+    assert summary.files == dataset.list_tfrecords(out) and sorted(summary.files) == [2, 3, 4]
+    np.testing.assert_array_equal(summary.labels, labels)
+    assert dataset.check_dataset(make_dataset(tmp_path, 'rgb', channels=3)[0]).shape == [3, 16, 16]
+
+
+def check_dataset_error(out):
+    with pytest.raises(UserError) as error:
+        dataset.check_dataset(out)
+    message = str(error.value)
+    assert '\n' not in message
+    return message
+
+
+def test_check_dataset_refuses_a_labels_file_of_another_length(tmp_path):
+    out, _ = make_dataset(tmp_path, count=64, size=8)
+    with open(dataset.labels_path(out), 'wb') as f:
+        np.save(f, np.eye(2, dtype=np.float32)[np.arange(10) % 2])
+    message = check_dataset_error(out)
+    assert message == '%s: has 10 label rows for 64 images; a labels file needs one row per image' \
+        % dataset.labels_path(out)
+
+
+def test_check_dataset_refuses_a_lower_resolution_with_fewer_records(tmp_path):
+    out, images = make_dataset(tmp_path, count=6)
+    path = dataset.tfrecord_path(out, 3)
+    replace_file(path, reference_pyramid(images)[3][:4])
+    assert check_dataset_error(out) == \
+        '%s: holds 4 records but AIS-r04.tfrecords holds 6; every resolution must hold the same images' % path
+
+
+@pytest.mark.parametrize('problem', ['record of another size', 'other channel count', 'missing resolution',
+                                     'data checksum', 'empty file', 'no Example'])
+def test_check_dataset_names_the_bad_file(tmp_path, problem):
+    out, images = make_dataset(tmp_path)
+    path = dataset.tfrecord_path(out, 3)
+    pyramid = reference_pyramid(images)
+    if problem == 'record of another size':
+        replace_file(path, list(pyramid[3][:5]) + [pyramid[2][5]])
+        fragments = ['record 5 has shape [1, 4, 4]', '[1, 8, 8]']
+    elif problem == 'other channel count':
+        replace_file(path, np.repeat(pyramid[3], 3, axis=1))
+        fragments = ['record 0 has shape [3, 8, 8]', '[1, 8, 8]']
+    elif problem == 'missing resolution':
+        os.remove(path)
+        path, fragments = out, ['lacks the resolutions 8x8']
+    elif problem == 'data checksum':
+        with open(path, 'r+b') as f:
+            f.seek(os.path.getsize(path) - 30)
+            byte = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([byte[0] ^ 0x10]))
+        fragments = ['record 5 fails its data checksum']
+    elif problem == 'empty file':
+        replace_file(path, [])
+        fragments = ['holds no records']
+    elif problem == 'no Example':
+        write_bytes(path, record_bytes(b'\x07' * 50))
+        fragments = ['record 0 is not a tf.train.Example']
+    message = check_dataset_error(out)
+    assert message.startswith(path + ': '), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training_batches: every image once per epoch, and no silent shrinking
+
+
+def test_training_batches_yield_every_image_once_per_epoch(tmp_path, tf_session):
+    labels = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0, 1, 2, 3]]
+    out, images = make_dataset(tmp_path, count=8, size=8, labels=labels)
+    batch, label_batch = dataset.training_batches(out, 3, 8, labels=labels, seed=1)
+    got_images, got_labels = tf_session.run([batch, label_batch])
+    assert got_images.shape == (8, 8, 8, 1) and got_labels.shape == (8, 4)
+    as_uint8 = np.rint((got_images + 1.0) * 127.5).astype(np.uint8).transpose(0, 3, 1, 2)
+    order = [next(i for i in range(8) if np.array_equal(image, images[i])) for image in as_uint8]
+    assert sorted(order) == list(range(8))                       # each image exactly once, shuffled
+    np.testing.assert_array_equal(got_labels, labels[order])     # and each with its own label
+
+
+def test_training_batches_refuse_counts_that_would_shrink_the_data(tmp_path, tf_session):
+    out, images = make_dataset(tmp_path, count=64, size=8)
+    with pytest.raises(UserError) as error:
+        dataset.training_batches(out, 3, 4, labels=np.eye(2, dtype=np.float32)[np.arange(10) % 2])
+    assert str(error.value) == '%s: has 10 label rows for 64 images; a labels file needs one row per image' \
+        % dataset.labels_path(out)
+    path = dataset.tfrecord_path(out, 2)
+    replace_file(path, reference_pyramid(images)[2][:50])
+    with pytest.raises(UserError) as error:
+        dataset.training_batches(out, 2, 4)
+    assert str(error.value) == \
+        '%s: holds 50 records but AIS-r03.tfrecords holds 64; every resolution must hold the same images' % path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Labels and metadata files
+
+
+def test_labels_header_promising_more_than_the_file_is_refused_without_allocating(tmp_path):
+    out, _ = make_dataset(tmp_path, count=2, size=4)
+    path = dataset.labels_path(out)
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 3), np.float32))
+    header['shape'] = (10 ** 11, 3)   # 1.2 TB of float32
+    with open(path, 'wb') as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b'\0' * 24)
+    with memory_limit(64):
+        with pytest.raises(UserError) as error:
+            dataset.read_labels(out)
+    assert str(error.value) == '%s: damaged: its header describes [100000000000, 3] float32 values but the file ' \
+                               'holds 24 bytes of data' % path
+
+
+@pytest.mark.parametrize('content, fragment', [
+    (np.array([[0.0, np.nan]], np.float32), 'NaN or infinite'),
+    (np.zeros((2, 2), dtype=[('a', 'f4')]), 'must be numbers'),
+    (np.zeros(2, np.float32), 'must be [N, label_size]'),
+    (b'not numpy', 'not a NumPy .npy array'),
+])
+def test_bad_labels_files(tmp_path, content, fragment):
+    out, _ = make_dataset(tmp_path, count=2, size=4)
+    path = dataset.labels_path(out)
+    with open(path, 'wb') as f:
+        f.write(content) if isinstance(content, bytes) else np.save(f, content)
+    with pytest.raises(UserError) as error:
+        dataset.read_labels(out)
+    assert str(error.value).startswith(path + ': ') and fragment in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize('content, fragment', [(b'{"a": ', 'not a JSON file'), (b'\xff\xfe{}', 'not a JSON file'),
+                                               (b'[1, 2]', 'holds a JSON list')])
+def test_bad_metadata_files(tmp_path, content, fragment):
+    out, _ = make_dataset(tmp_path, count=2, size=4)
+    path = write_bytes(dataset.metadata_path(out), content)
+    with pytest.raises(UserError) as error:
+        dataset.read_metadata(out)
+    assert str(error.value).startswith(path + ': ') and fragment in str(error.value), str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Permissions
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o002, 0o077])
+def test_new_dataset_has_the_permissions_of_any_new_directory(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        out, _ = make_dataset(tmp_path, count=2, size=8)
+        os.mkdir(str(tmp_path / 'made by the user'))
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE(os.stat(out).st_mode)
+    assert mode == 0o777 & ~umask == stat.S_IMODE(os.stat(str(tmp_path / 'made by the user')).st_mode), oct(mode)
+    for name in os.listdir(out):
+        assert stat.S_IMODE(os.stat(os.path.join(out, name)).st_mode) == 0o666 & ~umask, name
+
+
+def test_existing_directory_keeps_its_permissions(tmp_path):
+    out = tmp_path / 'mine'
+    out.mkdir()
+    os.chmod(str(out), 0o750)
+    dataset.write_dataset(str(out), random_images(2, 1, 8))
+    assert stat.S_IMODE(os.stat(str(out)).st_mode) == 0o750
+    dataset.write_dataset(str(out), random_images(3, 1, 8), overwrite=True)
+    assert stat.S_IMODE(os.stat(str(out)).st_mode) == 0o750 and dataset.count_records(
+        dataset.tfrecord_path(str(out), 3)) == 3
