@@ -581,7 +581,7 @@ def _draw_wall(rs, g, nodule_radius_mm):
 
 
 def _profile(values, t):
-    """Cubic B-spline curve through periodic random values [B, n], sampled at t [B, H, W] (in cells): a smooth
+    """Cubic B-spline curve through periodic random values [B, n], sampled at t [B, ...] (in cells): a smooth
     1-D random profile of roughly unit variance."""
     n = values.shape[1]
     base = np.floor(t)
@@ -589,12 +589,26 @@ def _profile(values, t):
     s = 1.0 - u
     weights = (s * s * s, (3.0 * u - 6.0) * u * u + 4.0, ((-3.0 * u + 3.0) * u + 3.0) * u + 1.0, u * u * u)
     index = base.astype(np.int64)
-    row = (np.arange(len(values)) * n).reshape(-1, 1, 1)
+    row = (np.arange(len(values)) * n).reshape((-1,) + (1,) * (t.ndim - 1))
     flat = values.reshape(-1)
     out = 0.0
     for k in range(4):
         out = out + weights[k] * flat[row + (index + (k - 1)) % n]
     return out * (1.0 / (6.0 * 0.69))   # 0.69: the standard deviation the cubic B-spline leaves in 1-D
+
+
+def _wall_layers(profiles, p, g):
+    """HU of each wall's layers against depth (px, on a grid `step` apart starting at `first`): extrapleural fat,
+    then muscle striated across its bundles (0.6 mm) with fat planes between them (2.5 mm)."""
+    step = 0.25
+    first = -(2.0 * g.canvas + 10.0 * g.px)
+    depth = first + step * np.arange(int(-2.0 * first / step) + 2, dtype=np.float64).reshape(1, -1)
+    fat_depth, fat_level = p['fat_depth'].reshape(-1, 1), p['fat_level'].reshape(-1, 1)
+    muscle, fat_hu = p['muscle_hu'].reshape(-1, 1), p['fat_hu'].reshape(-1, 1)
+    striation = _profile(profiles[:, 0], depth * (1.0 / (0.6 * g.px)))
+    planes = _profile(profiles[:, 1], depth * (1.0 / (2.5 * g.px)))
+    fat = np.maximum(_smoothstep((fat_depth - depth) / (0.6 * g.px)), _smoothstep((planes - fat_level) * 2.0))
+    return muscle + (fat_hu - muscle) * fat + 14.0 * striation, first, step
 
 
 def _render_wall(walls, profiles, texture, mottle, g):
@@ -608,14 +622,15 @@ def _render_wall(walls, profiles, texture, mottle, g):
     along = (g.x - p['origin_x']) * (-uy) + (g.y - p['origin_y']) * ux
     occupancy = _smoothstep(depth / p['edge'])
     skirt = p['skirt_hu'] * _smoothstep(depth / p['skirt'] + 1.0)
-    # muscle bundles and the fat planes between them run parallel to the pleura, gently wavy
+    # layers parallel to the pleura, gently wavy: a 1-D table of HU against depth, linearly interpolated
     layer = depth + (1.2 * g.px) * texture
-    striation = _profile(profiles[:, 0], layer * (1.0 / (0.6 * g.px)))
-    planes = _profile(profiles[:, 1], layer * (1.0 / (2.5 * g.px)))
-    # extrapleural fat under the pleura, then muscle with fat planes between its bundles
-    fat = np.maximum(_smoothstep((p['fat_depth'] - depth) / (0.6 * g.px)),
-                     _smoothstep((0.8 * planes + 0.4 * texture - p['fat_level']) * 2.5))
-    hu = p['muscle_hu'] + (p['fat_hu'] - p['muscle_hu']) * fat + 14.0 * striation + 8.0 * texture + 8.0 * mottle
+    table, first, step = _wall_layers(profiles, p, g)
+    position = np.minimum(np.maximum((layer - first) * (1.0 / step), 0.0), table.shape[1] - 1.001)
+    index = position.astype(np.int64)      # floor: position is not negative
+    fraction = position - index
+    index = index + (np.arange(len(walls)) * table.shape[1]).reshape(-1, 1, 1)
+    flat = table.reshape(-1)
+    hu = flat[index] + (flat[index + 1] - flat[index]) * fraction + 8.0 * texture + 8.0 * mottle
     # parietal pleura / endothoracic fascia: a thin line denser than the fat beneath it
     line = np.maximum(1.0 - np.abs(depth - 0.4 * g.px) / (0.45 * g.px), 0.0)
     hu = hu + (p['muscle_hu'] - hu) * line
