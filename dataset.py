@@ -166,8 +166,7 @@ def _serialized_records(path):
             yield index, serialized
             index += 1
     except tf.errors.DataLossError:
-        raise UserError('%s: corrupt: record %d fails its data checksum (%d good records before it)'
-                        % (path, index, index))
+        raise UserError('%s: corrupt: record %d fails its data checksum' % (path, index))
     except tf.errors.OpError as error:
         raise UserError('%s: cannot read (%s)' % (path, error.message.splitlines()[0]))
 

@@ -1,0 +1,314 @@
+"""Seeded fuzzing of the two file readers a user points at arbitrary files: TFRecords (dataset.py) and network
+pickles (legacy.py).
+
+Mutants of a small valid file of each kind -- flipped bytes, truncations, inserted bytes, length fields (with
+valid checksums, so TensorFlow would trust them), memo indices, frame lengths, protocol numbers -- go through
+the real readers in a separate interpreter whose data segment is limited (a crash or a runaway allocation fails
+the test instead of ending the test run), and a few through the real scripts.  Every mutant must either read
+cleanly or fail with exactly one line that names the file: never a traceback, a crash or a hang.
+
+The cases are the same on every run (FUZZ_SEED in the environment explores others); each case's name says how
+its file was made, so a failure reproduces from its name alone.
+"""
+import json
+import os
+import pickle
+import pickletools
+import resource
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from test_dataset import image_example, mask, crc32c_bitwise, random_images, record_bytes
+from test_legacy import published_pickle, published_states
+
+SEED = int(os.environ.get('FUZZ_SEED', '20240611'))
+CASES_PER_KIND = 24           # TFRecords mutants, and pickle mutants, read by direct calls
+DATA_LIMIT_MB = 768           # above what the reader process holds after importing TensorFlow
+SCRIPT_DATA_LIMIT_MB = 3072   # a whole script, TensorFlow's start-up included
+TIMEOUT = 240
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Mutants
+
+
+def base_tfrecords():
+    """Four framed records of 1x8x8 images, byte for byte as TensorFlow writes them."""
+    return [record_bytes(image_example(image.shape, image.tobytes()).SerializeToString())
+            for image in random_images(4, 1, 8, seed=SEED % 1000)]
+
+
+def record_offsets(records):
+    offsets, offset = [], 0
+    for record in records:
+        offsets.append(offset)
+        offset += len(record)
+    return offsets
+
+
+def with_length(data, offset, length, valid_checksum=True):
+    """`data` with the record header at `offset` claiming `length` (and its checksum fixed, unless told)."""
+    field = struct.pack('<Q', length)
+    checksum = struct.pack('<I', mask(crc32c_bitwise(field))) if valid_checksum else data[offset + 8:offset + 12]
+    return data[:offset] + field + checksum + data[offset + 12:]
+
+
+def tfrecords_mutants(rng, count):
+    """[(name, bytes)]: the reported 2^50 length first, then `count` - 1 seeded mutants."""
+    records = base_tfrecords()
+    data, offsets = b''.join(records), record_offsets(records)
+    mutants = [('length 2^50 in record 0, valid checksum', with_length(records[0][:112], 0, 2 ** 50))]
+    lengths = [0, 1, 2 ** 31 - 1, 2 ** 32, 2 ** 50, 2 ** 63, 2 ** 64 - 1]
+    kinds = ['flip', 'flips', 'truncate', 'length', 'length raw', 'insert', 'payload']
+    while len(mutants) < count:
+        kind = kinds[len(mutants) % len(kinds)]
+        record = int(rng.randint(len(records)))
+        if kind == 'flip':
+            position, bit = int(rng.randint(len(data))), int(rng.randint(8))
+            mutant = bytearray(data)
+            mutant[position] ^= 1 << bit
+            name, mutant = 'flip bit %d of byte %d' % (bit, position), bytes(mutant)
+        elif kind == 'flips':
+            positions = sorted(int(p) for p in rng.randint(len(data), size=8))
+            mutant = bytearray(data)
+            for position in positions:
+                mutant[position] = int(rng.randint(256))
+            name, mutant = 'random bytes at %s' % positions, bytes(mutant)
+        elif kind == 'truncate':
+            cut = int(rng.randint(1, len(data)))
+            name, mutant = 'truncated to %d bytes' % cut, data[:cut]
+        elif kind in ('length', 'length raw'):
+            length = (lengths[int(rng.randint(len(lengths)))] if rng.rand() < 0.6
+                      else len(records[record]) - 16 + int(rng.randint(-3, 4)))
+            valid = kind == 'length'
+            name = 'record %d claims %d bytes (%s length checksum)' % (record, length, 'valid' if valid else 'old')
+            mutant = with_length(data, offsets[record], length, valid)
+        elif kind == 'insert':
+            position, size = int(rng.randint(len(data))), int(rng.randint(1, 20))
+            name = 'inserted %d random bytes at byte %d' % (size, position)
+            mutant = data[:position] + rng.bytes(size) + data[position:]
+        else:  # a payload that is framed and checksummed correctly but is random bytes or a strange Example
+            if rng.rand() < 0.5:
+                payload, what = rng.bytes(int(rng.randint(0, 300))), 'random bytes'
+            else:
+                shape = [int(v) for v in rng.choice([-1, 0, 1, 8, 3, 2 ** 31, 2 ** 62], size=int(rng.randint(0, 5)))]
+                payload, what = image_example(shape, rng.bytes(int(rng.randint(0, 100)))).SerializeToString(), \
+                    'an Example of shape %s' % shape
+            name = 'record %d holds %s (valid checksums)' % (record, what)
+            mutant = b''.join(records[:record] + [record_bytes(payload)] + records[record + 1:])
+        mutants.append((name, mutant))
+    return mutants
+
+
+def opcode_positions(data):
+    """[(opcode name, position of the opcode, position of its argument, argument length in bytes)]."""
+    ops = list(pickletools.genops(data))
+    found = []
+    for index, (op, _, position) in enumerate(ops):
+        end = ops[index + 1][2] if index + 1 < len(ops) else len(data)
+        found.append((op.name, position, position + 1, end - position - 1))
+    return found
+
+
+def without_frames(data):
+    """The same pickle with its FRAME opcodes dropped (frames are optional), so bytes can be inserted."""
+    return b''.join(data[position:position + 1 + size] for name, position, _, size in opcode_positions(data)
+                    if name != 'FRAME')
+
+
+LENGTH_FIELDS = {'SHORT_BINBYTES': '<B', 'SHORT_BINUNICODE': '<B', 'BINBYTES': '<I', 'BINUNICODE': '<I',
+                 'BINBYTES8': '<Q', 'BINUNICODE8': '<Q'}
+MEMO_FIELDS = {'BINGET': '<B', 'BINPUT': '<B', 'LONG_BINGET': '<I', 'LONG_BINPUT': '<I'}
+
+
+def replace_field(data, position, fmt, value):
+    size = struct.calcsize(fmt)
+    return data[:position] + struct.pack(fmt, value) + data[position + size:]
+
+
+def pickle_mutants(rng, count):
+    """[(name, bytes)]: the reported memo index first, then `count` - 1 seeded mutants of a tiny (G, D, Gs)."""
+    data = published_pickle(published_states(), protocol=4)
+    unframed = without_frames(data)
+    ops = opcode_positions(data)
+    mutants = [('LONG_BINPUT 1400000000 after the protocol',
+                unframed[:2] + b'r' + struct.pack('<I', 1400000000) + unframed[2:])]
+    kinds = ['flip', 'truncate', 'length', 'memo', 'memo insert', 'frame', 'protocol', 'flips']
+    while len(mutants) < count:
+        kind = kinds[len(mutants) % len(kinds)]
+        if kind == 'flip':
+            position, bit = int(rng.randint(len(data))), int(rng.randint(8))
+            mutant = bytearray(data)
+            mutant[position] ^= 1 << bit
+            name, mutant = 'flip bit %d of byte %d' % (bit, position), bytes(mutant)
+        elif kind == 'flips':  # in the first 2 kB, where the structure is (the rest is mostly array data)
+            positions = sorted(int(p) for p in rng.randint(min(len(data), 2048), size=4))
+            mutant = bytearray(data)
+            for position in positions:
+                mutant[position] = int(rng.randint(256))
+            name, mutant = 'random bytes at %s' % positions, bytes(mutant)
+        elif kind == 'truncate':
+            cut = int(rng.randint(len(data)))
+            name, mutant = 'truncated to %d bytes' % cut, data[:cut]
+        elif kind == 'length':
+            candidates = [op for op in ops if op[0] in LENGTH_FIELDS]
+            op_name, position, argument, _ = candidates[int(rng.randint(len(candidates)))]
+            fmt = LENGTH_FIELDS[op_name]
+            value = int(rng.randint(0, 2 ** min(8 * struct.calcsize(fmt), 62), dtype=np.int64)) \
+                if rng.rand() < 0.5 else 2 ** (8 * struct.calcsize(fmt)) - 1
+            name = '%s at byte %d claims %d bytes' % (op_name, position, value)
+            mutant = replace_field(data, argument, fmt, value)
+        elif kind == 'memo':
+            candidates = [op for op in ops if op[0] in MEMO_FIELDS]
+            op_name, position, argument, _ = candidates[int(rng.randint(len(candidates)))]
+            value = int(rng.randint(256))
+            name, mutant = '%s at byte %d reads %d' % (op_name, position, value), \
+                replace_field(data, argument, MEMO_FIELDS[op_name], value)
+        elif kind == 'memo insert':
+            unframed_ops = opcode_positions(unframed)
+            _, position, _, _ = unframed_ops[int(rng.randint(1, len(unframed_ops)))]
+            opcode = 'rj'[int(rng.randint(2))]  # LONG_BINPUT / LONG_BINGET
+            value = int(rng.choice([1400000000, 2 ** 32 - 1, int(rng.randint(2 ** 31))]))
+            name = '%s %d inserted at byte %d (frames dropped)' % (opcode, value, position)
+            mutant = unframed[:position] + opcode.encode() + struct.pack('<I', value) + unframed[position:]
+        elif kind == 'frame':
+            frames = [op for op in ops if op[0] == 'FRAME']
+            _, position, argument, _ = frames[int(rng.randint(len(frames)))]
+            old, = struct.unpack_from('<Q', data, argument)
+            value = int(rng.choice([0, old - 1, old + 1, 2 ** 63, 2 ** 64 - 1]))
+            name, mutant = 'FRAME at byte %d claims %d bytes' % (position, value), \
+                replace_field(data, argument, '<Q', value)
+        else:
+            value = int(rng.randint(256))
+            name, mutant = 'protocol byte %d' % value, data[:1] + bytes([value]) + data[2:]
+        mutants.append((name, mutant))
+    return mutants
+
+
+def write_cases(directory, prefix, mutants, suffix):
+    cases = []
+    for index, (name, data) in enumerate(mutants):
+        path = os.path.join(str(directory), '%s%02d%s' % (prefix, index, suffix))
+        with open(path, 'wb') as f:
+            f.write(data)
+        cases.append({'name': name, 'path': path})
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The readers, in a separate interpreter with a limited data segment
+
+
+READER = """
+import json, resource, sys
+sys.path.insert(0, %(root)r)
+import dataset, legacy
+from errors import UserError
+from tfcompat import tf
+
+def data_segment_bytes():
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith('VmData:'))
+
+limit = data_segment_bytes() + %(extra_mb)d * 2 ** 20
+resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+built = 0
+for line in sys.stdin:
+    case = json.loads(line)
+    print(json.dumps({'name': case['name'], 'started': True}), flush=True)  # the last case named, if it crashes
+    try:
+        if case['kind'] == 'tfrecords':
+            images = dataset.read_images(case['path'])
+            detail = '%%d images' %% len(images)
+        else:
+            states = legacy.read_network_states(case['path'])
+            detail = 'states read'
+            if built < 6:  # build the generator too, for some of the mutants that read cleanly
+                built += 1
+                with tf.Graph().as_default(), tf.Session():
+                    legacy.network_from_state(states[2], case['path'])
+                detail = 'Gs built'
+        outcome = {'read': detail}
+    except UserError as error:
+        outcome = {'error': str(error)}
+    print(json.dumps(dict(outcome, name=case['name'], path=case['path'])), flush=True)
+"""
+
+
+def run_readers(cases):
+    """{case name: {'read': what} or {'error': message}}; fails naming the case that crashed the reader."""
+    script = READER % {'root': ROOT, 'extra_mb': DATA_LIMIT_MB}
+    result = subprocess.run([sys.executable, '-c', script], input=''.join(json.dumps(c) + '\n' for c in cases),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=TIMEOUT)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    if result.returncode != 0:
+        last = lines[-1]['name'] if lines else '(before the first case)'
+        pytest.fail('the reader died (exit %d) on case %r with SEED=%d:\n%s'
+                    % (result.returncode, last, SEED, result.stderr[-3000:]))
+    return dict((line['name'], line) for line in lines if 'started' not in line)
+
+
+def assert_one_line_naming(outcome, path):
+    if 'error' in outcome:
+        message = outcome['error']
+        assert message.startswith(path + ': ') and '\n' not in message and len(message) < 600, message
+        assert len(message) > len(path) + 10, message   # says what is wrong, never an empty reason
+
+
+def test_mutated_files_read_cleanly_or_fail_in_one_line(tmp_path):
+    rng = np.random.RandomState(SEED)
+    cases = [dict(c, kind='tfrecords') for c in write_cases(tmp_path, 'records', tfrecords_mutants(rng, CASES_PER_KIND),
+                                                           '-r03.tfrecords')]
+    cases += [dict(c, kind='pickle') for c in write_cases(tmp_path, 'network', pickle_mutants(rng, CASES_PER_KIND),
+                                                         '.pkl')]
+    assert len(set(c['name'] for c in cases)) == len(cases), 'case names must be unique to reproduce them'
+    outcomes = run_readers(cases)
+    assert sorted(outcomes) == sorted(c['name'] for c in cases)
+    for case in cases:
+        assert_one_line_naming(outcomes[case['name']], case['path'])
+    # The mutants are hostile enough to matter: many are refused, the two reported ones for what they are.
+    errors = [outcomes[c['name']]['error'] for c in cases if 'error' in outcomes[c['name']]]
+    assert len(errors) >= len(cases) // 4, errors
+    assert 'claims 1125899906842624 bytes' in outcomes[cases[0]['name']]['error']
+    assert 'memo entry 1400000000' in outcomes[cases[CASES_PER_KIND]['name']]['error']
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A few mutants through the scripts themselves
+
+
+def limit_data_segment():
+    limit = SCRIPT_DATA_LIMIT_MB * 2 ** 20
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+
+
+@pytest.mark.slow
+def test_mutated_files_through_the_scripts(tmp_path):
+    rng = np.random.RandomState(SEED + 1)
+    records = write_cases(tmp_path, 'records', tfrecords_mutants(rng, 2), '-r03.tfrecords')
+    networks = write_cases(tmp_path, 'network', pickle_mutants(rng, 2), '.pkl')
+    runs = [('1-dataset_display.py', '--tfrecords', case, ['--number', '4']) for case in records]
+    runs += [('2-inference.py', '--model', case, ['--number', '2']) for case in networks]
+    processes = []
+    for index, (script, option, case, extra) in enumerate(runs):
+        out = str(tmp_path / ('out%d' % index))
+        command = [sys.executable, os.path.join(ROOT, script), option, case['path'], '--outdir', out] + extra
+        processes.append((case, out, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                      universal_newlines=True, cwd=ROOT,
+                                                      preexec_fn=limit_data_segment)))
+        if len(processes) % 2 == 0 or index == len(runs) - 1:  # two at a time
+            for case, out, process in processes[-2:]:
+                stdout, stderr = process.communicate(timeout=TIMEOUT)
+                where = '%r (SEED=%d)' % (case['name'], SEED)
+                assert 'Traceback' not in stderr, (where, stderr)
+                if process.returncode == 0:
+                    assert os.path.isdir(out), where
+                else:
+                    assert process.returncode == 1, (where, process.returncode, stderr)
+                    assert stderr.startswith('error: %s: ' % case['path']) and stderr.count('\n') == 1, (where, stderr)
+                    assert not os.path.exists(out), where
