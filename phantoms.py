@@ -113,8 +113,15 @@ SPECK_OCCUPANCY = 0.35      # the largest fraction of a 0.7 mm voxel they fill
 
 def _smoothstep(t):
     """0 for t <= -1, 1 for t >= 1, a smooth cubic in between (a polynomial, so bit-exact everywhere)."""
-    u = np.minimum(np.maximum(t * 0.5 + 0.5, 0.0), 1.0)
-    return u * u * (3.0 - 2.0 * u)
+    u = t * 0.5
+    u += 0.5
+    np.maximum(u, 0.0, out=u)
+    np.minimum(u, 1.0, out=u)
+    out = u * u
+    u *= -2.0        # in place, the same roundings as u * u * (3.0 - 2.0 * u)
+    u += 3.0
+    out *= u
+    return out
 
 
 def _smooth1(t):
@@ -137,10 +144,10 @@ def _blur_valid(images, taps):
     height, width = images.shape[1] - n + 1, images.shape[2] - n + 1
     rows = taps[0] * images[:, :, 0:width]
     for i in range(1, n):
-        rows = rows + taps[i] * images[:, :, i:i + width]
+        rows += taps[i] * images[:, :, i:i + width]
     out = taps[0] * rows[:, 0:height, :]
     for i in range(1, n):
-        out = out + taps[i] * rows[:, i:i + height, :]
+        out += taps[i] * rows[:, i:i + height, :]
     return out
 
 
@@ -163,13 +170,14 @@ class _BSplineNoise(object):
         self.gain = 1.0 / 0.48     # B-spline smoothing leaves unit noise with a variance of ~0.48 in 2-D
 
     def __call__(self, coarse):
-        rows = 0.0
-        for j in range(4):
-            rows = rows + self.weight[:, j] * np.take(coarse, self.index[:, j], axis=2)
-        out = 0.0
-        for i in range(4):
-            out = out + self.weight[:, i].reshape(-1, 1) * np.take(rows, self.index[:, i], axis=1)
-        return out * self.gain
+        rows = self.weight[:, 0] * np.take(coarse, self.index[:, 0], axis=2)
+        for j in range(1, 4):
+            rows += self.weight[:, j] * np.take(coarse, self.index[:, j], axis=2)
+        out = self.weight[:, 0].reshape(-1, 1) * np.take(rows, self.index[:, 0], axis=1)
+        for i in range(1, 4):
+            out += self.weight[:, i].reshape(-1, 1) * np.take(rows, self.index[:, i], axis=1)
+        out *= self.gain
+        return out
 
 
 class _Geometry(object):
@@ -327,11 +335,11 @@ def _draw_vessels(rs, g, strokes, nodule_xy, contact):
     for _ in range(rs.randint(1, 6)):
         xs, ys, cs, ss, _ = _walk(rs, g, rs.uniform(-1.0, 1.0) * g.half, rs.uniform(-1.0, 1.0) * g.half,
                                   rs.uniform(0.0, _TAU), rs.uniform(1.0, 3.5), 0.3)
-        n, radius = len(xs), rs.uniform(0.2, 0.6) * g.px
+        n, radius, weight = len(xs), rs.uniform(0.2, 0.6) * g.px, rs.uniform(0.4, 0.9)
+        # thickest and densest where the vessel crosses the middle of the slab
         fades = [_smooth1(1.5 - 3.0 * abs(2.0 * i / (n - 1) - 1.0)) for i in range(n)]
-        strokes.add_line(xs, ys, cs, ss, [radius * (0.3 + 0.7 * f) for f in fades],
-                         [rs.uniform(0.4, 0.9) * f for f in fades], (0.0, 0.0), rs.uniform(-3.0, 3.0),
-                         rs.uniform(0.8, 2.0))
+        strokes.add_line(xs, ys, cs, ss, [radius * (0.3 + 0.7 * f) for f in fades], [weight * f for f in fades],
+                         (0.0, 0.0), rs.uniform(-3.0, 3.0), rs.uniform(0.8, 2.0))
     # vessels running through the slice show up as round grey dots of 1-3 pixels; a few are thicker
     u = rs.random_sample((rs.randint(2, 9), 6)).T.tolist()
     radius_mm = [0.25 + 0.4 * a if b < 0.85 else 0.65 + 0.45 * a for a, b in zip(u[2], u[3])]
@@ -406,13 +414,11 @@ def _paint(lines, dots, specks, count, g):
 
 def _harmonics(rs, amplitudes):
     """Random Fourier coefficients a_1..a_6, b_1..b_6 of an outline, amplitude k drawn up to amplitudes[k]."""
-    a, b = [], []
-    for k in range(_HARMONICS):
-        amplitude = rs.uniform(0.0, amplitudes[k]) if k < len(amplitudes) else 0.0
-        phase = rs.uniform(0.0, _TAU)
-        a.append(amplitude * math.cos(phase))
-        b.append(amplitude * math.sin(phase))
-    return a + b
+    u = rs.random_sample((2, _HARMONICS)).tolist()
+    amplitude = [v * (amplitudes[k] if k < len(amplitudes) else 0.0) for k, v in enumerate(u[0])]
+    phase = [v * _TAU for v in u[1]]
+    return ([r * math.cos(t) for r, t in zip(amplitude, phase)]
+            + [r * math.sin(t) for r, t in zip(amplitude, phase)])
 
 
 class _Body(object):
@@ -619,18 +625,15 @@ def _render_wall(walls, profiles, texture, mottle, g):
     dx = g.x - (p['origin_x'] + (p['distance'] - bulge * radius) * ux)
     dy = g.y - (p['origin_y'] + (p['distance'] - bulge * radius) * uy)
     depth = bulge * (np.sqrt(dx * dx + dy * dy) - radius)       # px into the wall
-    along = (g.x - p['origin_x']) * (-uy) + (g.y - p['origin_y']) * ux
     occupancy = _smoothstep(depth / p['edge'])
     skirt = p['skirt_hu'] * _smoothstep(depth / p['skirt'] + 1.0)
-    # layers parallel to the pleura, gently wavy: a 1-D table of HU against depth, linearly interpolated
-    layer = depth + (1.2 * g.px) * texture
+    # layers parallel to the pleura, gently wavy: a 1-D table of HU against depth, looked up at the nearest
+    # entry (a quarter pixel apart, finer than the point-spread function can show)
     table, first, step = _wall_layers(profiles, p, g)
-    position = np.minimum(np.maximum((layer - first) * (1.0 / step), 0.0), table.shape[1] - 1.001)
-    index = position.astype(np.int64)      # floor: position is not negative
-    fraction = position - index
-    index = index + (np.arange(len(walls)) * table.shape[1]).reshape(-1, 1, 1)
-    flat = table.reshape(-1)
-    hu = flat[index] + (flat[index + 1] - flat[index]) * fraction + 8.0 * texture + 8.0 * mottle
+    position = (depth + (1.2 * g.px) * texture) * (1.0 / step) + (0.5 - first / step)
+    index = np.minimum(np.maximum(position, 0.0), table.shape[1] - 1.0).astype(np.int64)
+    index += (np.arange(len(walls)) * table.shape[1]).reshape(-1, 1, 1)
+    hu = table.reshape(-1)[index] + 8.0 * texture + 8.0 * mottle
     # parietal pleura / endothoracic fascia: a thin line denser than the fat beneath it
     line = np.maximum(1.0 - np.abs(depth - 0.4 * g.px) / (0.45 * g.px), 0.0)
     hu = hu + (p['muscle_hu'] - hu) * line
@@ -638,7 +641,8 @@ def _render_wall(walls, profiles, texture, mottle, g):
     ribbed = [i for i, wall in enumerate(walls) if wall['rib']]
     if ribbed:
         q = dict((name, value[ribbed]) for name, value in p.items())
-        depth, along, mottle = depth[ribbed], along[ribbed], mottle[ribbed]
+        depth, mottle = depth[ribbed], mottle[ribbed]
+        along = (g.x - q['origin_x']) * (-q['uy']) + (g.y - q['origin_y']) * q['ux']
         rib_a, rib_b, cortex = q['rib_half_length'], q['rib_half_depth'], q['cortex']
         e1, e2 = (depth - q['rib_depth']) / rib_b, (along - q['rib_position']) / rib_a
         outer = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * rib_b / (0.7 * g.px))
