@@ -452,15 +452,16 @@ _REPR.maxlevel = 3
 
 
 def _short(value):
-    """A repr of a value from a file that stays short (and never fails: huge ints have no repr on 3.11)."""
+    """A repr of a value from a file that stays short and on one line (and never fails: huge ints have no repr
+    on 3.11)."""
     try:
-        return _REPR.repr(value)
+        return ' '.join(_REPR.repr(value).split())
     except Exception:
         return 'a %s' % type(value).__name__
 
 
 def _clip(text, limit=60):
-    text = str(text)
+    text = ' '.join(str(text).split())
     return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
