@@ -43,6 +43,11 @@ def base_tfrecords():
             for image in random_images(4, 1, 8, seed=SEED % 1000)]
 
 
+def pick(rng, options):
+    """One of `options` (Python ints of any size: rng.choice would turn them into floats or overflow)."""
+    return options[int(rng.randint(len(options)))]
+
+
 def record_offsets(records):
     offsets, offset = [], 0
     for record in records:
@@ -83,7 +88,7 @@ def tfrecords_mutants(rng, count):
             cut = int(rng.randint(1, len(data)))
             name, mutant = 'truncated to %d bytes' % cut, data[:cut]
         elif kind in ('length', 'length raw'):
-            length = (lengths[int(rng.randint(len(lengths)))] if rng.rand() < 0.6
+            length = (pick(rng, lengths) if rng.rand() < 0.6
                       else len(records[record]) - 16 + int(rng.randint(-3, 4)))
             valid = kind == 'length'
             name = 'record %d claims %d bytes (%s length checksum)' % (record, length, 'valid' if valid else 'old')
@@ -96,7 +101,7 @@ def tfrecords_mutants(rng, count):
             if rng.rand() < 0.5:
                 payload, what = rng.bytes(int(rng.randint(0, 300))), 'random bytes'
             else:
-                shape = [int(v) for v in rng.choice([-1, 0, 1, 8, 3, 2 ** 31, 2 ** 62], size=int(rng.randint(0, 5)))]
+                shape = [pick(rng, [-1, 0, 1, 3, 8, 2 ** 31, 2 ** 62]) for _ in range(int(rng.randint(0, 5)))]
                 payload, what = image_example(shape, rng.bytes(int(rng.randint(0, 100)))).SerializeToString(), \
                     'an Example of shape %s' % shape
             name = 'record %d holds %s (valid checksums)' % (record, what)
@@ -157,7 +162,7 @@ def pickle_mutants(rng, count):
             name, mutant = 'truncated to %d bytes' % cut, data[:cut]
         elif kind == 'length':
             candidates = [op for op in ops if op[0] in LENGTH_FIELDS]
-            op_name, position, argument, _ = candidates[int(rng.randint(len(candidates)))]
+            op_name, position, argument, _ = pick(rng, candidates)
             fmt = LENGTH_FIELDS[op_name]
             value = int(rng.randint(0, 2 ** min(8 * struct.calcsize(fmt), 62), dtype=np.int64)) \
                 if rng.rand() < 0.5 else 2 ** (8 * struct.calcsize(fmt)) - 1
@@ -165,7 +170,7 @@ def pickle_mutants(rng, count):
             mutant = replace_field(data, argument, fmt, value)
         elif kind == 'memo':
             candidates = [op for op in ops if op[0] in MEMO_FIELDS]
-            op_name, position, argument, _ = candidates[int(rng.randint(len(candidates)))]
+            op_name, position, argument, _ = pick(rng, candidates)
             value = int(rng.randint(256))
             name, mutant = '%s at byte %d reads %d' % (op_name, position, value), \
                 replace_field(data, argument, MEMO_FIELDS[op_name], value)
@@ -173,14 +178,14 @@ def pickle_mutants(rng, count):
             unframed_ops = opcode_positions(unframed)
             _, position, _, _ = unframed_ops[int(rng.randint(1, len(unframed_ops)))]
             opcode = 'rj'[int(rng.randint(2))]  # LONG_BINPUT / LONG_BINGET
-            value = int(rng.choice([1400000000, 2 ** 32 - 1, int(rng.randint(2 ** 31))]))
+            value = pick(rng, [1400000000, 2 ** 32 - 1, int(rng.randint(2 ** 31))])
             name = '%s %d inserted at byte %d (frames dropped)' % (opcode, value, position)
             mutant = unframed[:position] + opcode.encode() + struct.pack('<I', value) + unframed[position:]
         elif kind == 'frame':
             frames = [op for op in ops if op[0] == 'FRAME']
-            _, position, argument, _ = frames[int(rng.randint(len(frames)))]
+            _, position, argument, _ = pick(rng, frames)
             old, = struct.unpack_from('<Q', data, argument)
-            value = int(rng.choice([0, old - 1, old + 1, 2 ** 63, 2 ** 64 - 1]))
+            value = pick(rng, [0, old - 1, old + 1, 2 ** 63, 2 ** 64 - 1])
             name, mutant = 'FRAME at byte %d claims %d bytes' % (position, value), \
                 replace_field(data, argument, '<Q', value)
         else:
