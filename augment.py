@@ -95,11 +95,11 @@ def switches(enable=(), disable=()):
 class AugmentPipe(object):
     """One augmentation policy with its probability p and the overfitting heuristic that steers p (for `ada`).
 
-    Build it once, before the graph is finalised; it owns three non-trainable variables under `name`/: `p`, and
-    the running sum and count of sign(D(real)) since the last update (r_t, the heuristic of the last update,
-    is a fourth).  Per minibatch and role (reals, fakes, ...): `params = pipe.draw(minibatch, resolution)` then
-    `pipe.apply(images, params)`; with each discriminator step run `pipe.accumulate(real_scores)`, and every
-    `ada_interval` minibatches `pipe.update_op`.
+    Build it once, before the graph is finalised; it owns four non-trainable variables under `name`/: `p`, `rt`
+    (r_t of the last update) and the running sum and count of sign(D(real)) since then.  Per minibatch and role
+    (reals, fakes, ...): `params = pipe.draw(minibatch, resolution)`, then `pipe.apply(images, params)`.  Run
+    `pipe.accumulate(real_scores)` with each discriminator step, and `pipe.update_op` on its own every 4
+    minibatches (ADA's interval): never in the same run as a draw, which reads p.
     """
 
     def __init__(self, policy='ada',
@@ -115,7 +115,6 @@ class AugmentPipe(object):
                  initial_p=0.0,         # ada: p at the start of training (restored with set_p on resume)
                  ada_target=0.6,        # ada: target of r_t = E[sign(D(real))]; None keeps p fixed at initial_p
                  ada_kimg=500.0,        # ada: thousands of images for p to move from 0 to 1
-                 ada_interval=4,        # minibatches between updates (the training loop's cadence, logged only)
                  name='Augment'):
         if policy not in POLICIES:
             raise ValueError('unknown augmentation policy %r (known: %s)' % (policy, ', '.join(POLICIES)))
@@ -131,14 +130,13 @@ class AugmentPipe(object):
         self.translate_max, self.scale_max, self.rotate_max = translate_max, scale_max, rotate_max
         self.brightness_max, self.contrast_max = brightness_max, contrast_max
         self.cutout_size, self.cutout_value = cutout_size, cutout_value
-        self.ada_target, self.ada_kimg, self.ada_interval = ada_target, ada_kimg, ada_interval
+        self.ada_target, self.ada_kimg = ada_target, ada_kimg
         self.name = name
         self.config = dict(policy=policy, augmentations=list(self.enabled), translate_max=translate_max,
                            scale_max=scale_max, rotate_max=rotate_max, brightness_max=brightness_max,
                            contrast_max=contrast_max, cutout_size=cutout_size, cutout_value=cutout_value)
         if policy == 'ada':
-            self.config.update(initial_p=initial_p, ada_target=ada_target, ada_kimg=ada_kimg,
-                               ada_interval=ada_interval)
+            self.config.update(initial_p=initial_p, ada_target=ada_target, ada_kimg=ada_kimg)
 
         with tf.name_scope(name):
             fixed_p = {'none': 0.0, 'diffaugment': 1.0}.get(policy, initial_p)
@@ -254,7 +252,7 @@ class AugmentPipe(object):
                                 [zeros, zeros, ones]]))
         if 'scale' in self.enabled:
             zoom = column('scale')
-            # Grappler rewrites 1 / x into an approximate reciprocal (1 / 1 = 0.99999994 with AVX-512): keep the
+            # 1 / x can run as an approximate reciprocal (1 / 1 gave 0.99999994 on an AVX-512 CPU): keep the
             # identity exact.
             shrink = tf.where(tf.equal(zoom, 1.0), ones, 1.0 / zoom)
             undo.append(matrix([[shrink, zeros, zeros], [zeros, shrink, zeros], [zeros, zeros, ones]]))
