@@ -41,7 +41,7 @@ def parse_args(argv=None):
     parser.add_argument('--num', type=cli.positive_int,
                         help='images per set (default: all images of --real, half of them with --halves, '
                              'the smaller dataset for two datasets)')
-    parser.add_argument('--seed', type=cli.nonnegative_int, default=0,
+    parser.add_argument('--seed', type=cli.seed, default=0,
                         help='seed of the latent vectors (as in 2-inference.py) and of the SWD sampling '
                              '(default: %(default)s)')
     parser.add_argument('--metrics', type=metric_list, default=list(METRICS), metavar='LIST',
@@ -64,10 +64,16 @@ def _need(path, available, number, what='images'):
                             % (path, available, number, what))
 
 
+def dataset_images(dataset_dir):
+    """uint8 [N, C, H, W]: every image of the dataset's full-resolution TFRecords file."""
+    import dataset
+    files = dataset.list_tfrecords(dataset_dir)
+    return dataset.read_images(files[max(files)])
+
+
 def load_sets(args):
     """(real images, fake images, description of each) as uint8 [N, C, H, W], N equal for both."""
-    import metrics
-    real = metrics.dataset_images(args.real)
+    real = dataset_images(args.real)
     if args.halves:
         number = args.num or len(real) // 2
         if number < 1:
@@ -77,25 +83,24 @@ def load_sets(args):
                 '%s, images 0..%d' % (args.real, number - 1),
                 '%s, images %d..%d' % (args.real, number, 2 * number - 1))
     if os.path.isdir(args.fake):
-        fake = metrics.dataset_images(args.fake)
+        fake = dataset_images(args.fake)
         number = args.num or min(len(real), len(fake))
         _need(args.real, len(real), number)
         _need(args.fake, len(fake), number)
         return (real[:number], fake[:number], '%s, images 0..%d' % (args.real, number - 1),
                 '%s, images 0..%d' % (args.fake, number - 1))
+    import generation
     number = args.num or len(real)
     _need(args.real, len(real), number)
     with cli.progress(number, 'generating') as bar:
-        fake = metrics.network_images(args.fake, number, args.seed, args.batch_size, args.label_index,
-                                      progress=bar.update)
-    return (real[:number], fake, '%s, images 0..%d' % (args.real, number - 1),
+        fake = generation.images_from_pickle(args.fake, number, args.seed, args.batch_size, args.label_index,
+                                             progress=bar.update)
+    return (real[:number], generation.channels_first(fake), '%s, images 0..%d' % (args.real, number - 1),
             '%s, %d generated images, latent seed %d' % (args.fake, number, args.seed))
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.seed >= 2 ** 32:
-        raise UserError('--seed must be below 2**32, got %d' % args.seed)
     # Fail on missing inputs before importing TensorFlow (seconds) or reading anything.
     if not os.path.isdir(args.real):
         raise UserError('%s: no such dataset directory' % args.real)

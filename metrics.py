@@ -1,12 +1,13 @@
-"""Image-quality metrics for generated nodules, offline and in plain NumPy (SPEC section 7).
+"""Image-quality metrics for generated nodules, offline and in plain NumPy.
 
 * Sliced Wasserstein distance (SWD, Karras et al. 2018): compares the distributions of 7x7 neighbourhoods of
   the two image sets at every level of a Laplacian pyramid, from full resolution down to 16x16. Lower = closer.
 * MS-SSIM (Wang, Simoncelli & Bovik 2003) between consecutive images of one set: a diversity measure (PGGAN,
   Odena et al.). Lower = more diverse.
 
-Nothing is downloaded and TensorFlow is only imported by the helpers that read datasets or run a generator.
-Images are uint8 (or any real numbers on the 0..255 scale) [N, C, H, W], C = 1 or 3.
+Nothing is downloaded, and nothing here uses TensorFlow or a network: callers bring the images (compute_metrics.py
+reads datasets, and generates through generation.py).  Images are uint8 (or any real numbers on the 0..255
+scale) [N, C, H, W], C = 1 or 3.
 
 Random draws (neighbourhood positions, projection directions) come from NumPy RandomState streams keyed by the
 seed, so a result depends only on the images and the seed, on every stack:
@@ -317,35 +318,3 @@ def ms_ssim_consecutive_pairs(images, **kwargs):
     if pairs < 1:
         raise ValueError('MS-SSIM of consecutive pairs needs at least 2 images, got %d' % len(images))
     return float(np.mean(ms_ssim(images[0:2 * pairs:2], images[1:2 * pairs:2], **kwargs)))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Where the images come from
-
-
-def dataset_images(dataset_dir, number=None, start=0):
-    """uint8 [N, C, H, W]: images start .. start + number - 1 (all from `start` when None) of the dataset's
-    full-resolution TFRecords file."""
-    import dataset
-    from errors import UserError
-    files = dataset.list_tfrecords(dataset_dir)
-    path = files[max(files)]
-    images = dataset.read_images(path, None if number is None else start + number)
-    if start >= len(images):
-        raise UserError('%s: holds only %d images, none from index %d' % (path, len(images), start))
-    return images[start:] if number is None else images[start:start + number]
-
-
-def network_images(pkl_path, number, seed=0, batch_size=32, label_index=None, progress=None):
-    """uint8 [N, C, H, W] from the generator Gs of a network pickle, for RandomState(seed) latents.
-
-    These are the images `2-inference.py --model PKL --number N --seed S` writes.
-    """
-    import generation
-    import legacy
-    import tfutil
-    tfutil.init_tf()
-    Gs = legacy.load_network_pkl(pkl_path, which=('Gs',))
-    latents = generation.random_latents(number, Gs.input_shapes[0][1], seed)
-    images = generation.generate_images(Gs, latents, label_index, batch_size, progress=progress)
-    return images[:, np.newaxis] if images.ndim == 3 else images.transpose(0, 3, 1, 2)

@@ -32,3 +32,122 @@ def test_reduced_precision_is_close_to_float32_or_refused_cleanly(tiny_generator
     # float16 keeps 11 significant bits, bfloat16 only 8: each must stay within a few grey levels of float32.
     assert np.mean(difference <= 1) >= (0.99 if precision == 'float16' else 0.7)
     assert difference.max() <= (2 if precision == 'float16' else 20)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation: labels, chunking, non-finite output
+
+
+def test_label_index_on_an_unconditional_generator_is_refused(tiny_generator):
+    latents = generation.random_latents(2, tiny_generator.input_shapes[0][1], seed=0)
+    with pytest.raises(UserError, match='without labels'):
+        generation.generate_images(tiny_generator, latents, label_index=0)
+
+
+def test_conditional_generator_needs_a_label_and_takes_per_image_labels(tf_session):
+    tf.set_random_seed(2)
+    G = tfutil.Network('Gc', 'G_paper', resolution=16, fmap_base=128, fmap_max=32, label_size=3)
+    G.init_vars()
+    latents = generation.random_latents(6, G.input_shapes[0][1], seed=4)
+    with pytest.raises(UserError, match='--label-index 0..2'):
+        generation.generate_images(G, latents)
+    with pytest.raises(UserError, match='--label-index 0..2'):
+        generation.generate_images(G, latents, label_index=3)
+    one_class = generation.generate_images(G, latents, label_index=1)
+    labels = np.zeros((6, 3), np.float32)
+    labels[:, 1] = 1
+    assert np.array_equal(generation.generate_images(G, latents, labels=labels), one_class)
+    labels[3:] = [1, 0, 0]
+    mixed = generation.generate_images(G, latents, labels=labels)
+    assert np.array_equal(mixed[:3], one_class[:3]) and not np.array_equal(mixed[3:], one_class[3:])
+
+
+def test_result_does_not_depend_on_how_output_is_chunked(tiny_generator, monkeypatch):
+    latents = generation.random_latents(20, tiny_generator.input_shapes[0][1], seed=5)
+    whole = generation.generate_images(tiny_generator, latents, batch_size=4)
+    monkeypatch.setattr(generation, '_CHUNK_IMAGES', 8)  # chunks of two minibatches instead of 256
+    progress = []
+    chunked = generation.generate_images(tiny_generator, latents, batch_size=4, progress=progress.append)
+    assert np.array_equal(whole, chunked)
+    assert progress == [4] * 5
+
+
+def test_non_finite_generator_output_is_an_error_not_black_images(tiny_generator):
+    latents = generation.random_latents(4, tiny_generator.input_shapes[0][1], seed=6)
+    name = [n for n in tiny_generator.vars if n.startswith('ToRGB') and n.endswith('weight')][-1]
+    weight = tiny_generator.get_vars()[name]
+    tiny_generator.set_vars({name: np.full_like(weight, 3e38)})
+    with pytest.raises(UserError, match='NaN or infinite'):
+        generation.generate_images(tiny_generator, latents)
+    images = generation.generate_images(tiny_generator, latents, check_finite=False)  # on request: as before
+    assert images.dtype == np.uint8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Latent files (no TensorFlow involved)
+
+
+def saved(path, array):
+    np.save(str(path), array)
+    return str(path)
+
+
+@pytest.mark.parametrize('case,fragment', [
+    ('strings', 'real numbers'),
+    ('structured', 'structured'),
+    ('npz', '.npz'),
+    ('objects', 'Python objects'),
+    ('beyond float32', 'float32'),
+    ('nan', 'NaN'),
+    ('one-dimensional', 'shape [16]'),
+    ('empty', 'shape [0, 16]'),
+    ('complex', 'real numbers'),
+    ('too many', 'at most 5'),
+    ('not npy', 'not a NumPy .npy array'),
+    ('missing', 'no such latents file'),
+])
+def test_read_latents_refuses_what_is_not_a_latent_array(tmp_path, case, fragment):
+    path = str(tmp_path / 'z.npy')
+    if case == 'strings':
+        saved(path, np.full((4, 16), '0.5'))
+    elif case == 'structured':
+        saved(path, np.zeros(4, dtype=[('z', np.float32, (16,))]))
+    elif case == 'npz':
+        path = str(tmp_path / 'z.npz')
+        np.savez(path, z=np.zeros((4, 16), np.float32))
+    elif case == 'objects':
+        saved(path, np.array([[0.5] * 16] * 4, dtype=object))
+    elif case == 'beyond float32':
+        saved(path, np.full((4, 16), 1e300))
+    elif case == 'nan':
+        saved(path, np.array([[0.0] * 15 + [np.nan]] * 4))
+    elif case == 'one-dimensional':
+        saved(path, np.zeros(16, np.float32))
+    elif case == 'empty':
+        saved(path, np.zeros((0, 16), np.float32))
+    elif case == 'complex':
+        saved(path, np.zeros((4, 16), np.complex64))
+    elif case == 'too many':
+        saved(path, np.zeros((6, 16), np.float32))
+    elif case == 'not npy':
+        with open(path, 'wb') as f:
+            f.write(b'0.1 0.2 0.3\n')
+    with pytest.raises(UserError) as error:
+        generation.read_latents(path, max_count=5)
+    assert path in str(error.value) and fragment in str(error.value), str(error.value)
+
+
+def test_read_latents_casts_numbers_to_float32(tmp_path):
+    values = np.random.RandomState(7).randn(3, 16)
+    latents = generation.read_latents(saved(tmp_path / 'f64.npy', values))
+    assert latents.dtype == np.float32 and np.array_equal(latents, values.astype(np.float32))
+    latents = generation.read_latents(saved(tmp_path / 'int.npy', np.arange(32, dtype=np.int16).reshape(2, 16)))
+    assert latents.dtype == np.float32 and latents[1, 15] == 31
+    with pytest.raises(UserError, match=r'needs \[N, 512\]'):
+        generation.load_latents(str(tmp_path / 'int.npy'), 512)
+
+
+def test_image_count_is_bounded_before_anything_is_allocated():
+    with pytest.raises(UserError, match='at most %d' % generation.MAX_IMAGES):
+        generation.random_latents(generation.MAX_IMAGES + 1, 512, seed=0)
+    generation.check_image_count(generation.MAX_IMAGES)

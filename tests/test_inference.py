@@ -99,7 +99,10 @@ def wrong_shape_pickle(path):
 # Bad input: each must fail cleanly, name the problem, and leave its directory exactly as it was.
 FAILURES = ['missing model', 'not a pickle', 'truncated pickle', 'pickle of something else', 'wrong shapes',
             'number 0', 'latents of the wrong shape', 'latents not .npy', 'outdir is a file', 'outdir under a file',
-            'existing different image']
+            'existing different image', 'latents of strings', 'latents of a structured dtype', 'latents in an npz',
+            'latents of objects', 'latents beyond float32', 'seed 2**32', 'number 1e11', 'interpolate 1e11',
+            'label index without labels', 'grid exists with other contents', 'grid is an image name',
+            'grid under a file', 'grid ends in a slash', 'overwrite onto a directory']
 
 
 def snapshot(directory):
@@ -166,6 +169,48 @@ def prepare_failures(model, root):
             existing = os.path.join(out, 'inference_img_0.png')
             Image.fromarray(np.full((SIZE, SIZE), 77, np.uint8), 'L').save(existing)
             fragments = [existing, 'already exists']
+        elif name.startswith('latents '):
+            bad = os.path.join(d, 'z.npy')
+            if name == 'latents of strings':
+                np.save(bad, np.full((4, LATENT_SIZE), '0.5'))
+                fragments = [bad, 'real numbers']
+            elif name == 'latents of a structured dtype':
+                np.save(bad, np.zeros(4, dtype=[('z', np.float32, (LATENT_SIZE,))]))
+                fragments = [bad, 'structured']
+            elif name == 'latents in an npz':
+                bad = os.path.join(d, 'z.npz')
+                np.savez(bad, z=np.zeros((4, LATENT_SIZE), np.float32))
+                fragments = [bad, '.npz']
+            elif name == 'latents of objects':
+                np.save(bad, np.array([[0.5] * LATENT_SIZE] * 4, dtype=object))
+                fragments = [bad, 'Python objects']
+            else:
+                np.save(bad, np.full((4, LATENT_SIZE), 1e300))  # finite in float64, infinite in float32
+                fragments = [bad, 'float32']
+            args = args + ['--latents', bad]
+        elif name == 'seed 2**32':
+            args, fragments = args + ['--seed', str(2 ** 32)], ['--seed', '2**32']
+        elif name == 'number 1e11':
+            args, fragments = args + ['--number', '100000000000'], ['100000000000', 'at most 100000']
+        elif name == 'interpolate 1e11':
+            args, fragments = args + ['--interpolate', '100000000000'], ['at most 100000']
+        elif name == 'label index without labels':
+            args, fragments = args + ['--label-index', '0'], ['--label-index', 'without labels']
+        elif name.startswith('grid '):
+            os.makedirs(out)
+            notes = write(os.path.join(d, 'notes'), b'my notes\n')
+            grid = {'grid exists with other contents': os.path.join(out, 'mosaic.png'),
+                    'grid is an image name': 'inference_img_3.png',
+                    'grid under a file': os.path.join(notes, 'mosaic.png'),
+                    'grid ends in a slash': os.path.join(d, 'mosaics') + '/'}[name]
+            if name == 'grid exists with other contents':
+                write(grid, b'an earlier mosaic')
+            args, fragments = args + ['--grid', grid], [os.path.basename(grid.rstrip('/'))]
+        elif name == 'overwrite onto a directory':
+            os.makedirs(os.path.join(out, 'inference_img_5.png'))
+            for index in (0, 9):
+                write(os.path.join(out, 'inference_img_%d.png' % index), b'earlier results')
+            args, fragments = args + ['--overwrite'], ['inference_img_5.png', 'directory']
         cases[name] = (d, args, fragments)
     return cases
 
