@@ -1,25 +1,31 @@
 """Training throughput: real images per second through one training step at each resolution.
 
 One step is what the training loop runs per minibatch (TrainingGraphs.step): a discriminator step with the
-gradient penalty, a generator step and the Gs moving-average update.  Each resolution is measured at its integer
-lod (no fade-in), after warm-up, as the median over several repeats.  The same process also times a large float32
-matmul (the machine's GEMM peak) so that throughput can be read as a fraction of what the CPU can do, and prints
-the numbers the issue reports for the original PGGAN code under current TensorFlow and for a PyTorch
-re-implementation next to ours.
+gradient penalty and the Gs moving-average update, then a generator step.  Each resolution is measured at its
+integer lod (no fade-in), after warm-up, as the median over several repeats.
+
+Only numbers measured in this process are put side by side as ratios:
+* "per-res / full-res": our per-resolution graph against the same step built at full resolution on upscaled reals
+  (TrainingGraphs(full_resolution=True): every block of both networks evaluated, as in the original's "linear"
+  structure; the original trains with its "recursive" structure, which skips unused blocks with tf.cond, so this
+  column is not a comparison with the original's speed);
+* "% peak": estimated FLOP/s as a fraction of the float32 GEMM peak timed in this process (a large matmul);
+* bfloat16 GEMM against float32 GEMM, with which kind of matrix unit the CPU has (bfloat16 only pays off with
+  AMX; with AVX-512-BF16 alone it measured about 0.5x float32 on the reviewer's Xeon).
+Figures measured elsewhere are quoted as such, never divided by this run's numbers (see OUTSIDE_FIGURES).
+
+FLOP estimate: the forward multiply-adds per image of G and D at the trained resolution are counted layer by layer
+from the network definition (fused resampling: the 4x4 stride-2 kernels cost 4 taps per output pixel of an
+upscale, 16 per output pixel of a downscale; at 64x64 with the defaults G is 9.19 G multiply-adds).  A training
+step then costs about 4 F_G + 14 F_D multiply-adds per image, taking a backward pass as twice its forward pass:
+D step = G forward + D forward on reals, fakes and mixed images (3 F_D) + the input gradient of the penalty (F_D)
++ weight gradients of the real/fake terms (4 F_D) and of the penalty, which differentiates a forward+backward
+graph (4 F_D); G step = G and D forward + D input gradient + G backward (3 F_G + 2 F_D).  Element-wise work is
+ignored, so this is an estimate to about +-30%, good for orders of magnitude and for comparing resolutions.
 
     python benchmarks/bench_training.py            # small configuration (fmap_base 1024, fmap_max 128)
     python benchmarks/bench_training.py --full     # also the default one (8192 / 512) at 16x16 and 64x64 (slow)
     python benchmarks/bench_training.py --quick    # fewer and shorter repeats
-
-FLOP estimate (printed as GFLOP/s): the forward multiply-adds per image of G and D at the trained resolution are
-counted layer by layer from the network definition (fused resampling: the 4x4 stride-2 kernels cost 4 taps per
-output pixel of an upscale, 16 per output pixel of a downscale; at 64x64 with the defaults G is 9.19 G MACs, as
-SPEC 10 says).  A training step then costs about 4 F_G + 14 F_D multiply-adds per image, taking a backward pass
-as twice its forward pass: D step = G forward + D forward on reals, fakes and mixed images (3 F_D) + the input
-gradient of the penalty (F_D) + weight gradients of the real/fake terms (4 F_D) and of the penalty, which
-differentiates a forward+backward graph (4 F_D); G step = G and D forward + D input gradient + G backward
-(3 F_G + 2 F_D).  Element-wise work is ignored, so this is an estimate to about +-30%, good for orders of
-magnitude and for comparing resolutions, not more.
 """
 import argparse
 import os
@@ -37,10 +43,10 @@ import numpy as np  # noqa: E402
 MINIBATCH = 16
 SMALL = dict(fmap_base=1024, fmap_max=128)
 DEFAULT = dict(fmap_base=8192, fmap_max=512)
-# img/s reported in the issue (small configuration unless noted); None where it gives no number.
-ORIGINAL_SMALL = {4: 650.0, 8: None, 16: 52.0, 32: 27.0, 64: 16.0}
-PYTORCH_SMALL = {4: 550.0, 8: None, 16: 43.0, 32: 18.0, 64: 11.0}
-ORIGINAL_DEFAULT = {16: 3.6, 64: 0.54}
+# Measured elsewhere, quoted as such: the original PGGAN code and this code side by side on one machine.
+OUTSIDE_FIGURES = ('On the reviewer\'s machine (small configuration, minibatch 16), the original PGGAN code under '
+                   'current TensorFlow measured 54.6 img/s at 16x16 and 19.0 at 64x64, and this code 64.4 and 22.7 '
+                   'there: about 1.18x.  Those numbers are not from this machine.')
 
 
 def nf_function(fmap_base, fmap_max, fmap_decay=1.0):
@@ -76,13 +82,27 @@ def step_flops_per_image(resolution, fmap_base, fmap_max):
     return 2.0 * (4 * g + 14 * d)
 
 
-def gemm_peak(tf, tfutil, size=2048, chain=4, repeats=5):
-    """GFLOP/s of float32 matmuls (`chain` independent size x size products per run); (median, best)."""
+def bfloat16_hardware():
+    """Which bfloat16 case this CPU is in, from the flags the Linux kernel reports."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = set(f.read().split())
+    except OSError:
+        return 'unknown (no /proc/cpuinfo)'
+    if 'amx_bf16' in flags:
+        return 'AMX (bfloat16 matrix units): bfloat16 can beat float32'
+    if 'avx512_bf16' in flags:
+        return 'AVX-512-BF16 without AMX: bfloat16 dot products only, expect it slower than float32'
+    return 'neither AMX nor AVX-512-BF16: bfloat16 is emulated, expect it much slower than float32'
+
+
+def gemm_rate(tf, tfutil, dtype='float32', size=2048, chain=4, repeats=5):
+    """GFLOP/s of `dtype` matmuls (`chain` independent size x size products per run): (median, best)."""
     rng = np.random.RandomState(0)
-    a = tf.constant(rng.randn(size, size).astype(np.float32))
+    a = tf.cast(tf.constant(rng.randn(size, size).astype(np.float32)), dtype)
     bs = [tf.Variable(rng.randn(size, size).astype(np.float32)) for _ in range(chain)]
     tfutil.run([b.initializer for b in bs])
-    total = tf.add_n([tf.reduce_sum(tf.matmul(a, b)) for b in bs])
+    total = tf.add_n([tf.reduce_sum(tf.cast(tf.matmul(a, tf.cast(b, dtype)), tf.float32)) for b in bs])
     tfutil.run(total)  # warm-up
     rates = []
     for _ in range(repeats):
@@ -113,56 +133,58 @@ def measure(graphs, level, lod, warmup, repeats, seconds):
     return statistics.median(rates), min(rates), max(rates), steps
 
 
-def run_config(name, kwargs, resolutions, data_dir, args, peak, references):
+def build_graphs(kwargs, resolutions, data_dir, full_resolution):
     import tfutil
     import training_loop
+    G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=64, **kwargs)
+    D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=64, **kwargs)
+    G.init_vars()
+    D.init_vars()
+    schedule = training_loop.Schedule(64, initial_resolution=min(resolutions), minibatch=MINIBATCH)
+    graphs = training_loop.TrainingGraphs(G, D, G.clone('Gs'), data_dir, schedule,
+                                          training_loop.available_devices(1), seed=1000,
+                                          full_resolution=full_resolution)
+    tfutil.initialize_uninitialized_vars()
+    return G, D, graphs
+
+
+def run_config(name, kwargs, resolutions, data_dir, args, peak):
+    import tfutil
     from tfcompat import tf
     graph = tf.Graph()
     with graph.as_default(), tf.Session(graph=graph, config=tfutil.session_config()) as session, \
             session.as_default():
         tf.set_random_seed(1000)
-        G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=64, **kwargs)
-        D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=64, **kwargs)
-        G.init_vars()
-        D.init_vars()
-        Gs = G.clone('Gs')
-        schedule = training_loop.Schedule(64, initial_resolution=min(resolutions), minibatch=MINIBATCH)
         start = time.time()
-        graphs = training_loop.TrainingGraphs(G, D, Gs, data_dir, schedule, training_loop.available_devices(1),
-                                              seed=1000)
-        tfutil.initialize_uninitialized_vars()
+        G, D, ours = build_graphs(kwargs, resolutions, data_dir, full_resolution=False)
+        _, _, full = build_graphs(kwargs, resolutions, data_dir, full_resolution=True)
         print('%s configuration (fmap_base %d, fmap_max %d, minibatch %d): G %d and D %d parameters; '
               'graphs for %s built in %.1f s'
               % (name, kwargs['fmap_base'], kwargs['fmap_max'], MINIBATCH, G.num_params(), D.num_params(),
-                 ', '.join('%dx%d' % (2 ** k, 2 ** k) for k in sorted(graphs.levels)), time.time() - start))
-        header = ('%-7s %10s %17s %8s %9s %10s %9s %12s %9s'
-                  % ('res', 'img/s', '(min..max)', 'steps', 'GFLOP/img', 'GFLOP/s', '% peak', 'original', 'ours/orig'))
-        if references.get('pytorch'):
-            header += ' %9s %9s' % ('pytorch', 'ours/pt')
-        print(header)
+                 ', '.join('%dx%d' % (r, r) for r in resolutions), time.time() - start))
+        print('%-7s %10s %17s %12s %17s %9s %10s %7s'
+              % ('res', 'img/s', '(min..max)', 'full-res', '(min..max)', 'per-res /', 'GFLOP/img', '% peak'))
+        print('%-7s %10s %17s %12s %17s %9s %10s %7s' % ('', 'per-res', '', 'img/s', '', 'full-res', '(est.)',
+                                                          '(est.)'))
         sys.stdout.flush()
         for resolution in resolutions:
             level = int(np.log2(resolution))
-            lod = 6 - level
-            median, low, high, steps = measure(graphs, level, float(lod), args.warmup, args.repeats, args.seconds)
+            lod = float(6 - level)
+            median, low, high, _ = measure(ours, level, lod, args.warmup, args.repeats, args.seconds)
+            full_median, full_low, full_high, _ = measure(full, level, lod, args.warmup, args.repeats, args.seconds)
             flops = step_flops_per_image(resolution, kwargs['fmap_base'], kwargs['fmap_max'])
-            achieved = median * flops / 1e9
-            original = references['original'].get(resolution)
-            line = ('%-7s %10.2f %17s %8d %9.3f %10.1f %8.1f%% %12s %9s'
-                    % ('%dx%d' % (resolution, resolution), median, '(%.2f..%.2f)' % (low, high), steps,
-                       flops / 1e9, achieved, 100.0 * achieved / peak,
-                       '%.2f' % original if original else '-', '%.2f' % (median / original) if original else '-'))
-            if references.get('pytorch'):
-                torch = references['pytorch'].get(resolution)
-                line += ' %9s %9s' % ('%.1f' % torch if torch else '-', '%.2f' % (median / torch) if torch else '-')
-            print(line)
+            print('%-7s %10.2f %17s %12.2f %17s %8.2fx %10.3f %6.1f%%'
+                  % ('%dx%d' % (resolution, resolution), median, '(%.2f..%.2f)' % (low, high), full_median,
+                     '(%.2f..%.2f)' % (full_low, full_high), median / full_median, flops / 1e9,
+                     100.0 * median * flops / 1e9 / peak))
             sys.stdout.flush()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='See the module docstring for how FLOPs are estimated.')
+                                     epilog='See the module docstring for what is compared and how FLOPs are '
+                                            'estimated.')
     parser.add_argument('--full', action='store_true',
                         help='also measure the default configuration (fmap_base 8192, fmap_max 512) at 16x16 and '
                              '64x64; slow (minutes) on a CPU')
@@ -180,15 +202,24 @@ def main(argv=None):
     import tfcompat
     import tfutil
     from tfcompat import tf
-    print('TensorFlow %s, Python %s, %d CPU(s); minibatch %d; one step = D step with gradient penalty + G step + '
-          'Gs update' % (tfcompat.TF_VERSION, sys.version.split()[0], os.cpu_count() or 0, MINIBATCH))
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    print('TensorFlow %s, Python %s, %d CPU(s), load average %.2f; minibatch %d; one step = D step with gradient '
+          'penalty and Gs update + G step' % (tfcompat.TF_VERSION, sys.version.split()[0], os.cpu_count() or 0,
+                                              load, MINIBATCH))
+    print('bfloat16 hardware: %s' % bfloat16_hardware())
     graph = tf.Graph()
     with graph.as_default(), tf.Session(graph=graph, config=tfutil.session_config()) as session, \
             session.as_default():
-        peak, best = gemm_peak(tf, tfutil, repeats=3 if args.quick else 5)
-    print('float32 GEMM (2048x2048 matmuls, same process): median %.1f GFLOP/s, best %.1f GFLOP/s' % (peak, best))
-    print('GFLOP/img is an analytic estimate (4 F_G + 14 F_D multiply-adds, see the docstring); '
-          '"original" = the issue\'s numbers for the original PGGAN code under current TensorFlow')
+        repeats = 3 if args.quick else 5
+        peak, best = gemm_rate(tf, tfutil, 'float32', repeats=repeats)
+        try:
+            bf16, _ = gemm_rate(tf, tfutil, 'bfloat16', repeats=repeats)
+            bf16_text = '%.1f GFLOP/s, %.2fx float32' % (bf16, bf16 / peak)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnimplementedError, TypeError):
+            bf16_text = 'no bfloat16 matmul kernel in TensorFlow %s' % tfcompat.TF_VERSION
+    print('float32 GEMM (2048x2048 matmuls, this process): median %.1f GFLOP/s, best %.1f; bfloat16 GEMM: %s'
+          % (peak, best, bf16_text))
+    print(OUTSIDE_FIGURES)
     print()
     sys.stdout.flush()
 
@@ -196,11 +227,10 @@ def main(argv=None):
     try:
         images = np.random.RandomState(0).randint(0, 256, size=(args.images, 1, 64, 64)).astype(np.uint8)
         data_dir = dataset.write_dataset(os.path.join(workdir, 'synthetic'), images)
-        run_config('small', SMALL, [4, 8, 16, 32, 64], data_dir, args, peak,
-                   {'original': ORIGINAL_SMALL, 'pytorch': PYTORCH_SMALL})
+        run_config('small', SMALL, [4, 8, 16, 32, 64], data_dir, args, peak)
         if args.full:
             print()
-            run_config('default', DEFAULT, [16, 64], data_dir, args, peak, {'original': ORIGINAL_DEFAULT})
+            run_config('default', DEFAULT, [16, 64], data_dir, args, peak)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -1,9 +1,10 @@
-"""Tests for training (SPEC section 5 and the run outputs of 3-train.py): the schedule, one D and one G step, the
-gradient penalty against finite differences, the Gs moving average, one device against two, and short real runs
-of 3-train.py (outputs, inference from the result, resume, a run killed with SIGKILL, bad input).
+"""Tests for training_loop.py, training_config.py and 3-train.py: the schedule, the settings and their checks,
+one D and one G step, the Gs moving average, one device against two, and short real runs of 3-train.py (outputs,
+inference from the result, resume with the run's own settings, a run killed with SIGKILL, a dataset file that goes
+bad while training, bad input).
 
-Expected values are computed here from the SPEC (the schedule, the EMA, the penalty by finite differences in
-NumPy); the code under test is only used to build and run what is being tested.  Networks are tiny
+Expected values are computed here from what the original PGGAN does (the schedule, the EMA, the processing of the
+reals); the code under test is only used to build and run what is being tested.  Networks are tiny
 (fmap_base 32, fmap_max 8, latent size 8) and datasets are 16x16, so every graph builds in seconds on a CPU.
 """
 import concurrent.futures
@@ -25,17 +26,19 @@ from conftest import ROOT, assert_clean_failure, run_script
 from tfcompat import tf
 import dataset
 import legacy
-import losses
+import outputs
 import tfutil
+import training_config
 import training_loop
 
 TINY = dict(fmap_base=32, fmap_max=8)
 LATENT = 8
 TINY_ARGS = ['--fmap-base', 32, '--fmap-max', 8, '--latent-size', LATENT,
              '--lod-training-kimg', 0.2, '--lod-transition-kimg', 0.2]
-SNAPSHOT = re.compile(r'^network-snapshot-(\d{6})\.pkl$')
+SNAPSHOT = re.compile(r'^network-snapshot-(\d{6})(\.\d{3})?\.pkl$')
+FAKES = re.compile(r'^fakes\d{6}(\.\d{3})?\.png$')
 RUN_DIR = re.compile(r'^\d{5}-')
-MINIBATCHES_PER_SCHEDULE = 4   # SPEC 5: a fresh minibatch configuration every 4 minibatches
+MINIBATCHES_PER_SCHEDULE = 4   # the original takes a fresh minibatch configuration every 4 minibatches
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -101,7 +104,7 @@ def read_config(run_dir):
 
 
 def expected_lod(kimg, resolution, training=600.0, transition=600.0, initial_resolution=4):
-    """SPEC 5, written out stage by stage: each resolution trains for `training` kimg, then the next one fades in
+    """The original's schedule, written out stage by stage: each resolution trains for `training` kimg, then the next one fades in
     linearly over `transition` kimg; lod starts at log2(resolution / initial) and stops at 0."""
     lod = float(np.log2(resolution) - np.log2(initial_resolution))
     left = float(kimg)
@@ -140,9 +143,13 @@ def tick_nimgs(start_kimg, total_kimg, tick_kimg, minibatch=16):
 # Fixtures
 
 
+def tiny_dataset_images():
+    return np.random.RandomState(1234).randint(0, 256, size=(32, 1, 16, 16)).astype(np.uint8)
+
+
 @pytest.fixture(scope='module')
 def tiny_images():
-    return np.random.RandomState(1234).randint(0, 256, size=(32, 1, 16, 16)).astype(np.uint8)
+    return tiny_dataset_images()
 
 
 @pytest.fixture(scope='module')
@@ -197,7 +204,7 @@ def test_schedule_custom_lengths_as_the_test_runs_use():
     assert [abrupt.at(k).lod for k in (0, 99.9, 100, 199.9, 200, 1000)] == [2, 2, 1, 1, 0, 0]
 
 
-def test_schedule_minibatch_overrides_and_device_rounding():
+def test_schedule_minibatch_and_learning_rate_overrides():
     schedule = training_loop.Schedule(64, minibatch=16, minibatch_dict={4: 64, 8: 30, 32: 3}, lr_dict={16: 0.002})
     assert schedule.at(0).minibatch == 64          # 4x4
     assert schedule.at(1200).minibatch == 30       # 8x8
@@ -206,18 +213,147 @@ def test_schedule_minibatch_overrides_and_device_rounding():
     assert schedule.at(1200).lr == pytest.approx(0.001)
     assert schedule.at(3600).minibatch == 3        # 32x32
     assert schedule.at(4800).minibatch == 16       # 64x64
-    # Several devices: every device gets an equal share, so sizes round down to a multiple of the device count
-    # (never to zero).
-    four = training_loop.Schedule(64, minibatch=18, minibatch_dict={4: 64, 8: 30, 32: 3}, num_devices=4)
-    assert [four.at(k).minibatch for k in (0, 1200, 2400, 3600, 4800)] == [64, 28, 16, 4, 16]
-    two = training_loop.Schedule(64, minibatch=18, minibatch_dict={32: 3}, num_devices=2)
-    assert [two.at(k).minibatch for k in (0, 3600)] == [18, 2]
 
 
 def test_schedule_tick_lengths():
     schedule = training_loop.Schedule(64)
     assert [schedule.at(k).tick_kimg for k in (0, 1200, 2400, 3600, 4800)] == [160, 140, 120, 100, 80]
     assert training_loop.Schedule(64, tick_kimg=0.5).at(2400).tick_kimg == 0.5
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings, config.json and snapshot names
+
+
+@pytest.mark.parametrize('settings, fragment', [
+    (dict(total_kimg=float('nan')), 'total_kimg must be a number > 0'),
+    (dict(total_kimg=float('inf')), 'total_kimg'),
+    (dict(lod_training_kimg=float('nan')), 'lod_training_kimg'),
+    (dict(lod_transition_kimg=-1.0), 'lod_transition_kimg'),
+    (dict(lod_training_kimg=0.0, lod_transition_kimg=0.0), 'never leave'),
+    (dict(G_smoothing=1.0), 'G_smoothing'),
+    (dict(G_smoothing=float('nan')), 'G_smoothing'),
+    (dict(lr=0.0), 'lr must be a number > 0'),
+    (dict(minibatch=True), 'minibatch'),
+    (dict(num_devices=3), 'minibatch 16 cannot be split evenly over 3 devices'),
+    (dict(num_devices=2, minibatch_dict={8: 9}), 'minibatch at 8x8 9 cannot be split evenly over 2 devices'),
+    (dict(minibatch=6), 'minibatch-stddev groups of 4'),
+    (dict(minibatch_dict={6: 8}), 'minibatch_dict'),
+    (dict(seed=2 ** 32), 'seed'),
+    (dict(metrics=['fid']), 'metrics'),
+    (dict(loss_kwargs={'wgan_lambda': float('nan')}), 'loss_kwargs'),
+    (dict(shuffle=True), 'unknown settings shuffle'),
+])
+def test_settings_that_cannot_train_are_refused(settings, fragment):
+    with pytest.raises(training_config.UserError) as error:
+        training_config.check_settings(settings, 'somewhere')
+    assert str(error.value).startswith('somewhere: ') and fragment in str(error.value)
+
+
+def test_settings_that_can_train_are_completed_with_the_defaults():
+    complete = training_config.check_settings(dict(minibatch=8, num_devices=2, minibatch_dict={4: 2}))
+    assert complete == dict(training_config.DEFAULTS, minibatch=8, num_devices=2, minibatch_dict={4: 2})
+    # Shares below the group size form one smaller group; without the layer any share works.
+    training_config.check_settings(dict(minibatch=6, num_devices=2))
+    training_config.check_settings(dict(minibatch=6), mbstd_group_size=0)
+
+
+@pytest.mark.parametrize('nimg, label', [(0, '000000'), (600000, '000600'), (256, '000000.256'),
+                                         (1024, '000001.024'), (15000001, '015000.001'), (4800064, '004800.064')])
+def test_snapshot_names_carry_the_exact_kimg(nimg, label):
+    assert training_config.kimg_label(nimg) == label
+    assert training_config.snapshot_name(nimg) == 'network-snapshot-%s.pkl' % label
+    assert training_config.fakes_name(nimg) == 'fakes%s.png' % label
+    assert training_config.nimg_of_snapshot('/a/b/' + training_config.snapshot_name(nimg)) == nimg
+    assert SNAPSHOT.match(training_config.snapshot_name(nimg)) and FAKES.match(training_config.fakes_name(nimg))
+
+
+def test_snapshot_names_of_short_ticks_never_collide():
+    """Ticks of a run with 0.1-kimg ticks and minibatch 16 (every 64 images is a schedule step)."""
+    ticks = tick_nimgs(0, 3, 0.1)
+    names = [training_config.snapshot_name(n) for n in ticks]
+    assert len(set(names)) == len(names) == len(ticks)
+    assert [training_config.nimg_of_snapshot(n) for n in names] == ticks
+    assert training_config.nimg_of_snapshot('network-final.pkl') is None
+    assert training_config.nimg_of_snapshot('.network-snapshot-000001.pkl.123-abc.tmp') is None
+
+
+def test_latest_snapshot_is_the_newest_complete_one(tmp_path):
+    outdir = str(tmp_path / 'results')
+    older = os.path.join(outdir, '00000-a')
+    newer = os.path.join(outdir, '00001-a')
+    newest = os.path.join(outdir, '00002-a')  # started, no snapshot yet
+    for path in (older, newer, newest):
+        os.makedirs(path)
+    for run, names in ((older, ['network-snapshot-000900.pkl']),
+                       (newer, ['network-snapshot-000010.pkl', 'network-snapshot-000120.pkl',
+                                'network-snapshot-000120.064.pkl', 'network-snapshot-000040.960.pkl',
+                                '.network-snapshot-000200.pkl.123-abcd.tmp', 'network-final.pkl']),
+                       (newest, ['log.txt'])):
+        for name in names:
+            open(os.path.join(run, name), 'wb').close()
+    latest = training_config.find_latest_snapshot(outdir)
+    assert latest == os.path.join(newer, 'network-snapshot-000120.064.pkl')
+    assert training_config.nimg_of_snapshot(latest) == 120064
+
+
+def write_config(run_dir, settings, **details):
+    os.makedirs(run_dir)
+    with open(training_config.config_path(run_dir), 'wb') as f:
+        f.write(training_config.config_bytes(dict(training_config.DEFAULTS, **settings), **details))
+
+
+def test_resume_takes_the_runs_settings_unless_given(tmp_path):
+    run_dir = str(tmp_path / 'results' / '00003-tiny-16x16')
+    saved = dict(data_dir=str(tmp_path / 'tiny'), total_kimg=3.0, lod_training_kimg=0.3, lod_transition_kimg=0.1,
+                 minibatch=8, minibatch_dict={4: 32, 8: 16}, lr=0.002, G_smoothing=0.99, mirror=True, seed=5,
+                 tick_kimg=0.128, snapshot_ticks=3, metrics=['swd'], metric_images=100,
+                 loss_kwargs={'wgan_epsilon': 0.01})
+    write_config(run_dir, saved, G_params=10, devices=['cpu'])
+    snapshot = os.path.join(run_dir, 'network-snapshot-000001.024.pkl')
+    open(snapshot, 'wb').close()
+
+    settings, resume, resume_kimg, origins = training_config.resolve_settings(
+        {'resume': 'latest', 'total_kimg': 5.0, 'mirror': False}, str(tmp_path / 'results'))
+    assert resume == snapshot and resume_kimg == 1.024
+    assert settings == dict(training_config.DEFAULTS, **dict(saved, total_kimg=5.0, mirror=False))
+    assert settings['minibatch_dict'] == {4: 32, 8: 16}  # resolutions are numbers again, not JSON strings
+    config = training_config.config_path(run_dir)
+    assert origins == dict({name: config for name in training_config.DEFAULTS}, total_kimg='command line',
+                           mirror='command line')
+
+    # An explicit --resume-kimg wins over the file name; without config.json only the defaults remain.
+    bare = str(tmp_path / 'elsewhere' / 'weights.pkl')
+    os.makedirs(os.path.dirname(bare))
+    open(bare, 'wb').close()
+    settings, resume, resume_kimg, origins = training_config.resolve_settings({'resume': bare, 'resume_kimg': 7.5})
+    assert (resume, resume_kimg, origins) == (bare, 7.5, {})
+    assert settings == training_config.DEFAULTS
+    with pytest.raises(training_config.UserError, match='pass --resume-kimg'):
+        training_config.resolve_settings({'resume': bare})
+    with pytest.raises(training_config.UserError, match='nothing left to train'):
+        training_config.resolve_settings({'resume': snapshot, 'total_kimg': 1.024})
+    with pytest.raises(training_config.UserError, match='cannot be split evenly over 3 devices'):
+        training_config.resolve_settings({'resume': snapshot, 'num_devices': 3})  # the restored minibatch 8
+
+
+@pytest.mark.parametrize('contents, fragment', [
+    (b'{"total_kimg": ', 'not a readable run configuration'),
+    (b'\xff\xfe', 'not a readable run configuration'),
+    (b'[1, 2]', 'not a run configuration'),
+    (b'{"total_kimg": NaN}', 'total_kimg must be a number > 0'),
+    (b'{"minibatch_dict": {"x": 4}}', 'minibatch_dict'),
+    (b'{"lr": "fast"}', 'lr must be'),
+])
+def test_a_damaged_config_json_is_refused(tmp_path, contents, fragment):
+    run_dir = tmp_path / '00000-x'
+    run_dir.mkdir()
+    (run_dir / 'config.json').write_bytes(contents)
+    snapshot = run_dir / 'network-snapshot-000002.pkl'
+    snapshot.write_bytes(b'')
+    with pytest.raises(training_config.UserError) as error:
+        training_config.resolve_settings({'resume': str(snapshot)})
+    assert str(error.value).startswith(str(run_dir / 'config.json') + ': ') and fragment in str(error.value)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -261,18 +397,24 @@ def changed(before, after):
     return sorted(name for name in before if not np.array_equal(before[name], after[name]))
 
 
+@pytest.mark.slow
 def test_one_D_step_and_one_G_step_change_the_weights(tiny_training):
     with tiny_training.active() as t:
         G, D, Gs, graphs = t.G, t.D, t.Gs, t.graphs
         ops = graphs.levels[4]
         graphs.set_lod(0.5)  # halfway through the fade-in of 16x16: 16x16 and 8x8 paths both in use
+        Gs.set_vars({name: value + 0.25 for name, value in trainable_values(Gs).items()})  # Gs apart from G
         G0, D0, Gs0 = trainable_values(G), trainable_values(D), trainable_values(Gs)
 
+        # The D step, with the Gs update as in the original: Gs <- G + (Gs - G) * 0.999 from G before its step.
         _, D_loss, penalty = tfutil.run([ops['D_step'], ops['D_loss'], ops['gradient_penalty']],
                                         {graphs.lr_in: 0.001})
         assert np.isfinite(D_loss) and np.isfinite(penalty) and penalty >= 0
         G1, D1, Gs1 = trainable_values(G), trainable_values(D), trainable_values(Gs)
-        assert changed(G0, G1) == [] and changed(Gs0, Gs1) == []
+        assert changed(G0, G1) == []
+        for name in G0:
+            np.testing.assert_allclose(Gs1[name], G0[name] + (Gs0[name] - G0[name]) * 0.999, rtol=1e-6, atol=1e-7)
+        assert Gs.get_vars()['lod'] == 0.5  # copied, not averaged
         # Every D weight on the path at lod 0.5 moves; the 4x4 FromRGB only enters below lod 1, so its gradient is
         # exactly zero and Adam leaves it alone.
         unused_D = [n for n in D0 if n.startswith('FromRGB_lod2/')]
@@ -282,17 +424,15 @@ def test_one_D_step_and_one_G_step_change_the_weights(tiny_training):
         steps = np.concatenate([np.abs(D1[n] - D0[n]).ravel() for n in D0 if n not in unused_D])
         assert np.median(steps) == pytest.approx(0.001, rel=0.01)
 
+        # The G step leaves D and Gs alone.
         _, G_loss = tfutil.run([ops['G_step'], ops['G_loss']], {graphs.lr_in: 0.001})
         assert np.isfinite(G_loss)
         G2, D2, Gs2 = trainable_values(G), trainable_values(D), trainable_values(Gs)
-        assert changed(D1, D2) == []
+        assert changed(D1, D2) == [] and changed(Gs1, Gs2) == []
         unused_G = [n for n in G0 if n.startswith('ToRGB_lod2/')]
         assert len(unused_G) == 2
         assert changed(G1, G2) == sorted(n for n in G0 if n not in unused_G)
-        # Gs follows G with beta 0.999: Gs <- G + (Gs - G) * 0.999, with G after its step; lod is copied.
-        for name in G0:
-            np.testing.assert_allclose(Gs2[name], G2[name] + (Gs1[name] - G2[name]) * 0.999, rtol=1e-5, atol=1e-7)
-        assert Gs.get_vars()['lod'] == 0.5 and G.get_vars()['lod'] == 0.5 and D.get_vars()['lod'] == 0.5
+        assert G.get_vars()['lod'] == 0.5 and D.get_vars()['lod'] == 0.5
 
         # step() does both and reports the three losses.
         values = graphs.step(4, 0.001)
@@ -300,6 +440,7 @@ def test_one_D_step_and_one_G_step_change_the_weights(tiny_training):
         assert changed(G2, trainable_values(G)) and changed(D2, trainable_values(D))
 
 
+@pytest.mark.slow
 def test_non_finite_gradients_skip_the_update(tiny_training):
     with tiny_training.active() as t:
         D, graphs = t.D, t.graphs
@@ -317,6 +458,7 @@ def test_non_finite_gradients_skip_the_update(tiny_training):
             np.testing.assert_array_equal(new, old)  # the optimizer state is untouched too
 
 
+@pytest.mark.slow
 def test_reset_optimizers_clears_adam_state(tiny_training):
     with tiny_training.active() as t:
         graphs = t.graphs
@@ -329,83 +471,34 @@ def test_reset_optimizers_clears_adam_state(tiny_training):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Gradient penalty against finite differences
+# The reals during a fade-in
 
 
-@pytest.mark.parametrize('mbstd_group_size', [0, 4])
-def test_gradient_penalty_matches_finite_differences(mbstd_group_size):
-    """||dD/dx|| at x = reals + u (fakes - reals), estimated in NumPy by central differences over every pixel of
-    8x8 inputs, against the norm inside losses.gradient_penalty (target 0 gives norm^2, target 1 the penalty).
-
-    D is piecewise linear (leaky ReLUs), so a difference is exact unless a kink lies within the step; in float32
-    the step cannot be tiny either.  Each entry is therefore the median of central differences over five small
-    steps.  With the minibatch-stddev layer on, a sample's score depends on its group and the penalty
-    differentiates the sum of scores; so does the estimate (one pixel of one sample moves, all scores summed)."""
-    rng = np.random.RandomState(7)
-    N, R = 4, 8
-    reals = rng.uniform(-1, 1, (N, R, R, 1)).astype(np.float32)
-    fakes = rng.uniform(-1, 1, (N, R, R, 1)).astype(np.float32)
-    mixing = rng.uniform(0, 1, (N, 1, 1, 1)).astype(np.float32)
-    mixed = reals + (fakes - reals) * mixing
-    steps = np.array([2e-4, 3e-4, 5e-4, 7e-4, 1e-3])
-    # Every perturbed copy of the minibatch, [steps, +/-, N*R*R pixels] of them.
-    copies = []
-    for h in steps:
-        for sign in (1.0, -1.0):
-            for index in np.ndindex(*mixed.shape):
-                copy = mixed.copy()
-                copy[index] += np.float32(sign * h)
-                copies.append(copy)
-    K = len(copies)
-    # All copies go through D in one run.  Copy k's sample j sits at row j*K + k: with groups n mod (N*K / 4)
-    # (SPEC 4.2) each copy is then exactly one minibatch-stddev group, as the minibatch alone would be.
-    stacked = np.stack(copies, axis=1).reshape((N * K,) + mixed.shape[1:])
-    with fresh_session(seed=3):
-        D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=R, mbstd_group_size=mbstd_group_size, **TINY)
-        D.init_vars()
-        reals_in = tf.placeholder(tf.float32, [N, R, R, 1])
-        fakes_in = tf.placeholder(tf.float32, [N, R, R, 1])
-        mixing_in = tf.placeholder(tf.float32, [N, 1, 1, 1])
-        squared_norm = losses.gradient_penalty(D, reals_in, fakes_in, mixing_in, wgan_target=0.0)
-        penalty = losses.gradient_penalty(D, reals_in, fakes_in, mixing_in)
-        squared_norm, penalty = tfutil.run([squared_norm, penalty],
-                                           {reals_in: reals, fakes_in: fakes, mixing_in: mixing})
-        x_in = tf.placeholder(tf.float32, [None, R, R, 1])
-        scores = tfutil.run(D.get_output_for(x_in)[0], {x_in: stacked})
-    sums = scores.reshape(N, K).astype(np.float64).sum(axis=0).reshape(len(steps), 2, -1)
-    differences = (sums[:, 0] - sums[:, 1]) / (2 * steps[:, np.newaxis])
-    estimate = np.median(differences, axis=0).reshape(mixed.shape)
-
-    assert squared_norm.shape == (N, 1) and penalty.shape == (N, 1)
-    norms_fd = np.sqrt(np.sum(estimate ** 2, axis=(1, 2, 3)))
-    norms_tf = np.sqrt(squared_norm[:, 0])
-    assert np.all(norms_fd > 0.01)  # a meaningful comparison, not 0 == 0
-    np.testing.assert_allclose(norms_tf, norms_fd, rtol=5e-3)
-    np.testing.assert_allclose(penalty[:, 0], (norms_fd - 1.0) ** 2, rtol=1e-2)
+def original_processed_reals(reals, lod):
+    """The original's processing of reals read at resolution R / 2^floor(lod) (NHWC here, float64): blend with
+    their 2x2 block means by lod - floor(lod), then nearest-upscale by 2^floor(lod) to full resolution."""
+    reals = reals.astype(np.float64)
+    n, h, w, c = reals.shape
+    means = reals.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4), keepdims=True)
+    blocks = np.broadcast_to(means, (n, h // 2, 2, w // 2, 2, c)).reshape(reals.shape)
+    faded = reals + (blocks - reals) * (lod - np.floor(lod))
+    factor = 2 ** int(np.floor(lod))
+    return np.repeat(np.repeat(faded, factor, axis=1), factor, axis=2)
 
 
-def test_D_and_G_losses_are_composed_as_in_the_spec():
-    """D loss = D(G(z)) - D(x) + 10 * GP + 0.001 * D(x)^2 per sample; G loss = -D(G(z))."""
-    rng = np.random.RandomState(11)
-    N = 4
-    latents = rng.randn(N, LATENT).astype(np.float32)
-    reals = rng.uniform(-1, 1, (N, 8, 8, 1)).astype(np.float32)
-    mixing = rng.uniform(0, 1, (N, 1, 1, 1)).astype(np.float32)
-    labels = np.zeros((N, 0), np.float32)
-    with fresh_session(seed=4):
-        G, D = tiny_networks(resolution=8)
-        D_loss, terms = losses.D_wgangp(G, D, tf.constant(latents), tf.constant(reals), tf.constant(labels),
-                                        tf.constant(mixing))
-        G_loss = losses.G_wgan(G, D, tf.constant(latents), tf.constant(labels))
-        D_loss, G_loss, terms = tfutil.run([D_loss, G_loss, terms])
-        fakes = G.run(latents, labels)
-        fake_scores = D.run(fakes)[0]
-        real_scores = D.run(reals)[0]
-    np.testing.assert_allclose(terms['real_scores'], real_scores, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(terms['fake_scores'], fake_scores, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(G_loss, -fake_scores, rtol=1e-5, atol=1e-6)
-    expected = fake_scores - real_scores + 10.0 * terms['gradient_penalty'] + 0.001 * real_scores ** 2
-    np.testing.assert_allclose(D_loss, expected, rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize('lod', [0.0, 0.5, 1.0, 1.25, 2.0, 2.75])
+def test_reals_fade_as_in_the_original(lod):
+    """fade_reals at the graph of resolution R / 2^floor(lod), upscaled, equals the original's full-size reals."""
+    full, factor = 16, 2 ** int(np.floor(lod))
+    reals = np.random.RandomState(int(lod * 4)).uniform(-1, 1, (3, full // factor, full // factor, 1))
+    with fresh_session():
+        lod_in = tf.placeholder(tf.float32, [])
+        faded = training_loop.fade_reals(tf.constant(reals.astype(np.float32)), lod_in, float(np.floor(lod)))
+        faded = tfutil.run(faded, {lod_in: lod})
+    upscaled = np.repeat(np.repeat(faded, factor, axis=1), factor, axis=2)
+    np.testing.assert_allclose(upscaled, original_processed_reals(reals.astype(np.float32), lod), rtol=0, atol=1e-6)
+    if lod == np.floor(lod):
+        np.testing.assert_array_equal(faded, reals.astype(np.float32))  # untouched outside fade-ins
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -488,8 +581,7 @@ def _one_training_step(num_devices, initial, reals, monkeypatch):
             patch.setattr(training_loop, 'tf', fixed)
             patch.setattr(training_loop.dataset, 'training_batches',
                           lambda *args, **kwargs: (tf.constant(reals), tf.zeros([len(reals), 0])))
-            schedule = training_loop.Schedule(16, initial_resolution=16, minibatch=len(reals),
-                                              num_devices=num_devices)
+            schedule = training_loop.Schedule(16, initial_resolution=16, minibatch=len(reals))
             graphs = training_loop.TrainingGraphs(G, D, Gs, '<unused>', schedule, devices)
         # The draws really are the fixed ones: no random op of the training graph is left.
         assert sorted(kind for kind, _ in fixed.calls) == ['normal', 'normal', 'uniform']
@@ -508,6 +600,7 @@ def _one_training_step(num_devices, initial, reals, monkeypatch):
         return results
 
 
+@pytest.mark.slow
 def test_two_devices_give_the_same_step_as_one(tiny_images, monkeypatch):
     """Minibatch 8 with the minibatch-stddev layer on (group 4): split over two logical CPU devices (4 each) the
     losses and the weights after two D and two G steps equal those of one device, to float tolerance."""
@@ -559,17 +652,16 @@ def first_run(tmp_path_factory, data_dir):
     return outdir, os.path.join(outdir, dirs[0]), result
 
 
+@pytest.mark.slow
 def test_run_writes_every_output(first_run, tiny_images, data_dir):
     outdir, run_dir, result = first_run
     assert os.path.basename(run_dir) == '00000-tiny-16x16'
     names = set(os.listdir(run_dir))
     ticks = tick_nimgs(0, 1, 0.25)
     assert ticks == [256, 512, 768, 1024]
-    fakes = {'fakes%06d.png' % (n // 1000) for n in [0] + ticks}
-    snapshots = {'network-snapshot-%06d.pkl' % (n // 1000) for i, n in enumerate(ticks) if (i + 1) % 2 == 0
-                 or i == len(ticks) - 1}
-    assert fakes == {'fakes000000.png', 'fakes000001.png'}
-    assert snapshots == {'network-snapshot-000000.pkl', 'network-snapshot-000001.pkl'}
+    fakes = {'fakes000000.png', 'fakes000000.256.png', 'fakes000000.512.png', 'fakes000000.768.png',
+             'fakes000001.024.png'}  # every tick, named by its exact kimg
+    snapshots = {'network-snapshot-000000.512.pkl', 'network-snapshot-000001.024.pkl'}  # every 2nd and the last
     events = [n for n in names if n.startswith('events.out.tfevents.')]
     assert len(events) == 1
     expected = {'log.txt', 'config.json', 'reals.png', 'network-final.pkl'} | fakes | snapshots | set(events)
@@ -584,6 +676,14 @@ def test_run_writes_every_output(first_run, tiny_images, data_dir):
     for name in fakes:
         mode, grid = read_png(os.path.join(run_dir, name))
         assert mode == 'L' and grid.shape == (64, 128)
+    # The last grid shows what the final Gs generates for RandomState(seed) latents, 8 per row.
+    with fresh_session():
+        Gs = legacy.load_network_pkl(os.path.join(run_dir, 'network-final.pkl'), which=('Gs',))
+        latents = np.random.RandomState(1000).randn(32, LATENT).astype(np.float32)
+        final_fakes = outputs.float_to_uint8(Gs.run(latents, np.zeros((32, 0), np.float32),
+                                                     minibatch_size=16))[..., 0]
+    _, grid = read_png(os.path.join(run_dir, 'fakes000001.024.png'))
+    np.testing.assert_array_equal(grid, outputs.image_grid(final_fakes, columns=8))
 
     config = read_config(run_dir)
     assert config['total_kimg'] == 1 and config['resume'] is None and config['resume_kimg'] == 0
@@ -635,11 +735,12 @@ def test_run_writes_every_output(first_run, tiny_images, data_dir):
             assert G.static_kwargs['resolution'] == 16 and D.static_kwargs['fmap_base'] == 32
             for net in (G, D, Gs):
                 assert all(np.all(np.isfinite(v)) for v in net.get_vars().values())
-            assert Gs.get_vars()['lod'] == G.get_vars()['lod']  # copied into Gs at every G step
+            assert Gs.get_vars()['lod'] == G.get_vars()['lod']  # copied into Gs with every D step
             if name == 'network-final.pkl':
                 assert G.get_vars()['lod'] == 0.0
 
 
+@pytest.mark.slow
 def test_final_pickle_generates_images_with_2_inference(first_run, tmp_path):
     _, run_dir, _ = first_run
     outdir = str(tmp_path / 'generated')
@@ -654,14 +755,16 @@ def test_final_pickle_generates_images_with_2_inference(first_run, tmp_path):
 
 @pytest.fixture(scope='module')
 def resumed_run(first_run, data_dir):
-    """A second run in the same results directory, resumed from the first one's 1-kimg snapshot with learning rate
-    0: G and D must stay exactly as loaded, Gs must drift towards G as the closed-form moving average says."""
+    """A second run in the same results directory, resumed from the first one's last snapshot (taken at 1.024 kimg)
+    with a learning rate of 1e-30, too small to move any weight in float32 (a step is at most about 10 lr): G and
+    D must stay exactly as loaded, Gs must drift towards G as the closed-form moving average says."""
     outdir, first_dir, _ = first_run
-    snapshot = os.path.join(first_dir, 'network-snapshot-000001.pkl')
+    snapshot = os.path.join(first_dir, 'network-snapshot-000001.024.pkl')
     with open(os.path.join(first_dir, 'log.txt')) as f:
         first_log = f.read()
     result = check_ok(train('--data', data_dir, '--outdir', outdir, '--resume', snapshot, '--total-kimg', 2.2,
-                            '--tick-kimg', 0.25, '--snapshot-ticks', 2, '--lr', 0, *TINY_ARGS))
+                            '--tick-kimg', 0.25, '--snapshot-ticks', 2, '--lr', 1e-30, '--metrics', 'none',
+                            *TINY_ARGS))
     dirs = run_dirs(outdir)
     assert len(dirs) == 2, dirs
     with open(os.path.join(first_dir, 'log.txt')) as f:
@@ -669,32 +772,36 @@ def resumed_run(first_run, data_dir):
     return snapshot, os.path.join(outdir, dirs[1]), result
 
 
+@pytest.mark.slow
 def test_second_run_gets_a_new_directory(resumed_run, first_run):
     _, run_dir, _ = resumed_run
     assert os.path.basename(run_dir) == '00001-tiny-16x16'
     assert 'network-final.pkl' in os.listdir(run_dir)
 
 
-def test_resume_continues_at_the_saved_kimg(resumed_run):
+@pytest.mark.slow
+def test_resume_continues_at_the_exact_kimg_of_the_snapshot(resumed_run):
     snapshot, run_dir, _ = resumed_run
     config = read_config(run_dir)
     assert os.path.samefile(config['resume'], snapshot)
-    assert config['resume_kimg'] == 1.0 and config['total_kimg'] == 2.2
-    ticks = tick_nimgs(1.0, 2.2, 0.25)
-    assert ticks == [1256, 1512, 1768, 2024, 2216]
+    assert config['resume_kimg'] == 1.024 and config['total_kimg'] == 2.2 and config['lr'] == 1e-30
+    assert config['metrics'] == []  # --metrics none turns off what the resumed run computed
+    ticks = tick_nimgs(1.024, 2.2, 0.25)
+    assert ticks == [1280, 1536, 1792, 2048, 2240]
     logged = tick_lines(run_dir)
-    assert len(logged) == len(ticks)
-    assert logged[0]['kimg'] > 1.0 and logged[0]['kimg'] == pytest.approx(1.256, abs=0.051)
-    assert logged[-1]['kimg'] == pytest.approx(2.216, abs=0.051)
+    assert [int(round(t['kimg'] * 1000)) for t in logged] == ticks
     assert all(t['lod'] == 0 and t['resolution'] == 16 for t in logged)  # not back at 4x4
     names = set(os.listdir(run_dir))
-    assert {n for n in names if SNAPSHOT.match(n)} == {'network-snapshot-000001.pkl', 'network-snapshot-000002.pkl'}
-    assert {n for n in names if n.startswith('fakes')} == {'fakes000001.png', 'fakes000002.png'}
+    assert {n for n in names if SNAPSHOT.match(n)} == {'network-snapshot-000001.536.pkl',
+                                                       'network-snapshot-000002.048.pkl',
+                                                       'network-snapshot-000002.240.pkl'}
+    assert {n for n in names if n.startswith('fakes')} == {training_config.fakes_name(n) for n in [1024] + ticks}
 
 
+@pytest.mark.slow
 def test_resume_loads_the_snapshot_networks(resumed_run):
     snapshot, run_dir, _ = resumed_run
-    steps = (tick_nimgs(1.0, 2.2, 0.25)[-1] - 1000) // 16
+    steps = (tick_nimgs(1.024, 2.2, 0.25)[-1] - 1024) // 16
     with fresh_session():
         G0, D0, Gs0 = [net.get_vars() for net in legacy.load_network_pkl(snapshot)]
     with fresh_session():
@@ -704,7 +811,7 @@ def test_resume_loads_the_snapshot_networks(resumed_run):
     for name in G0:
         if name == 'lod':
             continue
-        np.testing.assert_array_equal(G1[name], G0[name], err_msg=name)  # learning rate 0: exactly as loaded
+        np.testing.assert_array_equal(G1[name], G0[name], err_msg=name)  # exactly as loaded
         expected = G0[name] + (Gs0[name].astype(np.float64) - G0[name]) * 0.999 ** steps
         np.testing.assert_allclose(Gs1[name], expected, rtol=1e-4, atol=1e-6, err_msg=name)
     for name in D0:
@@ -723,29 +830,11 @@ def test_run_directories_are_numbered_past_every_existing_one(tmp_path):
     assert training_loop.new_run_dir(outdir, 'x') == os.path.join(outdir, '00009-x')
 
 
-def test_latest_snapshot_is_the_newest_complete_one(tmp_path):
-    outdir = str(tmp_path / 'results')
-    older = os.path.join(outdir, '00000-a')
-    newer = os.path.join(outdir, '00001-a')
-    newest = os.path.join(outdir, '00002-a')  # started, no snapshot yet
-    for path in (older, newer, newest):
-        os.makedirs(path)
-    for run, names in ((older, ['network-snapshot-000900.pkl']),
-                       (newer, ['network-snapshot-000010.pkl', 'network-snapshot-000120.pkl',
-                                'network-snapshot-000040.pkl', '.network-snapshot-000200.pkl.abcd.tmp',
-                                'network-final.pkl']),
-                       (newest, ['log.txt'])):
-        for name in names:
-            open(os.path.join(run, name), 'wb').close()
-    latest = training_loop.find_latest_snapshot(outdir)
-    assert latest == os.path.join(newer, 'network-snapshot-000120.pkl')
-    assert training_loop.kimg_of_snapshot(latest) == 120.0
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # A run killed at an arbitrary moment (SIGKILL), then resumed from the latest snapshot
 
 
+@pytest.mark.slow
 def test_run_killed_mid_write_resumes_cleanly(tmp_path, data_dir):
     outdir = str(tmp_path / 'results')
     log_path = str(tmp_path / 'killed-run.log')
@@ -784,7 +873,7 @@ def test_run_killed_mid_write_resumes_cleanly(tmp_path, data_dir):
     snapshots = sorted(n for n in names if SNAPSHOT.match(n))
     assert snapshots
     for name in names:  # everything is either complete and named, or an obviously temporary hidden file
-        known = (SNAPSHOT.match(name) or re.match(r'^fakes\d{6}\.png$', name) or name.startswith('events.out.')
+        known = (SNAPSHOT.match(name) or FAKES.match(name) or name.startswith('events.out.')
                  or name in ('log.txt', 'config.json', 'reals.png'))
         assert known or (name.startswith('.') and name.endswith('.tmp')), name
         if not known:
@@ -798,22 +887,31 @@ def test_run_killed_mid_write_resumes_cleanly(tmp_path, data_dir):
             read_png(os.path.join(run_dir, name))  # complete images
 
     latest = os.path.join(run_dir, snapshots[-1])
-    latest_kimg = int(SNAPSHOT.match(snapshots[-1]).group(1))
-    result = check_ok(train('--data', data_dir, '--outdir', outdir, '--resume', 'latest',
-                            '--total-kimg', latest_kimg + 0.3, '--tick-kimg', 0.25, '--snapshot-ticks', 1,
-                            *TINY_ARGS))
+    # Resume with nothing but the length: the dataset, schedule, ticks and network size come from the killed run.
+    match = SNAPSHOT.match(snapshots[-1])
+    latest_nimg = int(match.group(1)) * 1000 + int((match.group(2) or '.0')[1:])
+    total_nimg = latest_nimg + 256
+    result = check_ok(train('--outdir', outdir, '--resume', 'latest', '--total-kimg', total_nimg / 1000.0))
     dirs = run_dirs(outdir)
     assert len(dirs) == 2
     resumed = os.path.join(outdir, dirs[1])
-    config = read_config(resumed)
-    assert os.path.samefile(config['resume'], latest) and config['resume_kimg'] == latest_kimg
+    config, killed_config = read_config(resumed), read_config(run_dir)
+    assert os.path.samefile(config['resume'], latest) and config['resume_kimg'] == latest_nimg / 1000.0
+    for key in ('data_dir', 'lod_training_kimg', 'lod_transition_kimg', 'tick_kimg', 'snapshot_ticks', 'G_kwargs',
+                'D_kwargs', 'minibatch', 'lr', 'G_smoothing', 'seed', 'mirror'):
+        assert config[key] == killed_config[key], key
+    assert config['tick_kimg'] == 0.001 and config['G_kwargs']['fmap_base'] == 32
+    with open(os.path.join(resumed, 'log.txt')) as f:
+        log_text = f.read()
+    assert 'settings restored from %s' % os.path.join(run_dir, 'config.json') in log_text
+    assert 'settings from the command line: total_kimg=%s' % (total_nimg / 1000.0) in log_text
     logged = tick_lines(resumed)
-    assert logged and logged[0]['kimg'] > latest_kimg
-    assert logged[-1]['kimg'] == pytest.approx(tick_nimgs(latest_kimg, latest_kimg + 0.3, 0.25)[-1] / 1000.0,
-                                               abs=0.051)
+    assert [int(round(t['kimg'] * 1000)) for t in logged] == tick_nimgs(latest_nimg / 1000.0,
+                                                                         total_nimg / 1000.0, 0.001)
     with fresh_session():
         legacy.load_network_pkl(os.path.join(resumed, 'network-final.pkl'))
-    assert sorted(os.listdir(run_dir)) == sorted(names)  # the killed run's directory is left as it was
+    # The killed run's directory is left as it was, except for its temporary files.
+    assert sorted(os.listdir(run_dir)) == sorted(n for n in names if not n.endswith('.tmp'))
     assert 'Traceback' not in result.stderr
 
 
@@ -821,17 +919,84 @@ def test_run_killed_mid_write_resumes_cleanly(tmp_path, data_dir):
 # Bad input: one line on stderr, a non-zero status, and no run directory
 
 
+PARSE_TIME_REFUSALS = {
+    'total-kimg nan': (['--total-kimg', 'nan'], ['--total-kimg', 'nan']),
+    'total-kimg inf': (['--total-kimg', 'inf'], ['--total-kimg', 'inf']),
+    'total-kimg 0': (['--total-kimg', '0'], ['--total-kimg', '> 0']),
+    'lod-training-kimg nan': (['--lod-training-kimg', 'nan'], ['--lod-training-kimg']),
+    'lod-training-kimg negative': (['--lod-training-kimg', '-1'], ['--lod-training-kimg', '>= 0']),
+    'lod-transition-kimg nan': (['--lod-transition-kimg', 'nan'], ['--lod-transition-kimg']),
+    'no schedule': (['--lod-training-kimg', '0', '--lod-transition-kimg', '0'], ['never leave']),
+    'resume-kimg negative': (['--resume', 'x.pkl', '--resume-kimg', '-5'], ['--resume-kimg', '-5']),
+    'resume-kimg without resume': (['--resume-kimg', '5'], ['--resume-kimg needs --resume']),
+    'num-gpus 3, minibatch 16': (['--num-gpus', '3'], ['minibatch 16', '3 devices']),
+    'num-gpus 2, per-res 9': (['--num-gpus', '2', '--minibatch-per-res', '4:32,8:9'], ['8x8', '9', '2 devices']),
+    'minibatch 6': (['--minibatch', '6'], ['minibatch-stddev']),
+    'per-res not a resolution': (['--minibatch-per-res', '5:16'], ['--minibatch-per-res']),
+    'per-res garbage': (['--minibatch-per-res', 'big'], ['RES:SIZE']),
+    'g-smoothing nan': (['--g-smoothing', 'nan'], ['--g-smoothing']),
+    'g-smoothing 1': (['--g-smoothing', '1'], ['--g-smoothing', 'below 1']),
+    'g-smoothing negative': (['--g-smoothing', '-0.1'], ['--g-smoothing']),
+    'lr nan': (['--lr', 'nan'], ['--lr']),
+    'lr 0': (['--lr', '0'], ['--lr', '> 0']),
+    'lr negative': (['--lr', '-0.001'], ['--lr']),
+    'tick-kimg 0': (['--tick-kimg', '0'], ['--tick-kimg']),
+    'tick-kimg nan': (['--tick-kimg', 'nan'], ['--tick-kimg']),
+    'seed too large': (['--seed', str(2 ** 32)], ['--seed']),
+    'snapshot-ticks 0': (['--snapshot-ticks', '0'], ['--snapshot-ticks']),
+    'metric-images 0': (['--metric-images', '0'], ['--metric-images']),
+    'metrics unknown': (['--metrics', 'fid'], ['--metrics']),
+    'resume latest, no results dir': (['--resume', 'latest'], ['no such results directory']),
+}
+
+
 @pytest.fixture(scope='module')
-def bad_runs(tmp_path_factory, first_run, data_dir):
-    """Every bad invocation at once (they spend most of their time importing TensorFlow, so run them in parallel).
+def parse_time_refusals(tmp_path_factory):
+    """Every invocation that must be refused before TensorFlow is even imported; run in parallel."""
+    base = str(tmp_path_factory.mktemp('refused'))
+    outdirs = {case: os.path.join(base, 'out-%d' % i) for i, case in enumerate(sorted(PARSE_TIME_REFUSALS))}
+
+    def invoke(case):
+        return train(*(PARSE_TIME_REFUSALS[case][0] + ['--outdir', outdirs[case]]))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip(sorted(PARSE_TIME_REFUSALS), pool.map(invoke, sorted(PARSE_TIME_REFUSALS))))
+    return {case: (results[case], outdirs[case]) for case in PARSE_TIME_REFUSALS}
+
+
+@pytest.mark.parametrize('case', sorted(PARSE_TIME_REFUSALS))
+def test_bad_settings_are_refused_at_once(parse_time_refusals, case):
+    """One line, no traceback, and nothing created: not even the results directory."""
+    result, outdir = parse_time_refusals[case]
+    assert_clean_failure(result, *PARSE_TIME_REFUSALS[case][1])
+    assert result.returncode in (1, 2)  # argparse's usage error, or a bad combination
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not os.path.exists(outdir)
+
+
+def corrupt_record_data(path, record=1):
+    """Flip one byte inside the data of a record (its length stays valid, its data checksum no longer matches)."""
+    with open(path, 'rb') as f:
+        data = bytearray(f.read())
+    position = 0
+    for _ in range(record):  # skip whole records: 8 length + 4 length CRC + data + 4 data CRC
+        position += 16 + int.from_bytes(bytes(data[position:position + 8]), 'little')
+    data[position + 12 + 20] ^= 0xFF
+    with open(path, 'wb') as f:
+        f.write(bytes(data))
+
+
+@pytest.fixture(scope='module')
+def bad_runs(tmp_path_factory, data_dir):
+    """Bad invocations that are found once the dataset and the networks are looked at, all at once (they spend
+    most of their time importing TensorFlow, so run them in parallel).
     Returns {case: (result, outdir, run dirs before, fragments)}."""
     base = str(tmp_path_factory.mktemp('bad'))
-    _, first_dir, _ = first_run
     empty = os.path.join(base, 'empty')
     os.makedirs(empty)
     with open(os.path.join(empty, 'readme.txt'), 'w') as f:
         f.write('not a dataset\n')
-    garbage = os.path.join(base, 'garbage', 'network-snapshot-000002.pkl')
+    garbage = os.path.join(base, 'garbage', 'network-snapshot-000000.512.pkl')
     os.makedirs(os.path.dirname(garbage))
     with open(garbage, 'wb') as f:
         f.write(b'this is not a pickle\n' * 10)
@@ -839,18 +1004,28 @@ def bad_runs(tmp_path_factory, first_run, data_dir):
     os.makedirs(os.path.join(no_snapshots, '00000-tiny-16x16'))
     small = dataset.write_dataset(os.path.join(base, 'small'),
                                   np.random.RandomState(0).randint(0, 256, (8, 1, 8, 8)).astype(np.uint8))
+    corrupt = dataset.write_dataset(os.path.join(base, 'corrupt'), tiny_dataset_images())
+    corrupt_record_data(dataset.tfrecord_path(corrupt, 3))
+    snapshot = os.path.join(base, 'run', 'network-snapshot-000001.pkl')  # tiny 16x16 networks
+    os.makedirs(os.path.dirname(snapshot))
+    with fresh_session(seed=1):
+        G, D = tiny_networks()
+        legacy.save_network_pkl(snapshot, (G, D, G.clone('Gs')))
     missing_pkl = os.path.join(base, 'gone', 'network-snapshot-000003.pkl')
     odd_name = os.path.join(base, 'gone', 'weights.pkl')
     cases = {
         'missing dataset': (['--data', os.path.join(base, 'nope')], ['nope', 'no such dataset directory']),
         'no tfrecords': (['--data', empty], [empty, 'tfrecords']),
+        'corrupt lower resolution': (['--data', corrupt], [dataset.tfrecord_path(corrupt, 3)]),
         'missing resume file': (['--data', data_dir, '--resume', missing_pkl], [missing_pkl, 'no such']),
         'missing resume file without kimg': (['--data', data_dir, '--resume', odd_name], [odd_name]),
         'resume not a pickle': (['--data', data_dir, '--resume', garbage], [garbage, 'pickle']),
         'resume latest, no snapshots': (['--data', data_dir, '--resume', 'latest'], ['network-snapshot']),
-        'resume latest, no results dir': (['--data', data_dir, '--resume', 'latest'], ['no such results']),
-        'resume other resolution': (['--data', small, '--resume',
-                                     os.path.join(first_dir, 'network-snapshot-000001.pkl')], ['resolution']),
+        'resume other resolution': (['--data', small, '--resume', snapshot], ['resolution']),
+        'resume other network size': (['--data', data_dir, '--resume', snapshot, '--fmap-base', 64],
+                                      [snapshot, 'fmap_base=32', 'command line', '64']),
+        'resume with nothing left to train': (['--data', data_dir, '--resume', snapshot, '--total-kimg', 0.5],
+                                              [snapshot, 'nothing left to train']),
     }
     outdirs = {case: os.path.join(base, 'out-%d' % i) for i, case in enumerate(sorted(cases))}
     outdirs['resume latest, no snapshots'] = no_snapshots
@@ -858,19 +1033,71 @@ def bad_runs(tmp_path_factory, first_run, data_dir):
 
     def invoke(case):
         args, _ = cases[case]
-        return train(*(args + ['--outdir', outdirs[case], '--total-kimg', 1] + TINY_ARGS))
+        extra = [] if '--total-kimg' in args else ['--total-kimg', 1]
+        return train(*(args + ['--outdir', outdirs[case]] + extra + TINY_ARGS))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         results = dict(zip(sorted(cases), pool.map(invoke, sorted(cases))))
     return {case: (results[case], outdirs[case], before[case], cases[case][1]) for case in cases}
 
 
-@pytest.mark.parametrize('case', ['missing dataset', 'no tfrecords', 'missing resume file',
-                                  'missing resume file without kimg', 'resume not a pickle',
-                                  'resume latest, no snapshots', 'resume latest, no results dir',
-                                  'resume other resolution'])
+@pytest.mark.slow
+@pytest.mark.parametrize('case', ['missing dataset', 'no tfrecords', 'corrupt lower resolution',
+                                  'missing resume file', 'missing resume file without kimg', 'resume not a pickle',
+                                  'resume latest, no snapshots', 'resume other resolution',
+                                  'resume other network size', 'resume with nothing left to train'])
 def test_bad_input_fails_cleanly_without_a_run_directory(bad_runs, case):
     result, outdir, before, fragments = bad_runs[case]
     assert_clean_failure(result, *fragments)
+    assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert run_dirs(outdir) == before, 'a run directory was left behind by a failed start'
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A dataset file that goes bad while training runs
+
+
+@pytest.mark.slow
+def test_a_file_that_fails_mid_run_stops_training_cleanly(tmp_path):
+    """The 8x8 file is damaged after training started at 4x4 (its check passed): when the fade-in to 8x8 first reads
+    it, training stops with one line naming it, exit status 1, and the snapshots taken so far intact."""
+    data = dataset.write_dataset(str(tmp_path / 'tiny'), tiny_dataset_images())
+    outdir = str(tmp_path / 'results')
+    log_path = str(tmp_path / 'run.log')
+    command = [sys.executable, os.path.join(ROOT, '3-train.py'), '--data', data, '--outdir', outdir,
+               '--total-kimg', 5, '--tick-kimg', 0.1, '--snapshot-ticks', 1, '--fmap-base', 32, '--fmap-max', 8,
+               '--latent-size', LATENT, '--lod-training-kimg', 1, '--lod-transition-kimg', 1]
+    with open(log_path, 'w') as log:
+        process = subprocess.Popen([str(a) for a in command], stdout=log, stderr=subprocess.PIPE, cwd=ROOT,
+                                   universal_newlines=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:  # until the first tick at 4x4
+            assert process.poll() is None, open(log_path).read() + process.stderr.read()
+            if ' tick ' in open(log_path).read():
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail('no tick after 300 s: ' + open(log_path).read())
+        damaged = dataset.tfrecord_path(data, 3)
+        corrupt_record_data(damaged)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1, stderr
+    assert 'Traceback' not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert damaged in stderr and 'training stopped' in stderr
+    run_dir = os.path.join(outdir, run_dirs(outdir)[0])
+    names = os.listdir(run_dir)
+    snapshots = sorted(n for n in names if SNAPSHOT.match(n))
+    assert snapshots and 'network-final.pkl' not in names
+    assert snapshots[-1] in stderr  # named as the last good snapshot
+    assert not [n for n in names if n.endswith('.tmp')]
+    for name in snapshots:
+        with fresh_session():
+            legacy.load_network_pkl(os.path.join(run_dir, name))
+    with open(os.path.join(run_dir, 'log.txt')) as f:
+        assert damaged in f.read().strip().splitlines()[-1]
