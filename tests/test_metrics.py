@@ -1,10 +1,12 @@
 """metrics.py (SWD, Laplacian pyramid, MS-SSIM) against independent references, and compute_metrics.py end to end.
 
-The references below are written from the definitions (SPEC section 7 and the metrics' papers), with loops and
+The references below are written from the definitions (PGGAN's SWD and the metrics' papers), with loops and
 full 2-D kernels where metrics.py uses separable filters, explicit tiling where it folds grayscale channels,
 and np.std where it accumulates sums; they share no code with metrics.py.
 """
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -356,6 +358,7 @@ def runs(tmp_path_factory):
         'datasets': ['--real', root / 'A', '--fake', root / 'B', '--num', 12, '--seed', 1],
         'pickle': ['--real', root / 'S', '--fake', model, '--num', 8, '--seed', 3],
         'missing': ['--real', root / 'nothing-here', '--halves'],
+        'seed 2**32': ['--real', root / 'A', '--halves', '--seed', 2 ** 32],
     }
     with ThreadPoolExecutor(len(commands)) as pool:
         futures = {key: pool.submit(run_script, SCRIPT, *args) for key, args in commands.items()}
@@ -401,6 +404,21 @@ def test_command_generates_from_a_network_pickle(runs):
 
 def test_command_fails_cleanly_on_a_missing_dataset(runs):
     assert_clean_failure(runs['results']['missing'], 'nothing-here', 'no such dataset directory')
+
+
+def test_command_refuses_a_seed_numpy_cannot_take(runs):
+    result = runs['results']['seed 2**32']
+    assert_clean_failure(result, '--seed', '2**32')
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_metrics_module_needs_no_tensorflow():
+    """metrics.py is pure NumPy: importing it in a fresh interpreter loads neither TensorFlow nor a network."""
+    code = ('import sys; sys.path.insert(0, %r); import metrics; '
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tfutil", "networks", '
+            '"legacy", "generation", "dataset")))' % ROOT)
+    result = subprocess.run([sys.executable, '-c', code], stdout=subprocess.PIPE, universal_newlines=True)
+    assert result.stdout.strip() == '[]'
 
 
 def test_command_reports_bad_input_as_user_errors(runs, capsys):
