@@ -108,7 +108,8 @@ def downscale2d(x, factor=2):
 
 def _fused_kernel(w):
     """Pad a 3x3 kernel to 5x5 and sum its four shifted 4x4 windows: one stride-2 op then does the
-    resampling and the convolution together."""
+    resampling and the convolution together.  The add_n keeps this order only in sessions made with
+    tfutil.session_config (Grappler's memory optimizer would reorder it from run to run)."""
     w = tf.pad(w, [[1, 1], [1, 1], [0, 0], [0, 0]], mode='CONSTANT')
     return tf.add_n([w[1:, 1:], w[:-1, 1:], w[1:, :-1], w[:-1, :-1]])
 

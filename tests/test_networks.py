@@ -1,6 +1,7 @@
-"""Tests for networks.py (SPEC section 4): every layer and both whole networks against NumPy references.
+"""Tests for networks.py: every layer and both whole networks against NumPy references.
 
-The references below are written from the SPEC alone (NHWC, float64, plain loops and index lists); networks.py is
+The references below are written from the paper and the published network layout alone (NHWC, float64, plain loops
+and index lists, and a float32 channel-first one that follows the original's axis order); networks.py is
 only ever used to build the graphs under test, never to compute an expected value.
 """
 import math
@@ -72,7 +73,7 @@ def np_conv_same(x, w):
 
 
 def np_fused_kernel(w):
-    """SPEC 4.2: pad the 3x3 kernel to 5x5 and sum its four shifted 4x4 windows."""
+    """The fused resampling kernel: pad the 3x3 kernel to 5x5 and sum its four shifted 4x4 windows."""
     w = np.asarray(w, np.float64)
     w5 = np.zeros((5, 5) + w.shape[2:])
     w5[1:4, 1:4] = w
@@ -80,7 +81,7 @@ def np_fused_kernel(w):
 
 
 def np_fused_upscale_conv_literal(x, w_out_in):
-    """SPEC 4.2 taken literally: the 4x4 summed kernel ([4, 4, out, in]) in a stride-2 transposed convolution with
+    """The fused up-scaling convolution taken literally: the 4x4 summed kernel ([4, 4, out, in]) in a stride-2 transposed convolution with
     SAME padding (output 2H x 2W; a 4-tap stride-2 kernel then has one pixel of padding before).  A transposed
     convolution scatters: input pixel (p, q) adds K[a, b] . x[p, q] to output pixel (2p + a - 1, 2q + b - 1)."""
     x = np.asarray(x, np.float64)
@@ -104,7 +105,7 @@ def np_fused_upscale_conv_as_upscale_then_conv(x, w_out_in):
 
 
 def np_fused_conv_downscale_literal(x, w):
-    """SPEC 4.2 taken literally: 0.25 x the 4x4 summed kernel in a stride-2 SAME convolution (pad 1 before)."""
+    """The fused down-scaling convolution taken literally: 0.25 x the 4x4 summed kernel in a stride-2 SAME convolution (pad 1 before)."""
     x = np.asarray(x, np.float64)
     k4 = np_fused_kernel(w) * 0.25
     n, h, wd, _ = x.shape
@@ -119,7 +120,7 @@ def np_fused_conv_downscale_literal(x, w):
 
 
 def np_minibatch_stddev(x, group_size):
-    """SPEC 4.2 with explicit index lists: sample n is in group n mod (N / G)."""
+    """Minibatch standard deviation with explicit index lists: sample n is in group n mod (N / G)."""
     x = np.asarray(x, np.float64)
     n = x.shape[0]
     g = min(group_size, n)
@@ -164,7 +165,8 @@ def nf_ref(fmap_base, fmap_decay, fmap_max):
 
 
 class Params(object):
-    """Stored variable values by name (scope stripped) and the equalized-learning-rate scaling of SPEC 4.2."""
+    """Stored variable values by name (scope stripped) and the equalized-learning-rate scaling
+    (stored weight x gain / sqrt(fan_in))."""
 
     def __init__(self, values, use_wscale=True):
         self.values = values
@@ -184,7 +186,7 @@ class Params(object):
 
 def np_generator_torgb(params, latents, labels, resolution, nf, fused_scale=True, normalize_latents=True,
                        use_pixelnorm=True, use_leakyrelu=True):
-    """Every resolution's ToRGB image of G_paper (SPEC 4.3): {log2 r: [N, r, r, C]}."""
+    """Every resolution's ToRGB image of G_paper: {log2 r: [N, r, r, C]}."""
     R = int(round(np.log2(resolution)))
     act = np_lrelu if use_leakyrelu else np_relu
     pn = np_pixel_norm if use_pixelnorm else (lambda v: v)
@@ -217,7 +219,7 @@ def np_generator_torgb(params, latents, labels, resolution, nf, fused_scale=True
 
 
 def np_generator_output(torgb, lod, resolution):
-    """SPEC 4.5 in closed form: at lod = level + frac the image is lerp(ToRGB(current), upscale(ToRGB(lower)), frac)
+    """The progressive-growing output in closed form: at lod = level + frac the image is lerp(ToRGB(current), upscale(ToRGB(lower)), frac)
     at resolution res / 2^level, then nearest-upscaled to full size."""
     R = int(round(np.log2(resolution)))
     lod = min(max(float(lod), 0.0), R - 2.0)
@@ -231,7 +233,7 @@ def np_generator_output(torgb, lod, resolution):
 
 
 def np_discriminator(params, images, lod, resolution, nf, label_size=0, fused_scale=True, mbstd_group_size=4):
-    """D_paper (SPEC 4.4) at a given lod (SPEC 4.5), in closed form: start at the working resolution with FromRGB of
+    """D_paper at a given lod, in closed form: start at the working resolution with FromRGB of
     the box-downscaled input, fade the first block's output towards FromRGB of the input downscaled once more."""
     R = int(round(np.log2(resolution)))
     lod = min(max(float(lod), 0.0), R - 2.0)
@@ -271,6 +273,99 @@ def np_discriminator(params, images, lod, resolution, nf, label_size=0, fused_sc
     x = x.dot(params.weight('4x4/Dense1', gain=1.0)) + params.bias('4x4/Dense1')
     assert x.shape[1] == 1 + label_size
     return x[:, :1], x[:, 1:]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# NumPy reference in the original's channel-first layout (float32, NCHW): the generator as the original computes it
+
+
+def np32_pixel_norm_nchw(x, epsilon=1e-8):
+    """Channels on axis 1, summed one channel after the other (TensorFlow's order for that axis, short of its
+    vectorised inner loops), then x / sqrt(mean + eps); float32 throughout."""
+    x = np.asarray(x, np.float32)
+    squares = x * x
+    total = squares[:, 0].copy()
+    for c in range(1, x.shape[1]):
+        total += squares[:, c]
+    mean = (total / np.float32(x.shape[1]))[:, np.newaxis]
+    return x / np.sqrt(mean + np.float32(epsilon))
+
+
+def np32_lrelu(x):
+    return np.maximum(x * np.float32(0.2), x)
+
+
+def np32_upscale_nchw(x, factor=2):
+    return x.repeat(factor, axis=2).repeat(factor, axis=3)
+
+
+def np32_conv_nchw(x, w):
+    """Cross-correlation, stride 1, zero SAME padding; x [N, C, H, W], w [k, k, in, out]."""
+    k = w.shape[0]
+    pad = k // 2
+    n, _, height, width = x.shape
+    padded = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], mode='constant')
+    out = np.zeros((n, w.shape[3], height, width), np.float32)
+    for i in range(k):
+        for j in range(k):
+            out += np.einsum('nchw,co->nohw', padded[:, :, i:i + height, j:j + width], w[i, j])
+    return out
+
+
+def np32_fused_upscale_conv_nchw(x, w_out_in):
+    """The 4x4 summed kernel (summed in the original's order) in a stride-2 transposed convolution: input pixel
+    (p, q) adds K[a, b] . x[p, q] to output pixel (2p + a - 1, 2q + b - 1)."""
+    padded = np.zeros((5, 5) + w_out_in.shape[2:], np.float32)
+    padded[1:4, 1:4] = w_out_in
+    k4 = ((padded[1:, 1:] + padded[:-1, 1:]) + padded[1:, :-1]) + padded[:-1, :-1]
+    n, _, height, width = x.shape
+    out = np.zeros((n, k4.shape[2], 2 * height + 2, 2 * width + 2), np.float32)   # index = output index + 1
+    for a in range(4):
+        for b in range(4):
+            out[:, :, a:a + 2 * height:2, b:b + 2 * width:2] += np.einsum('nchw,oc->nohw', x, k4[a, b])
+    return out[:, :, 1:2 * height + 1, 1:2 * width + 1]
+
+
+def np32_generator_nchw(values, latents, lod, resolution, nf, fused_scale=True):
+    """G_paper with use_wscale, pixel norm and leaky ReLU, NCHW float32, returned NHWC.  The level is chosen as the
+    original chooses it: at lod = level + frac (clamped to the network) the image is ToRGB of that level when frac
+    is 0, else rgb + (upscale(coarser rgb) - rgb) * frac, then nearest-upscaled by 2**level."""
+    R = int(round(np.log2(resolution)))
+
+    def weight(name, gain=np.sqrt(2), fan_in=None):
+        w = np.asarray(values[name + '/weight'], np.float32)
+        fan_in = fan_in if fan_in is not None else int(np.prod(w.shape[:-1]))
+        return w * np.float32(gain / np.sqrt(fan_in))
+
+    def bias(name, x):
+        return x + np.asarray(values[name + '/bias'], np.float32)[:, np.newaxis, np.newaxis]
+
+    def layer(name, x):
+        return np32_pixel_norm_nchw(np32_lrelu(bias(name, x)))
+
+    x = np32_pixel_norm_nchw(latents)
+    x = x.dot(weight('4x4/Dense', gain=np.sqrt(2) / 4)).reshape(-1, nf(1), 4, 4)
+    x = layer('4x4/Dense', x)
+    x = layer('4x4/Conv', np32_conv_nchw(x, weight('4x4/Conv')))
+    rgb = {}
+    for res in range(2, R + 1):
+        scope = '%dx%d' % (2 ** res, 2 ** res)
+        if res > 2 and fused_scale:
+            name = scope + '/Conv0_up'
+            x = layer(name, np32_fused_upscale_conv_nchw(x, weight(name, fan_in=9 * x.shape[1])))
+        elif res > 2:
+            x = layer(scope + '/Conv0', np32_conv_nchw(np32_upscale_nchw(x), weight(scope + '/Conv0')))
+        if res > 2:
+            x = layer(scope + '/Conv1', np32_conv_nchw(x, weight(scope + '/Conv1')))
+        name = 'ToRGB_lod%d' % (R - res)
+        rgb[res] = bias(name, np32_conv_nchw(x, weight(name, gain=1.0)))
+    lod = min(max(lod, 0.0), R - 2.0)
+    level = int(math.floor(lod))
+    frac = np.float32(lod - level)
+    image = rgb[R - level]
+    if frac > 0:
+        image = image + (np32_upscale_nchw(rgb[R - level - 1]) - image) * frac
+    return np32_upscale_nchw(image, 2 ** level).transpose(0, 2, 3, 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -371,6 +466,27 @@ def test_pixel_norm(tf_session):
 def test_pixel_norm_on_vectors(tf_session):
     x = np.random.RandomState(2).randn(4, 7).astype(np.float32)
     assert_close(tf_session.run(networks.pixel_norm(tf.constant(x))), np_pixel_norm(x))
+
+
+def channel_first_pixel_norm(x_nhwc, epsilon=1e-8):
+    """The original's pixel norm, written as it is written there: NCHW, mean over axis 1 (TensorFlow ops on a
+    channel-first tensor, returned NHWC)."""
+    x = tf.constant(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
+    y = x * tf.rsqrt(tf.reduce_mean(tf.square(x), axis=1, keepdims=True) + epsilon)
+    return tf.transpose(y, [0, 2, 3, 1])
+
+
+@pytest.mark.parametrize('channels', [4, 16, 64, 512])
+def test_pixel_norm_bit_exact_with_the_channel_first_original(tf_session, channels):
+    """Not just close: the same bits as the channel-first formulation, whose channel sum TensorFlow orders
+    differently from a sum over the last axis."""
+    x = np.random.RandomState(channels).randn(3, 8, 8, channels).astype(np.float32)
+    ours, original = tf_session.run([networks.pixel_norm(tf.constant(x)), channel_first_pixel_norm(x)])
+    assert np.array_equal(ours, original)
+    if channels == 512:  # the check has teeth: averaging over the last axis rounds differently
+        last_axis = tf.constant(x) * tf.rsqrt(tf.reduce_mean(tf.square(tf.constant(x)), axis=-1, keepdims=True)
+                                              + 1e-8)
+        assert not np.array_equal(tf_session.run(last_axis), original)
 
 
 @pytest.mark.parametrize('alpha', [None, 0.1])
@@ -503,6 +619,19 @@ def test_minibatch_stddev_dynamic_batch(tf_session):
     assert_close(tf_session.run(y, {placeholder: x[:2]}), np_minibatch_stddev(x[:2], 4))   # clamped to N=2
 
 
+def test_minibatch_stddev_bit_exact_with_the_channel_first_original(tf_session):
+    """The group statistic averaged over channels and pixels in the original's NCHW order, to the last bit."""
+    x = np.random.RandomState(10).randn(8, 4, 4, 512).astype(np.float32)
+    y = tf.constant(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))          # the original's NCHW formulation
+    y = tf.reshape(y, [4, -1, 512, 4, 4])
+    y -= tf.reduce_mean(y, axis=0, keepdims=True)
+    y = tf.sqrt(tf.reduce_mean(tf.square(y), axis=0) + 1e-8)
+    original = tf.tile(tf.reduce_mean(y, axis=[1, 2, 3], keepdims=True), [4, 1, 4, 4])
+    ours, original = tf_session.run([networks.minibatch_stddev_layer(tf.constant(x), 4), original])
+    assert np.array_equal(ours[..., 512], original[:, 0])
+    assert np.array_equal(ours[..., :512], x)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Resampling
 
@@ -627,7 +756,7 @@ LODS = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0]
 
 @pytest.mark.parametrize('variant', ['default', 'unfused', 'labels', 'plain'])
 def test_generator_matches_numpy_reference(tf_session, variant):
-    """The whole tiny G (16x16) at integer and fractional lod equals the SPEC computed in NumPy."""
+    """The whole tiny G (16x16) at integer and fractional lod equals the NumPy reference."""
     kwargs = {}
     label_size = 0
     if variant == 'unfused':
@@ -665,8 +794,9 @@ def test_generator_matches_numpy_reference(tf_session, variant):
 
 def test_generator_lod_blend_from_lower_resolution_graphs(tf_session):
     """Per-resolution ToRGB images taken from graph_resolution networks (shared variables, lod set so that no
-    blending happens) combine by the SPEC 4.5 formula into the full network's output at any lod; and a
-    graph_resolution network equals the full network box-downscaled at the lods it covers."""
+    blending happens) combine by the fade-in formula into the full network's output at any lod, to the last bit:
+    an integer lod takes its level's image as it is, a fractional one computes rgb + (upscale(coarser) - rgb) * t
+    in float32 as the original does.  A graph_resolution network equals the full network at the lods it covers."""
     latents, labels, full = build_tiny_generator('G')
     _, _, g8 = build_tiny_generator('G', reuse=True, inputs=(latents, labels), graph_resolution=8)
     _, _, g4 = build_tiny_generator('G', reuse=True, inputs=(latents, labels), graph_resolution=4)
@@ -680,30 +810,62 @@ def test_generator_lod_blend_from_lower_resolution_graphs(tf_session):
 
     def run(tensor, value):
         lod.load(value, tf_session)
-        return np.asarray(tf_session.run(tensor, feed), np.float64)
+        return tf_session.run(tensor, feed)
 
     torgb = {4: run(full, 0.0), 3: run(g8, 1.0), 2: run(g4, 2.0)}
-    assert_close(run(g4, 0.0), torgb[2], rtol=0, atol=0)     # a 4x4 graph has nothing to blend
-    for value in [0.0, 0.5, 1.0, 1.5, 2.0, 0.75, 1.25]:
-        level = int(math.floor(value))
-        frac = value - level
+    assert np.array_equal(run(g4, 0.0), torgb[2])     # a 4x4 graph has nothing to blend
+    assert np.array_equal(run(g8, 0.5), torgb[3])     # nor a graph below the lod's level
+    for value in [0.0, 0.5, 1.0, 1.5, 2.0, 0.75, 1.25, 3.0]:
+        clamped = min(value, 2.0)                      # 4x4 is as coarse as it gets
+        level = int(math.floor(clamped))
+        frac = np.float32(clamped - level)
         current = 4 - level
         expected = torgb[current]
         if frac > 0:
-            expected = expected + (np_upscale(torgb[current - 1]) - expected) * frac
+            expected = expected + (np.float32(np_upscale(torgb[current - 1])) - expected) * frac
         expected = np_upscale(expected, 2 ** level)
         out = run(full, value)
-        assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(out, expected), (value, np.abs(out - expected).max())
         # graph_resolution = r with lod >= log2(res / r): the full output is that image nearest-upscaled
         if value >= 1.0:
-            small = run(g8, value)
-            assert_close(out, np_upscale(small), rtol=1e-6, atol=1e-6)
-            assert_close(np_downscale(out), small, rtol=1e-6, atol=1e-6)
+            assert np.array_equal(out, np_upscale(run(g8, value), 2))
         if value >= 2.0:
-            small = run(g4, value)
-            assert_close(np_downscale(out, 4), small, rtol=1e-6, atol=1e-6)
+            assert np.array_equal(out, np_upscale(run(g4, value), 4))
     # The fade really changes the output (otherwise the checks above would be weak).
     assert not np.allclose(run(full, 0.5), run(full, 0.0), atol=1e-3)
+
+
+SMALL = dict(num_channels=1, resolution=16, fmap_base=128, fmap_decay=1.0, fmap_max=32)   # 32, 32, 32, 16 maps
+
+
+@pytest.mark.parametrize('fused_scale', [True, False])
+def test_generator_matches_channel_first_float32_reference(tf_session, fused_scale):
+    """A small G (16x16, 16-32 feature maps) against the float32 NCHW reference at lod 0, 1 and 1.5: the same
+    8-bit images, floats within 2e-6.  That is float32's own resolution for eight layers: against a float64
+    computation TensorFlow is off by up to 1e-6 here and the float32 reference by up to 7e-7, in opposite
+    directions at times (the convolutions sum in different orders, rsqrt rounds within an ulp).  The order of
+    the channel sums themselves is pinned bit for bit by the layer tests above."""
+    import outputs
+    latents = tf.placeholder(tf.float32, [None, 32])
+    labels = tf.placeholder(tf.float32, [None, 0])
+    with tf.variable_scope('G'):
+        images = networks.G_paper(latents, labels, fused_scale=fused_scale, **SMALL)
+    rng = np.random.RandomState(30)
+    values = randomize_scope(tf_session, 'G', rng, bias_scale=0.1)
+    for name in values:
+        if name.startswith('ToRGB'):   # outputs mostly inside -1..1, as a trained generator's, so 8 bits matter
+            values[name] = values[name] * np.float32(0.3)
+            only_variable('G/' + name).load(values[name], tf_session)
+    z = rng.randn(8, 32).astype(np.float32)
+    nf = nf_ref(SMALL['fmap_base'], 1.0, SMALL['fmap_max'])
+    lod = lod_variable('G')
+    for value in [0.0, 1.0, 1.5]:
+        lod.load(value, tf_session)
+        ours = tf_session.run(images, {latents: z, labels: np.zeros((8, 0), np.float32)})
+        reference = np32_generator_nchw(values, z, value, 16, nf, fused_scale=fused_scale)
+        assert np.mean(np.abs(reference) < 1) > 0.9
+        assert np.abs(ours - reference).max() <= 2e-6, (value, np.abs(ours - reference).max())
+        assert np.array_equal(outputs.float_to_uint8(ours), outputs.float_to_uint8(reference)), value
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -712,7 +874,7 @@ def test_generator_lod_blend_from_lower_resolution_graphs(tf_session):
 
 @pytest.mark.parametrize('variant', ['default', 'unfused', 'labels', 'mbstd2', 'no_mbstd'])
 def test_discriminator_matches_numpy_reference(tf_session, variant):
-    """The whole tiny D (16x16) at integer and fractional lod equals the SPEC computed in NumPy."""
+    """The whole tiny D (16x16) at integer and fractional lod equals the NumPy reference."""
     kwargs = {}
     label_size = 0
     mbstd = 4
@@ -746,7 +908,9 @@ def test_discriminator_matches_numpy_reference(tf_session, variant):
 
 def test_discriminator_lod_blend_and_graph_resolution(tf_session):
     """D at lod >= log2(res / r) on a nearest-upscaled r x r image equals the graph_resolution=r network on that
-    image; D's fade-in at fractional lod is the lerp of FromRGB(downscaled input) into the block path."""
+    image; at an integer lod the full network takes that level's input path as it is (the same bits as the
+    graph_resolution network fed the input box-downscaled, no fade arithmetic); D's fade-in at fractional lod is
+    the lerp of FromRGB(downscaled input) into the block path."""
     images, scores, _ = build_tiny_discriminator('D')
     images8, scores8, _ = build_tiny_discriminator('D', size=8, reuse=True, graph_resolution=8)
     images4, scores4, _ = build_tiny_discriminator('D', size=4, reuse=True, graph_resolution=4)
@@ -762,9 +926,16 @@ def test_discriminator_lod_blend_and_graph_resolution(tf_session):
         if value >= 2.0:
             full = tf_session.run(scores, {images: np_upscale(x4, 4).astype(np.float32)})
             assert_close(tf_session.run(scores4, {images4: x4}), full, rtol=1e-5, atol=1e-5)
-    # Fractional lod: the score follows the fade of the first active block, computed here in NumPy from the
-    # two paths the SPEC names (block output of the working resolution and FromRGB of the input downscaled once).
     x = rng.uniform(-1, 1, size=(4, 16, 16, 1)).astype(np.float32)
+    for value, size, small_images, small_scores in [(1.0, 8, images8, scores8), (2.0, 4, images4, scores4),
+                                                    (3.0, 4, images4, scores4)]:
+        lod.load(value, tf_session)
+        downscaled = tf_session.run(tf.nn.avg_pool(x, [1, 16 // size, 16 // size, 1], [1, 16 // size, 16 // size, 1],
+                                                   'VALID'))
+        assert np.array_equal(tf_session.run(scores, {images: x}),
+                              tf_session.run(small_scores, {small_images: downscaled})), value
+    # Fractional lod: the score follows the fade of the first active block, computed here in NumPy from the
+    # two paths of the fade (block output of the working resolution and FromRGB of the input downscaled once).
     for value in [0.5, 1.5]:
         lod.load(value, tf_session)
         got = tf_session.run(scores, {images: x})
@@ -776,7 +947,51 @@ def test_discriminator_lod_blend_and_graph_resolution(tf_session):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The default 64x64 networks: variables (SPEC 4.3 and 4.4)
+# Gradients through the level selection (training differentiates G and D, and D twice for the gradient penalty)
+
+
+def test_gradients_through_the_level_selection(tf_session):
+    """At lod 1.5 G's and D's gradients reach exactly the levels in use: the blocks finer than the lod get zero,
+    the others non-zero; D's input gradient matches finite differences; the gradient penalty (a gradient of a
+    gradient) differentiates to finite values (None only for the biases it does not depend on, as in the
+    original)."""
+    latents, labels, fake = build_tiny_generator('G', **WIDER)
+    images, scores, _ = build_tiny_discriminator('D', **WIDER)
+    rng = np.random.RandomState(27)
+    randomize_scope(tf_session, 'G', rng)
+    randomize_scope(tf_session, 'D', rng, bias_scale=0.2)
+    lod_variable('G').load(1.5, tf_session)
+    lod_variable('D').load(1.5, tf_session)
+    g_vars = scope_variables('G', trainable_only=True)
+    d_vars = scope_variables('D', trainable_only=True)
+    input_grad = tf.gradients(tf.reduce_sum(scores), images)[0]
+    penalty = tf.reduce_mean(tf.reduce_sum(tf.square(input_grad), axis=[1, 2, 3]))
+    penalty_grads = [g for g in tf.gradients(penalty, d_vars) if g is not None]
+    assert len(penalty_grads) == len(d_vars) - 3     # all but the biases of 4x4/Conv, Dense0 and Dense1
+    feed = {latents: rng.randn(4, TINY_LATENT).astype(np.float32), labels: np.zeros((4, 0), np.float32),
+            images: rng.uniform(-1, 1, size=(4, 16, 16, 1)).astype(np.float32)}
+    grads = tf.gradients(tf.reduce_sum(fake), g_vars) + tf.gradients(tf.reduce_sum(scores), d_vars)
+    for var, value in zip(g_vars + d_vars, tf_session.run(grads, feed)):
+        name = var.op.name
+        assert np.all(np.isfinite(value)), name
+        unused = '/16x16/' in name or name.endswith('_lod0/weight') or name.endswith('_lod0/bias')
+        assert np.all(value == 0) == unused, name
+    input_value, penalty_values = tf_session.run([input_grad, penalty_grads], feed)
+    assert all(np.all(np.isfinite(value)) for value in penalty_values)
+    # Finite differences of D, summed in float64 from the float32 graph.
+    # Along the gradient itself the derivative is largest against float32 noise (and a wrong gradient would
+    # not predict it).
+    direction = (input_value / np.linalg.norm(input_value)).astype(np.float32)
+    step = 1e-2                                      # small enough to cross hardly any leaky-ReLU kink
+    plus = tf_session.run(scores, {images: feed[images] + step * direction})
+    minus = tf_session.run(scores, {images: feed[images] - step * direction})
+    numeric = (np.sum(plus, dtype=np.float64) - np.sum(minus, dtype=np.float64)) / (2 * step)
+    analytic = np.sum(input_value.astype(np.float64) * direction)
+    assert abs(numeric - analytic) <= 1e-2 * abs(analytic), (numeric, analytic)   # measured: 0.2%
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The default 64x64 networks: variables
 
 
 EXPECTED_G_VARIABLES = [
@@ -855,7 +1070,7 @@ def test_default_networks_variables(tf_session):
 def test_default_networks_unfused_variables(tf_session):
     build_default_networks(fused_scale=False)
     # Same names without the suffix.  Shapes: D's Conv1 has the fused layout already ([3, 3, in, out]); G's Conv0
-    # is then an ordinary conv stored [3, 3, in, out], while the fused Conv0_up is stored [3, 3, out, in] (SPEC 4.2),
+    # is then an ordinary conv stored [3, 3, in, out], while the fused Conv0_up is stored [3, 3, out, in] (transposed-convolution layout),
     # which only shows where in != out, i.e. at 64x64: [3, 3, 512, 256] instead of [3, 3, 256, 512].
     expected_g = [(n.replace('/Conv0_up/', '/Conv0/'), s) for n, s in EXPECTED_G_VARIABLES]
     expected_g[expected_g.index(('64x64/Conv0/weight', [3, 3, 256, 512]))] = ('64x64/Conv0/weight', [3, 3, 512, 256])
