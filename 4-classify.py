@@ -16,7 +16,7 @@ arms (--arms, any comma-separated subset; the same folds for all, always tested 
   synthetic    generated patches only ("classification accuracy score": train on generated, test on real)
 
 the classifier (classifier.py): space-to-depth 4x4 stem, then three stages of two 3x3 convolutions with batch
-normalisation and ReLU (default widths 64, 128, 256; 2x2 max-pooling between stages), global average pooling,
+normalisation and ReLU (default widths 32, 64, 128; 2x2 max-pooling between stages), global average pooling,
 dropout, a dense softmax layer; Adam, minibatches of 64, optional class-balanced cross-entropy, early stopping on
 the validation nodules held out of the training folds (the best epoch's weights are kept).
 
@@ -129,8 +129,8 @@ def parse_args(argv=None):
     parser.add_argument('--class-weighting', choices=['balanced', 'none'], default='balanced',
                         help='balanced: every class weighs the same in the loss however many patches it has '
                              '(default: %(default)s)')
-    parser.add_argument('--widths', type=widths_list, default=(64, 128, 256), metavar='W1,W2,W3',
-                        help='channels of the three stages (default: 64,128,256)')
+    parser.add_argument('--widths', type=widths_list, default=(32, 64, 128), metavar='W1,W2,W3',
+                        help='channels of the stages, one number per stage (default: 32,64,128)')
     parser.add_argument('--dropout', type=fraction, default=0.5,
                         help='dropout rate before the last layer (default: %(default)s)')
     parser.add_argument('--lr', type=positive_float, default=1e-3, help='Adam learning rate (default: %(default)s)')

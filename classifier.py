@@ -1,23 +1,25 @@
 """A small convolutional network that tells nodule subtypes apart from 2-D grey patches, and how it is trained.
 
-Architecture (shown for 64x64 patches and the default widths 64, 128, 256; every convolution is 3x3, 'same'
+Architecture (shown for 64x64 patches and the default widths 32, 64, 128; every convolution is 3x3, 'same'
 padding, no bias, followed by batch normalisation and ReLU):
 
     uint8 patch [N, 64, 64]  ->  x / 127.5 - 1, NHWC [N, 64, 64, 1]
     patchify stem: space-to-depth 4x4                   -> [N, 16, 16, 16]   (lossless rearrangement)
-    stage 1: conv 16 -> 64, conv 64 -> 64                -> [N, 16, 16, 64]
-             2x2 max-pool                                -> [N,  8,  8, 64]
-    stage 2: conv 64 -> 128, conv 128 -> 128             -> [N,  8,  8, 128]
-             2x2 max-pool                                -> [N,  4,  4, 128]
-    stage 3: conv 128 -> 256, conv 256 -> 256            -> [N,  4,  4, 256]
-    global average pool, dropout (0.5), dense 256 -> classes, softmax
+    stage 1: conv 16 -> 32, conv 32 -> 32                -> [N, 16, 16, 32]
+             2x2 max-pool                                -> [N,  8,  8, 32]
+    stage 2: conv 32 -> 64, conv 64 -> 64                -> [N,  8,  8, 64]
+             2x2 max-pool                                -> [N,  4,  4, 64]
+    stage 3: conv 64 -> 128, conv 128 -> 128             -> [N,  4,  4, 128]
+    global average pool, dropout (0.5), dense 128 -> classes, softmax
 
-About 0.7 M weights and 40 M multiply-adds per 64x64 patch.  Why this shape: a convolution with one input channel
-at full resolution does almost no arithmetic per byte it moves, so it runs far below the CPU's matrix-multiply
-speed; the space-to-depth stem (the 4x4 "patchify" stem of ConvNeXt, without its extra layer) hands the first
-convolution 16 channels at 16x16 instead, and the widths are multiples of 64 so that the convolutions are
-efficient matrix products.  A 64x64 lung-window patch of a subcentimetre nodule at about 0.7 mm per pixel puts
-the nodule in the middle few cells of the 16x16 grid, still seen at full detail through the 16 stem channels.
+About 0.29 M weights and 10.6 M multiply-adds per 64x64 patch.  Why this shape: a convolution with one input
+channel at full resolution does almost no arithmetic per byte it moves, so it runs far below the CPU's
+matrix-multiply speed; the space-to-depth stem (the 4x4 "patchify" stem of ConvNeXt, without its extra layer)
+hands the first convolution 16 channels at 16x16 instead, so that every convolution is a matrix product with at
+least 144 multiply-adds per output and 32 outputs per pixel, which CPUs run near their GEMM speed
+(benchmarks/bench_classify.py).  A 64x64 lung-window patch of a subcentimetre nodule at about 0.7 mm per pixel
+puts the nodule in the middle few cells of the 16x16 grid, still seen at full detail through the 16 stem channels.
+Twice the widths (64, 128, 256) cost three times as much and classified the shipped phantoms no better.
 
 Training: Adam (learning rate 1e-3, beta1 0.9, beta2 0.999), minibatches of 64 drawn as successive seeded
 permutations of the training set, softmax cross-entropy optionally weighted per class so that every class counts
@@ -37,7 +39,7 @@ import numpy as np
 import tfutil
 from tfcompat import native_stderr_captured, tf
 
-DEFAULT_WIDTHS = (64, 128, 256)
+DEFAULT_WIDTHS = (32, 64, 128)
 STEM_BLOCK = 4           # space-to-depth block size of the stem
 CONVS_PER_STAGE = 2
 BATCH_SIZE = 64
@@ -48,7 +50,7 @@ BN_EPSILON = 1e-3
 ConvSpec = collections.namedtuple('ConvSpec', 'name in_channels out_channels size')
 
 
-def conv_layers(resolution, widths=DEFAULT_WIDTHS):
+def conv_layers(resolution, widths=DEFAULT_WIDTHS, convs_per_stage=CONVS_PER_STAGE):
     """The convolutions of the network for square patches of `resolution` pixels, in order (one home for the
     architecture: the graph is built from it and the benchmark counts its arithmetic from it)."""
     if resolution < 4 * STEM_BLOCK or resolution % (STEM_BLOCK * 2 ** (len(widths) - 1)):
@@ -56,7 +58,7 @@ def conv_layers(resolution, widths=DEFAULT_WIDTHS):
                          % (4 * STEM_BLOCK, STEM_BLOCK * 2 ** (len(widths) - 1), resolution))
     size, channels, layers = resolution // STEM_BLOCK, STEM_BLOCK ** 2, []
     for stage, width in enumerate(widths):
-        for index in range(CONVS_PER_STAGE):
+        for index in range(convs_per_stage):
             layers.append(ConvSpec('stage%d/conv%d' % (stage + 1, index), channels, width, size))
             channels = width
         if stage < len(widths) - 1:
@@ -90,13 +92,13 @@ class Classifier(object):
     """The network in its own graph and session: `fit` trains from freshly seeded weights, `predict` gives class
     probabilities.  One instance serves many training runs (folds, arms, repeats): each `fit` starts anew."""
 
-    def __init__(self, resolution, num_classes, widths=DEFAULT_WIDTHS, dropout=0.5, learning_rate=1e-3,
-                 num_threads=0):
+    def __init__(self, resolution, num_classes, widths=DEFAULT_WIDTHS, convs_per_stage=CONVS_PER_STAGE,
+                 dropout=0.5, learning_rate=1e-3, num_threads=0):
         self.resolution = int(resolution)
         self.num_classes = int(num_classes)
         self.widths = tuple(int(w) for w in widths)
         self.dropout = float(dropout)
-        self.layers = conv_layers(self.resolution, self.widths)
+        self.layers = conv_layers(self.resolution, self.widths, convs_per_stage)
         self.graph = tf.Graph()
         with self.graph.as_default():
             self._build(learning_rate)
@@ -117,6 +119,8 @@ class Classifier(object):
             train_logits, bn_updates = self._forward(self.images_in, training=True)
         with tf.variable_scope('classifier', reuse=True):
             eval_logits, _ = self._forward(self.images_in, training=False)
+        # Weights and moving statistics: what initialisation draws and early stopping keeps (not Adam's slots).
+        self.model_vars = tf.global_variables()
 
         def weighted_cross_entropy(logits):
             per_patch = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=self.labels_in, logits=logits)
@@ -129,7 +133,6 @@ class Classifier(object):
         with tf.control_dependencies(bn_updates):
             self.train_op = optimizer.minimize(self.train_loss)
 
-        self.model_vars = [v for v in tf.global_variables() if v.name.startswith('classifier/')]
         self.reset_op = tf.variables_initializer(tf.global_variables())  # weights, moving stats, Adam's slots
         self._value_in = [tf.placeholder(v.dtype.base_dtype, v.shape) for v in self.model_vars]
         self._assign_op = tf.group(*[tf.assign(v, p) for v, p in zip(self.model_vars, self._value_in)])

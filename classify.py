@@ -440,8 +440,8 @@ def run_experiment(data, settings, generators=None, progress=None, log=None):
     if any(arm in GENERATED_ARMS for arm in settings.arms):
         pools = generate_pools(generators, data, plans, settings.generated, settings.seed)
     resolution = data.images.shape[-1]
-    net = classifier.Classifier(resolution, len(data.class_names), settings.widths, settings.dropout,
-                                settings.learning_rate)
+    net = classifier.Classifier(resolution, len(data.class_names), widths=settings.widths,
+                                dropout=settings.dropout, learning_rate=settings.learning_rate)
     augment = classifier.classic_augmentation()
     fold_metrics = collections.OrderedDict((arm, []) for arm in settings.arms)
     runs = collections.OrderedDict((arm, []) for arm in settings.arms)

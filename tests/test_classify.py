@@ -251,11 +251,19 @@ def test_balanced_class_weights():
 
 def test_architecture_arithmetic():
     import classifier
-    layers = classifier.conv_layers(64)
+    layers = classifier.conv_layers(64, (64, 128, 256))
     assert [(l.in_channels, l.out_channels, l.size) for l in layers] == [
         (16, 64, 16), (64, 64, 16), (64, 128, 8), (128, 128, 8), (128, 256, 4), (256, 256, 4)]
     macs = 256 * 9 * (16 * 64 + 64 * 64) + 64 * 9 * (64 * 128 + 128 * 128) + 16 * 9 * (128 * 256 + 256 * 256)
-    assert classifier.multiply_adds(64, 3) == macs + 256 * 3
+    assert classifier.multiply_adds(64, 3, (64, 128, 256)) == macs + 256 * 3
+    first = 256 * 9 * 16 * 64  # the first layer needs no gradient with respect to its input
+    assert classifier.training_flops(64, 3, (64, 128, 256)) == 2 * (3 * (macs + 256 * 3) - first)
+    net = classifier.Classifier(64, 3, (64, 128, 256))
+    try:  # the weights the graph really has
+        assert sum(int(np.prod(v.shape.as_list())) for v in net.model_vars) == (
+            classifier.num_weights(64, 3, (64, 128, 256)) + 2 * (2 * (64 + 128 + 256)))  # + moving mean, variance
+    finally:
+        net.close()
     with pytest.raises(ValueError):
         classifier.conv_layers(8)
 
