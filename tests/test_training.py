@@ -1006,7 +1006,7 @@ def bad_runs(tmp_path_factory, data_dir):
                                   np.random.RandomState(0).randint(0, 256, (8, 1, 8, 8)).astype(np.uint8))
     corrupt = dataset.write_dataset(os.path.join(base, 'corrupt'), tiny_dataset_images())
     corrupt_record_data(dataset.tfrecord_path(corrupt, 3))
-    snapshot = os.path.join(base, 'run', 'network-snapshot-000001.pkl')  # tiny 16x16 networks
+    snapshot = os.path.join(base, 'run', 'network-snapshot-000000.256.pkl')  # tiny 16x16 networks
     os.makedirs(os.path.dirname(snapshot))
     with fresh_session(seed=1):
         G, D = tiny_networks()
@@ -1024,7 +1024,7 @@ def bad_runs(tmp_path_factory, data_dir):
         'resume other resolution': (['--data', small, '--resume', snapshot], ['resolution']),
         'resume other network size': (['--data', data_dir, '--resume', snapshot, '--fmap-base', 64],
                                       [snapshot, 'fmap_base=32', 'command line', '64']),
-        'resume with nothing left to train': (['--data', data_dir, '--resume', snapshot, '--total-kimg', 0.5],
+        'resume with nothing left to train': (['--data', data_dir, '--resume', snapshot, '--total-kimg', 0.2],
                                               [snapshot, 'nothing left to train']),
     }
     outdirs = {case: os.path.join(base, 'out-%d' % i) for i, case in enumerate(sorted(cases))}
@@ -1034,7 +1034,7 @@ def bad_runs(tmp_path_factory, data_dir):
     def invoke(case):
         args, _ = cases[case]
         extra = [] if '--total-kimg' in args else ['--total-kimg', 1]
-        return train(*(args + ['--outdir', outdirs[case]] + extra + TINY_ARGS))
+        return train(*(TINY_ARGS + args + ['--outdir', outdirs[case]] + extra))  # the case's flags win
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         results = dict(zip(sorted(cases), pool.map(invoke, sorted(cases))))
