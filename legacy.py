@@ -103,7 +103,7 @@ def network_from_state(state, path='<state>'):
         raise UserError('%s: network %s variables do not match %s%s%s' % (
             path, state['name'], state['build_func_name'],
             '; missing: ' + ', '.join(missing[:5]) if missing else '',
-            '; unexpected: ' + ', '.join(_short(n) for n in unexpected[:5]) if unexpected else ''))
+            '; unexpected: ' + ', '.join(_clip(n) for n in unexpected[:5]) if unexpected else ''))
     for name, var in net.vars.items():
         expected = tuple(var.shape.as_list())
         if tuple(values[name].shape) != expected:
