@@ -59,6 +59,12 @@ def files_under(directory):
     return result
 
 
+def folders_under(directory):
+    """Every folder below `directory` (hidden ones too), as relative paths."""
+    return sorted(os.path.relpath(os.path.join(root, name), str(directory))
+                  for root, dirs, _ in os.walk(str(directory)) for name in dirs)
+
+
 def pngs_under(directory):
     return sorted(name for name in files_under(directory) if name.lower().endswith('.png'))
 
@@ -270,6 +276,39 @@ def bad_existing_png(d):
     return write_images(d / 'ok-r04.tfrecords', random_images(3, seed=11)), ['--number', 3]
 
 
+def bad_number_huge(d):
+    return write_images(d / 'five-r04.tfrecords', random_images(5, seed=9)), ['--number', '100000000000']
+
+
+def bad_grid_exists_with_other_contents(d):
+    (d / 'out').mkdir()
+    (d / 'out' / 'mosaic.png').write_bytes(b'an earlier mosaic')
+    return write_images(d / 'ok-r04.tfrecords', random_images(3, seed=12)), ['--number', 3, '--grid', 'mosaic.png']
+
+
+def bad_grid_is_an_image_name(d):
+    return write_images(d / 'ok-r04.tfrecords', random_images(3, seed=12)), ['--number', 3,
+                                                                             '--grid', 'dataset_img_1.png']
+
+
+def bad_grid_under_a_file(d):
+    (d / 'notes').write_bytes(b'my notes')
+    return write_images(d / 'ok-r04.tfrecords', random_images(3, seed=12)), ['--number', 3,
+                                                                             '--grid', d / 'notes' / 'mosaic.png']
+
+
+def bad_grid_ends_in_a_slash(d):
+    return write_images(d / 'ok-r04.tfrecords', random_images(3, seed=12)), ['--number', 3,
+                                                                             '--grid', str(d / 'mosaics') + '/']
+
+
+def bad_overwrite_onto_a_directory(d):
+    (d / 'out' / 'dataset_img_1.png').mkdir(parents=True)
+    (d / 'out' / 'dataset_img_0.png').write_bytes(b'earlier')
+    (d / 'out' / 'dataset_img_2.png').write_bytes(b'earlier')
+    return write_images(d / 'ok-r04.tfrecords', random_images(3, seed=12)), ['--number', 3, '--overwrite']
+
+
 BAD_INPUTS = dict((name[len('bad_'):], function) for name, function in list(globals().items())
                   if name.startswith('bad_'))
 
@@ -287,7 +326,7 @@ def bad_runs(tmp_path_factory):
         directory = tmp_path_factory.mktemp(name)
         path, extra = BAD_INPUTS[name](directory)
         args = ['--tfrecords', path, '--outdir', directory / 'out'] + extra
-        prepared.append((name, directory, path, args, files_under(directory)))
+        prepared.append((name, directory, path, args, (files_under(directory), folders_under(directory))))
     results = run_all([(SCRIPT,) + tuple(args) for _, _, _, args, _ in prepared])
     return dict((name, BadRun(directory, path, args, before, result))
                 for (name, directory, path, args, before), result in zip(prepared, results))
@@ -297,7 +336,8 @@ def failed_cleanly(run):
     """The checks every bad input shares; returns the one error line."""
     assert_clean_failure(run.result)
     line = one_error_line(run.result)
-    assert files_under(run.directory) == run.before   # no PNG, no staging leftovers, nothing changed
+    assert (files_under(run.directory), folders_under(run.directory)) == run.before   # nothing changed: no PNG,
+    # no output or staging folder
     return line
 
 
@@ -346,3 +386,22 @@ def test_existing_different_png_needs_overwrite(bad_runs):
     assert result.returncode == 0, result.stderr
     assert_pngs_match(run.outdir, read_records(run.path)[:, 0])
     assert sorted(os.listdir(str(run.outdir))) == ['dataset_img_0.png', 'dataset_img_1.png', 'dataset_img_2.png']
+
+
+def test_number_far_beyond_the_file(bad_runs):
+    run = bad_runs['number_huge']
+    line = failed_cleanly(run)
+    assert run.path in line and 'holds only 5' in line
+
+
+@pytest.mark.parametrize('case, fragment', [
+    ('grid_exists_with_other_contents', 'mosaic.png: already exists with different contents'),
+    ('grid_is_an_image_name', 'dataset_img_1.png: --grid names one of the images'),
+    ('grid_under_a_file', 'notes'),
+    ('grid_ends_in_a_slash', 'mosaics/: names a folder'),
+    ('overwrite_onto_a_directory', 'dataset_img_1.png: exists and is a directory'),
+])
+def test_mosaic_and_overwrite_conflicts_write_nothing(bad_runs, case, fragment):
+    run = bad_runs[case]
+    line = failed_cleanly(run)   # not one PNG written or replaced
+    assert fragment in line, line
