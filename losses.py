@@ -45,8 +45,13 @@ def gradient_norms(D, mixed, graph_resolution=None):
 
 def gradient_penalty(D, reals, fakes, mixing, graph_resolution=None, wgan_target=1.0):
     """(||grad_x D(x)||_2 - target)^2 at x = reals + mixing * (fakes - reals), one value per sample: [N, 1]."""
+    return _penalty_and_norms(D, reals, fakes, mixing, graph_resolution, wgan_target)[0]
+
+
+def _penalty_and_norms(D, reals, fakes, mixing, graph_resolution, wgan_target):
     mixed = reals + (fakes - reals) * mixing
-    return tf.square(gradient_norms(D, mixed, graph_resolution) - wgan_target)[:, tf.newaxis]
+    norms = gradient_norms(D, mixed, graph_resolution)[:, tf.newaxis]
+    return tf.square(norms - wgan_target), norms
 
 
 def D_wgangp(G, D, latents, reals, labels, mixing, graph_resolution=None,
@@ -57,15 +62,17 @@ def D_wgangp(G, D, latents, reals, labels, mixing, graph_resolution=None,
     """Discriminator loss D(G(z)) - D(x) + lambda * GP + epsilon * D(x)^2 (+ classification terms).
 
     Fakes are generated for the reals' labels.  `mixing` is U(0, 1) per sample, shaped [N, 1, 1, 1].
-    Returns (loss [N, 1], {name: [N, 1] term}).
+    Returns (loss [N, 1], {name: [N, 1]}) with the terms real_scores, fake_scores, gradient_penalty and the
+    gradient_norms it penalises.
     """
     fakes = G.get_output_for(latents, labels, graph_resolution=graph_resolution)
     real_scores, real_logits = D.get_output_for(reals, graph_resolution=graph_resolution)
     fake_scores, fake_logits = D.get_output_for(fakes, graph_resolution=graph_resolution)
-    penalty = gradient_penalty(D, reals, fakes, mixing, graph_resolution, wgan_target)
+    penalty, norms = _penalty_and_norms(D, reals, fakes, mixing, graph_resolution, wgan_target)
     loss = fake_scores - real_scores
     loss += penalty * (wgan_lambda / wgan_target ** 2)
     loss += tf.square(real_scores) * wgan_epsilon
     loss += (_label_penalty(labels, real_logits) + _label_penalty(labels, fake_logits)) * cond_weight
-    terms = {'real_scores': real_scores, 'fake_scores': fake_scores, 'gradient_penalty': penalty}
+    terms = {'real_scores': real_scores, 'fake_scores': fake_scores, 'gradient_penalty': penalty,
+             'gradient_norms': norms}
     return loss, terms

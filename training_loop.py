@@ -285,7 +285,7 @@ class RunOutputs(object):
         if self.metrics:
             self.metric_reals = dataset.read_images(data.top_file, min(metric_images or METRIC_IMAGES, data.count))
             self.metric_latents = generation.random_latents(len(self.metric_reals), Gs.input_shapes[0][1],
-                                                            seed + 1)
+                                                            (seed + 1) % training_config.SEED_LIMIT)
 
     def path(self, name):
         return os.path.join(self.run_dir, name)
@@ -369,6 +369,8 @@ def train(settings=None, outdir='results', resume=None, resume_kimg=None, G_kwar
     settings = training_config.check_settings(dict(settings or {}))
     cfg = types.SimpleNamespace(**settings)
     if resume and resume_kimg is None:
+        if training_config.nimg_of_snapshot(resume) is None:
+            raise UserError('%s: cannot tell how far training got from this file name; pass resume_kimg' % resume)
         resume_kimg = training_config.nimg_of_snapshot(resume) / 1000.0
     start_nimg = training_config.nimg_of_kimg(resume_kimg or 0.0)
 
