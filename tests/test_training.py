@@ -336,6 +336,13 @@ def test_resume_takes_the_runs_settings_unless_given(tmp_path):
     with pytest.raises(training_config.UserError, match='cannot be split evenly over 3 devices'):
         training_config.resolve_settings({'resume': snapshot, 'num_devices': 3})  # the restored minibatch 8
 
+    # A config.json of an earlier version: "no overrides" written as null, no loss_kwargs at all.
+    with open(config, 'w') as f:
+        json.dump(dict(total_kimg=3, lod_training_kimg=0.3, minibatch_dict=None, resume=None), f)
+    settings, _, _, origins = training_config.resolve_settings({'resume': snapshot})
+    assert settings == dict(training_config.DEFAULTS, total_kimg=3.0, lod_training_kimg=0.3)
+    assert sorted(origins) == ['lod_training_kimg', 'minibatch_dict', 'total_kimg']
+
 
 @pytest.mark.parametrize('contents, fragment', [
     (b'{"total_kimg": ', 'not a readable run configuration'),
@@ -344,6 +351,7 @@ def test_resume_takes_the_runs_settings_unless_given(tmp_path):
     (b'{"total_kimg": NaN}', 'total_kimg must be a number > 0'),
     (b'{"minibatch_dict": {"x": 4}}', 'minibatch_dict'),
     (b'{"lr": "fast"}', 'lr must be'),
+    (b'{"metrics": "swd"}', 'metrics must be'),
 ])
 def test_a_damaged_config_json_is_refused(tmp_path, contents, fragment):
     run_dir = tmp_path / '00000-x'
