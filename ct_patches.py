@@ -1,4 +1,4 @@
-"""Nodule-centred 2-D patches from CT volumes and a LUNA16-style nodule list (SPEC section 9).
+"""Nodule-centred 2-D patches from CT volumes and a LUNA16-style nodule list.
 
     images, labels, metadata = patches_from_ct('scans/', 'nodules.csv', spacing=0.7, window=(-1350, 150))
 
@@ -25,10 +25,12 @@ Windowing.  grey = clip(rint((HU - low) / (high - low) * 255), 0, 255) as uint8.
 Output order follows the CSV: for each usable row, its planes from inferior to superior (increasing z), and
 for each plane the augmentations in the order of AUGMENTATIONS.
 """
+import contextlib
 import csv
 import math
 import os
 import sys
+import tempfile
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -47,6 +49,16 @@ AIR_HU = -1000.0
 # not CT, or CT stored without its rescale intercept, and windowing it would give meaningless patches.
 MOST_AIR_HU = -500.0
 DICOM_MODALITY_TAG = '0008|0060'
+
+# What a patch may ask for.  In-plane pixels finer than 0.01 mm or coarser than 10 mm make no sense for chest CT
+# (scanners resolve about 0.3-1 mm); neighbour planes are at the scan's own slice spacing, so 64 of them span
+# several centimetres; 1024 pixels is the largest image a progressive GAN of this kind is built for.
+MIN_SPACING_MM, MAX_SPACING_MM = 0.01, 10.0
+MAX_SLICES = 64
+MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024
+# The patches of one run are held in memory before they are written: at most this many pixels in all (2 GiB
+# of float32 while they are windowed).
+MAX_TOTAL_PIXELS = 2 ** 29
 
 # (name, function of a 2-D [H, W] array).  np.rot90 turns counter-clockwise as displayed.
 AUGMENTATIONS = (
@@ -223,6 +235,36 @@ def find_scans(scans_dir, seriesuids):
     return found, notes
 
 
+@contextlib.contextmanager
+def itk_quiet():
+    """Keep SimpleITK's own messages off the terminal.
+
+    Warnings go through ITK's global warning display (switched off), but some readers (MetaIO, GDCM) write
+    straight to the process's stderr; that is sent to a scratch file while the block runs.  Errors still
+    arrive as exceptions, whose text read_scan() and the callers below turn into one line.
+    """
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr: nothing to keep off it
+        saved = None
+    try:
+        if saved is None:
+            yield
+            return
+        with tempfile.TemporaryFile() as sink:
+            sys.stderr.flush()
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
+
+
 def _itk_reason(error):
     """The useful part of a SimpleITK exception text (which starts with source file names and addresses)."""
     text = str(error)
@@ -336,16 +378,18 @@ def augment_planes(planes, augment=False):
 # The whole conversion
 
 
-def _check_parameters(spacing, window, slices, resolution):
-    if not (spacing > 0 and math.isfinite(spacing)):
-        raise UserError('--spacing must be a positive number of millimetres, got %g' % spacing)
+def check_parameters(spacing, window, slices, resolution):
+    """Refuse patch settings outside the ranges above, before any scan is read."""
+    if not (MIN_SPACING_MM <= spacing <= MAX_SPACING_MM):  # also refuses NaN
+        raise UserError('--spacing must be from %g to %g mm, got %g' % (MIN_SPACING_MM, MAX_SPACING_MM, spacing))
     if len(window) != 2 or not all(math.isfinite(v) for v in window) or not window[0] < window[1]:
         raise UserError('--window needs LOW < HIGH in Hounsfield units, got %s'
                             % ' '.join('%g' % v for v in window))
-    if slices < 1:
-        raise UserError('--slices must be at least 1, got %d' % slices)
-    if resolution < 4 or resolution & (resolution - 1):
-        raise UserError('--resolution must be a power of two of at least 4, got %d' % resolution)
+    if not 1 <= slices <= MAX_SLICES:
+        raise UserError('--slices must be from 1 to %d, got %d' % (MAX_SLICES, slices))
+    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION or resolution & (resolution - 1):
+        raise UserError('--resolution must be a power of two from %d to %d, got %d'
+                        % (MIN_RESOLUTION, MAX_RESOLUTION, resolution))
 
 
 def _plural(count, word, plural=None):
@@ -361,49 +405,61 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
     Rows that cannot be used are reported one line each on stderr; a summary line goes to stdout.
     Raises UserError when the CSV is unusable or no patch at all could be made.
     """
-    _check_parameters(spacing, window, slices, resolution)
+    check_parameters(spacing, window, slices, resolution)
     window = (float(window[0]), float(window[1]))
     if not os.path.isdir(scans):
         raise UserError('%s: no such scans folder' % scans)
     nodules, skipped, label_column, other_label_rows = read_annotations(annotations, label=label)
     total_rows = len(nodules) + len(skipped) + other_label_rows
+    multiplier = len(AUGMENTATIONS) if augment else 1
+    most_pixels = len(nodules) * slices * multiplier * resolution * resolution
+    if most_pixels > MAX_TOTAL_PIXELS:
+        raise UserError('%s: %d nodules x %d slices x %d augmentations of %dx%d pixels would need %.1f GB; '
+                        'lower --resolution or --slices, or split the nodule list'
+                        % (annotations, len(nodules), slices, multiplier, resolution, resolution,
+                           most_pixels * 4 / 1e9))
 
     # One scan at a time, in order of first appearance, so each volume is read once and memory holds only one.
     by_scan = OrderedDict()
     for nodule in nodules:
         by_scan.setdefault(nodule.seriesuid, []).append(nodule)
-    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns about every folder without DICOM files
     try:
-        sources, notes = find_scans(scans, by_scan)
-        planes_by_row, scan_by_row, scans_used, planes_dropped = {}, {}, 0, 0
-        with cli.progress(len(by_scan), 'reading CT scans', unit='scan') as bar:
-            for uid, scan_nodules in by_scan.items():
-                try:
-                    if uid not in sources:
-                        raise RowSkipped(SKIP_NO_SCAN, notes.get(uid) or (
-                            'seriesuid %s has no scan under %s (no %s.mhd/.mha/.nii/.nii.gz, DICOM series or folder '
-                            'of that name)' % (uid, scans, uid)))
+        with itk_quiet():  # GDCM warns about every folder without DICOM files
+            sources, notes = find_scans(scans, by_scan)
+    except RuntimeError as error:
+        raise UserError('%s: cannot look for scans here (%s)' % (scans, _itk_reason(error)))
+    planes_by_row, scan_by_row, scans_used, planes_dropped = {}, {}, 0, 0
+    with cli.progress(len(by_scan), 'reading CT scans', unit='scan') as bar:
+        for uid, scan_nodules in by_scan.items():
+            try:
+                if uid not in sources:
+                    raise RowSkipped(SKIP_NO_SCAN, notes.get(uid) or (
+                        'seriesuid %s has no scan under %s (no %s.mhd/.mha/.nii/.nii.gz, DICOM series or folder '
+                        'of that name)' % (uid, scans, uid)))
+                with itk_quiet():  # MetaIO, for one, reports a missing data file on stderr besides raising
                     image = read_scan(sources[uid])
-                except RowSkipped as skip:
-                    skipped.extend((nodule.row, skip.reason, skip.message) for nodule in scan_nodules)
-                    bar.update(1)
-                    continue
-                for nodule in scan_nodules:
-                    try:
+            except RowSkipped as skip:
+                skipped.extend((nodule.row, skip.reason, skip.message) for nodule in scan_nodules)
+                bar.update(1)
+                continue
+            for nodule in scan_nodules:
+                try:
+                    with itk_quiet():
                         planes = nodule_planes(image, nodule.point, spacing=spacing, slices=slices,
                                                resolution=resolution)
-                    except RowSkipped as skip:
-                        skipped.append((nodule.row, skip.reason, '%s: %s' % (sources[uid].path, skip.message)))
-                        continue
-                    planes_by_row[nodule.row] = planes
-                    scan_by_row[nodule.row] = sources[uid].path
-                    planes_dropped += slices - len(planes)
-                scans_used += any(nodule.row in planes_by_row for nodule in scan_nodules)
-                del image
-                bar.update(1)
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
+                except RowSkipped as skip:
+                    skipped.append((nodule.row, skip.reason, '%s: %s' % (sources[uid].path, skip.message)))
+                    continue
+                except RuntimeError as error:  # from ITK, e.g. a scan whose direction matrix is singular
+                    skipped.append((nodule.row, SKIP_UNREADABLE, '%s: cannot be resampled around this nodule (%s)'
+                                    % (sources[uid].path, _itk_reason(error))))
+                    continue
+                planes_by_row[nodule.row] = planes
+                scan_by_row[nodule.row] = sources[uid].path
+                planes_dropped += slices - len(planes)
+            scans_used += any(nodule.row in planes_by_row for nodule in scan_nodules)
+            del image
+            bar.update(1)
 
     for row, reason, message in sorted(skipped):
         print('%s row %d: %s' % (annotations, row, message), file=sys.stderr)
@@ -423,7 +479,6 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
     reasons = OrderedDict()
     for _, reason, _ in sorted(skipped, key=lambda item: item[1]):
         reasons[reason] = reasons.get(reason, 0) + 1
-    multiplier = len(AUGMENTATIONS) if augment else 1
     summary = 'made %s (%dx%d) from %s in %s; %d of %s skipped' % (
         _plural(len(images), 'patch', 'patches'), resolution, resolution,
         _plural(len(used), 'nodule'), _plural(scans_used, 'scan'), len(skipped),

@@ -316,12 +316,38 @@ def test_unusable_csv_is_one_clear_error(tmp_path, content, problem):
 def test_bad_parameters_and_missing_scans_folder(tmp_path):
     csv_path = write_csv(tmp_path / 'nodules.csv', [('a', 1, 2, 3, 4)])
     for kwargs, problem in [({'window': (150, -1350)}, '--window needs LOW < HIGH'),
-                            ({'spacing': 0}, '--spacing must be a positive'),
-                            ({'resolution': 48}, '--resolution must be a power of two')]:
+                            ({'spacing': 0}, '--spacing must be from 0.01 to 10 mm'),
+                            ({'spacing': float('nan')}, '--spacing must be from'),
+                            ({'slices': 65}, '--slices must be from 1 to 64'),
+                            ({'resolution': 48}, '--resolution must be a power of two'),
+                            ({'resolution': 2048}, '--resolution must be a power of two from 4 to 1024')]:
         with pytest.raises(UserError, match=problem):
             ct_patches.patches_from_ct(str(tmp_path), csv_path, **kwargs)
     with pytest.raises(UserError, match='no-such-folder: no such scans folder'):
         ct_patches.patches_from_ct(str(tmp_path / 'no-such-folder'), csv_path)
+
+
+def test_itk_messages_stay_off_stderr(tmp_path, capfd):
+    """MetaIO reports a missing data file on the process's stderr besides raising; only our line may show."""
+    scans = tmp_path / 'scans'
+    volume, centre = ct_volume(*GEOMETRY['mhd'], markers=False)
+    write_scan(volume, scans, 'good', 'mhd')
+    with open(str(scans / 'nodata.mhd'), 'w') as f:
+        f.write('ObjectType = Image\nNDims = 3\nDimSize = 8 8 4\nElementType = MET_SHORT\n'
+                'ElementDataFile = nodata.raw\n')
+    csv_path = write_csv(tmp_path / 'nodules.csv', [nodule_row('good', centre), nodule_row('nodata', centre)])
+    images, _, _ = ct_patches.patches_from_ct(str(scans), csv_path, resolution=16)
+    assert images.shape == (1, 1, 16, 16)
+    err = capfd.readouterr().err
+    assert err.splitlines() == [line for line in err.splitlines() if line.startswith(csv_path + ' row ')], err
+    assert len(err.splitlines()) == 1 and 'nodata.mhd cannot be read' in err
+
+
+def test_help_states_the_ranges_the_checks_enforce():
+    text = ' '.join(run_script('dataset_tool.py', 'create_from_ct', '-h').stdout.split())
+    assert '0.01 to 10' in text and '%g to %g' % (ct_patches.MIN_SPACING_MM, ct_patches.MAX_SPACING_MM) in text
+    assert '1 to %d' % ct_patches.MAX_SLICES in text
+    assert 'from %d to %d' % (ct_patches.MIN_RESOLUTION, ct_patches.MAX_RESOLUTION) in text
 
 
 def write_bad_scans(scans_dir):
@@ -419,6 +445,22 @@ def test_command_line_writes_a_dataset_despite_bad_rows(tmp_path):
     metadata = dataset.read_metadata(str(out))
     assert metadata['window_hu'] == [-1000.0, 200.0] and metadata['spacing_mm'] == 0.7
     assert metadata['annotations'] == os.path.abspath(csv_path)
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('--spacing', '1e-300', '--spacing must be from 0.01 to 10 mm, got 1e-300'),
+    ('--slices', '100000000', '--slices must be from 1 to 64, got 100000000'),
+    ('--resolution', '1048576', '--resolution must be a power of two from 4 to 1024, got 1048576'),
+])
+def test_command_line_refuses_settings_out_of_range_in_one_line(tmp_path, option, value, message):
+    volume, centre = ct_volume(*GEOMETRY['mhd'], markers=False)
+    write_scan(volume, tmp_path / 'scans', 'good', 'mhd')
+    csv_path = write_csv(tmp_path / 'nodules.csv', [nodule_row('good', centre)])
+    result = run_tool(tmp_path / 'out' / 'ct', '--scans', tmp_path / 'scans', '--annotations', csv_path,
+                      option, value)
+    assert_clean_failure(result, message)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == ['error: ' + message]
+    assert sorted(os.listdir(str(tmp_path))) == ['nodules.csv', 'scans']
 
 
 def test_command_line_writes_nothing_when_nothing_is_usable(tmp_path):

@@ -1,13 +1,17 @@
 """dataset_tool.py sub-commands end to end: real PNG folders in, real multi-resolution TFRecord datasets out."""
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_clean_failure, read_records, run_script
+from conftest import ROOT, assert_clean_failure, read_records, run_script
 
 SCRIPT = 'dataset_tool.py'
 SUBCOMMANDS = ['create_phantoms', 'create_from_images', 'create_from_ct', 'info', 'extract', 'compare']
@@ -356,3 +360,175 @@ def test_create_phantoms_is_reproducible(tmp_path):
     ok(same)
     assert_clean_failure(different)
     assert 'differ' in one_error_line(different)
+
+
+def test_create_phantoms_resolution_range_matches_the_generator(tmp_path):
+    results = run_all([(SCRIPT, 'create_phantoms', tmp_path / 'four', '--subtype', 'AIS', '--resolution', 4),
+                       (SCRIPT, 'create_phantoms', tmp_path / 'huge', '--subtype', 'AIS', '--resolution', 4096),
+                       (SCRIPT, 'create_phantoms', tmp_path / 'many', '--subtype', 'AIS', '--count', 10 ** 9)])
+    for result, fragment in zip(results, ['from 16 to 1024, got 4', 'from 16 to 1024, got 4096', 'GB']):
+        assert_clean_failure(result, fragment)
+        assert result.returncode == 1
+        one_error_line(result)
+    assert os.listdir(str(tmp_path)) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# create_from_images with 16-bit grayscale PNGs: converted with their real range, never clipped
+
+
+def write_16bit_pngs(folder, arrays):
+    os.makedirs(str(folder), exist_ok=True)
+    for index, array in enumerate(arrays):
+        Image.fromarray(array.astype(np.uint16)).save(os.path.join(str(folder), 'ct_%02d.png' % index))
+
+
+def test_create_from_16bit_pngs_uses_their_range_and_records_it(tmp_path):
+    import dataset
+    values = np.random.RandomState(11).randint(1000, 3001, (3, 16, 16))   # e.g. HU + 1024 of lung and tissue
+    values[0, 0, 0], values[2, 5, 5] = 1000, 3000                       # the set's extremes
+    write_16bit_pngs(tmp_path / 'wide', values)
+    with Image.open(str(tmp_path / 'wide' / 'ct_00.png')) as image:
+        assert image.mode.startswith('I')                                 # Pillow sees more than 8 bits
+    default, windowed = run_all([(SCRIPT, 'create_from_images', tmp_path / 'sets' / 'default', tmp_path / 'wide'),
+                                 (SCRIPT, 'create_from_images', tmp_path / 'sets' / 'windowed', tmp_path / 'wide',
+                                  '--input-range', 0, 4095)])
+    for result, (low, high) in ((ok(default), (1000, 3000)), (ok(windowed), (0, 4095))):
+        name = 'default' if (low, high) == (1000, 3000) else 'windowed'
+        stored = read_records(tmp_path / 'sets' / name / ('%s-r04.tfrecords' % name))
+        expected = np.clip(np.rint((values - low) * 255.0 / (high - low)), 0, 255).astype(np.uint8)
+        assert np.abs(stored[:, 0].astype(int) - expected).max() <= 1     # float32 arithmetic at .5 boundaries
+        assert np.mean(stored[:, 0] == expected) > 0.99
+        assert len(np.unique(stored)) > 100                               # not the old 0/255 picture
+        metadata = dataset.read_metadata(str(tmp_path / 'sets' / name))
+        assert metadata['input_range'] == [low, high] and metadata['source_bit_depth'] == 16
+
+
+@pytest.mark.parametrize('case', ['mixed depths', 'constant', 'range for 8-bit', 'inverted range'])
+def test_create_from_16bit_pngs_refuses_what_it_cannot_convert(tmp_path, case):
+    extra = ()
+    if case == 'mixed depths':
+        write_16bit_pngs(tmp_path / 'images', [np.full((16, 16), 2000)])
+        write_pngs(tmp_path / 'images', gray_arrays(1, seed=12), prefix='eight')
+        fragment = 'one bit depth'
+    elif case == 'constant':
+        write_16bit_pngs(tmp_path / 'images', [np.full((16, 16), 2000)] * 2)
+        fragment = '--input-range'
+    elif case == 'range for 8-bit':
+        write_pngs(tmp_path / 'images', gray_arrays(2, seed=13))
+        extra, fragment = ('--input-range', 0, 10), '16-bit'
+    else:
+        write_16bit_pngs(tmp_path / 'images', [np.full((16, 16), 2000)])
+        extra, fragment = ('--input-range', 10, 0), 'LOW < HIGH'
+    result = run_script(SCRIPT, 'create_from_images', tmp_path / 'sets' / 'out', tmp_path / 'images', *extra)
+    assert_clean_failure(result, fragment)
+    one_error_line(result)
+    assert not os.path.exists(str(tmp_path / 'sets'))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Closed pipes and interrupted extracts
+
+
+def test_info_into_a_closed_pipe_ends_quietly(made):
+    """`dataset_tool.py info DIR | head -0`: the reader is gone before anything is printed."""
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, SCRIPT), 'info', str(made.sets / 'gray')],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    process.wait()
+    assert process.returncode == 128 + signal.SIGPIPE, stderr
+    assert stderr == ''
+
+
+EXTRACT_COUNT = 3000
+
+
+@pytest.fixture(scope='module')
+def many(tmp_path_factory):
+    """A dataset of EXTRACT_COUNT 8x8 images (the extract below writes as many PNGs)."""
+    import dataset
+    directory = str(tmp_path_factory.mktemp('many') / 'many')
+    dataset.write_dataset(directory, np.random.RandomState(14).randint(0, 256, (EXTRACT_COUNT, 1, 8, 8))
+                          .astype(np.uint8))
+    return directory
+
+
+def start_extract(many, out):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, SCRIPT), 'extract', many, str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+
+
+def wait_for(condition, process, seconds=300):
+    deadline = time.time() + seconds
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, 'timed out'
+
+
+def staging_folders(out):
+    return [name for name in os.listdir(str(out)) if name.startswith('.staging-')] if os.path.isdir(str(out)) else []
+
+
+def extracted_pngs(out):
+    return sorted(name for name in os.listdir(str(out)) if name.endswith('.png'))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize('phase', ['staging', 'commit'])
+def test_interrupted_extract_leaves_the_old_state_or_the_complete_new_one(many, tmp_path, signum, phase):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'keep.txt').write_bytes(b'earlier work')
+    process = start_extract(many, out)
+    try:
+        if phase == 'staging':  # some PNGs staged, none committed
+            wait_for(lambda: any(os.listdir(str(out / name)) for name in staging_folders(out)), process)
+        else:  # the first PNG has been renamed into place
+            wait_for(lambda: os.path.exists(str(out / 'img00000000.png')), process)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = stderr.decode()
+    assert 'Traceback' not in stderr, stderr
+    names = extracted_pngs(out)
+    if phase == 'staging':  # signalled while running: it stops with the signal's status, almost surely before
+        assert process.returncode == 128 + signum, stderr            # committing anything
+        assert len(names) in (0, EXTRACT_COUNT)                       # the old state, or the complete new one
+    else:
+        assert process.returncode in (0, 128 + signum), stderr        # it may have finished before the signal
+        assert len(names) == EXTRACT_COUNT                            # the commit, once begun, completes
+    assert sorted(os.listdir(str(out))) == sorted(['keep.txt'] + names)   # no staging folder left either
+    assert (out / 'keep.txt').read_bytes() == b'earlier work'
+
+
+@pytest.mark.slow
+def test_the_next_run_cleans_up_after_a_killed_extract(many, tmp_path):
+    out = tmp_path / 'out'
+    process = start_extract(many, out)
+    try:
+        wait_for(lambda: any(os.listdir(str(out / name)) for name in staging_folders(out)), process)
+        process.kill()  # SIGKILL: no clean-up is possible
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    leftover = staging_folders(out)
+    assert len(leftover) == 1 and extracted_pngs(out) == []
+    ok(run_script(SCRIPT, 'extract', many, out))
+    assert staging_folders(out) == [] and len(extracted_pngs(out)) == EXTRACT_COUNT
+    assert sorted(os.listdir(str(out))) == extracted_pngs(out)
+
+
+def test_extract_overwrite_with_a_directory_in_the_way_changes_nothing(made, tmp_path):
+    out = tmp_path / 'out'
+    (out / 'img00000002.png').mkdir(parents=True)
+    (out / 'img00000000.png').write_bytes(b'earlier')
+    result = run_script(SCRIPT, 'extract', made.sets / 'gray', out, '--overwrite')
+    assert_clean_failure(result, 'img00000002.png', 'directory')
+    one_error_line(result)
+    assert sorted(os.listdir(str(out))) == ['img00000000.png', 'img00000002.png']
+    assert (out / 'img00000000.png').read_bytes() == b'earlier'
