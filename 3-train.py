@@ -36,7 +36,8 @@ def resolution_map(text):
 
 
 def default(name, note=''):
-    return '(default: %s%s)' % (DEFAULTS[name], note)
+    value = DEFAULTS[name]
+    return '(default: %s%s)' % ('%g' % value if isinstance(value, float) else value, note)
 
 
 RESTORED = ', or the resumed run\'s'

@@ -5,13 +5,16 @@ gradient penalty and the Gs moving-average update, then a generator step.  Each 
 integer lod (no fade-in), after warm-up, as the median over several repeats.
 
 Only numbers measured in this process are put side by side as ratios:
-* "per-res / full-res": our per-resolution graph against the same step built at full resolution on upscaled reals
-  (TrainingGraphs(full_resolution=True): every block of both networks evaluated, as in the original's "linear"
-  structure; the original trains with its "recursive" structure, which skips unused blocks with tf.cond, so this
-  column is not a comparison with the original's speed);
-* "% peak": estimated FLOP/s as a fraction of the float32 GEMM peak timed in this process (a large matmul);
-* bfloat16 GEMM against float32 GEMM, with which kind of matrix unit the CPU has (bfloat16 only pays off with
-  AMX; with AVX-512-BF16 alone it measured about 0.5x float32 on the reviewer's Xeon).
+* "per-res / full-res": our per-resolution graph against the same step built the original's way, at full
+  resolution on nearest-upscaled reals (TrainingGraphs(full_resolution=True): both networks at 64x64, choosing the
+  level with tf.cond like the original's "recursive" structure, the gradient penalty taken with respect to the
+  64x64 image).  Same layers, same losses, same process; the two are timed in alternation, so that a change in
+  the machine's load hits both;
+* "% peak": estimated FLOP/s as a fraction of the float32 GEMM peak timed in this process (the best of several
+  large matmuls, timed again at the end to show how much the machine's load moved meanwhile);
+* bfloat16 GEMM against float32 GEMM, with which bfloat16 hardware the CPU has: AMX, AVX-512-BF16 without AMX,
+  or neither (on an AVX-512-BF16 Xeon without AMX the reviewer measured bfloat16 GEMM at 0.52x float32 and
+  `2-inference.py --precision bfloat16` at 0.56x; only AMX's matrix units make bfloat16 reliably faster).
 Figures measured elsewhere are quoted as such, never divided by this run's numbers (see OUTSIDE_FIGURES).
 
 FLOP estimate: the forward multiply-adds per image of G and D at the trained resolution are counted layer by layer
@@ -90,10 +93,10 @@ def bfloat16_hardware():
     except OSError:
         return 'unknown (no /proc/cpuinfo)'
     if 'amx_bf16' in flags:
-        return 'AMX (bfloat16 matrix units): bfloat16 can beat float32'
+        return 'AMX (bfloat16 matrix units)'
     if 'avx512_bf16' in flags:
-        return 'AVX-512-BF16 without AMX: bfloat16 dot products only, expect it slower than float32'
-    return 'neither AMX nor AVX-512-BF16: bfloat16 is emulated, expect it much slower than float32'
+        return 'AVX-512-BF16 without AMX (bfloat16 dot-product instructions, no matrix units)'
+    return 'neither AMX nor AVX-512-BF16 (bfloat16 arithmetic is emulated)'
 
 
 def gemm_rate(tf, tfutil, dtype='float32', size=2048, chain=4, repeats=5):
@@ -112,25 +115,50 @@ def gemm_rate(tf, tfutil, dtype='float32', size=2048, chain=4, repeats=5):
     return statistics.median(rates), max(rates)
 
 
-def measure(graphs, level, lod, warmup, repeats, seconds):
-    """Median img/s of TrainingGraphs.step at one level, each repeat running about `seconds`."""
+def _seconds_per_step(graphs, level, lod, warmup):
+    """Prepare `graphs` at one level and lod (warm-up included); returns the seconds one step takes."""
     graphs.set_lod(lod)
     graphs.reset_optimizers()
     for _ in range(max(warmup - 1, 0)):  # the first run of a graph also optimises it: slow, not timed
         graphs.step(level, 0.001)
     start = time.time()
     graphs.step(level, 0.001)
-    per_step = max(time.time() - start, 1e-4)
-    steps = max(1, int(round(seconds / per_step)))
-    rates = []
+    return max(time.time() - start, 1e-4)
+
+
+def gemm_rates(tf, tfutil, tf_version, repeats):
+    """Time float32 and bfloat16 GEMMs in a graph of their own and print them; returns (float32 best GFLOP/s,
+    bfloat16 description)."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph, config=tfutil.session_config()) as session, \
+            session.as_default():
+        median, best = gemm_rate(tf, tfutil, 'float32', repeats=repeats)
+        try:
+            bf16, _ = gemm_rate(tf, tfutil, 'bfloat16', repeats=repeats)
+            bf16_text = '%.1f GFLOP/s median, %.2fx float32' % (bf16, bf16 / median)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnimplementedError, TypeError):
+            bf16_text = 'no bfloat16 matmul kernel in TensorFlow %s' % tf_version
+    print('float32 GEMM (2048x2048 matmuls, this process): median %.1f GFLOP/s, best %.1f; bfloat16 GEMM: %s'
+          % (median, best, bf16_text))
+    sys.stdout.flush()
+    return best, bf16_text
+
+
+def measure_alternately(candidates, level, lod, warmup, repeats, seconds):
+    """Median, min and max img/s of TrainingGraphs.step at one level for each of `candidates`, timed in turn
+    (A, B, A, B, ...), each turn running about `seconds`."""
+    steps = [max(1, int(round(seconds / _seconds_per_step(graphs, level, lod, warmup)))) for graphs in candidates]
+    rates = [[] for _ in candidates]
     for _ in range(repeats):
-        start = time.time()
-        for _ in range(steps):
-            values = graphs.step(level, 0.001)
-        rates.append(steps * MINIBATCH / (time.time() - start))
-        if not np.all(np.isfinite(values)):
-            raise RuntimeError('non-finite losses at level %d: %s' % (level, values))
-    return statistics.median(rates), min(rates), max(rates), steps
+        for index, graphs in enumerate(candidates):
+            graphs.set_lod(lod)
+            start = time.time()
+            for _ in range(steps[index]):
+                values = graphs.step(level, 0.001)
+            rates[index].append(steps[index] * MINIBATCH / (time.time() - start))
+            if not np.all(np.isfinite(values)):
+                raise RuntimeError('non-finite losses at level %d: %s' % (level, values))
+    return [(statistics.median(r), min(r), max(r)) for r in rates]
 
 
 def build_graphs(kwargs, resolutions, data_dir, full_resolution):
@@ -149,6 +177,7 @@ def build_graphs(kwargs, resolutions, data_dir, full_resolution):
 
 
 def run_config(name, kwargs, resolutions, data_dir, args, peak):
+    """Print one table: img/s of each resolution's step, ours and full-resolution, and the share of `peak`."""
     import tfutil
     from tfcompat import tf
     graph = tf.Graph()
@@ -170,8 +199,8 @@ def run_config(name, kwargs, resolutions, data_dir, args, peak):
         for resolution in resolutions:
             level = int(np.log2(resolution))
             lod = float(6 - level)
-            median, low, high, _ = measure(ours, level, lod, args.warmup, args.repeats, args.seconds)
-            full_median, full_low, full_high, _ = measure(full, level, lod, args.warmup, args.repeats, args.seconds)
+            (median, low, high), (full_median, full_low, full_high) = measure_alternately(
+                [ours, full], level, lod, args.warmup, args.repeats, args.seconds)
             flops = step_flops_per_image(resolution, kwargs['fmap_base'], kwargs['fmap_max'])
             print('%-7s %10.2f %17s %12.2f %17s %8.2fx %10.3f %6.1f%%'
                   % ('%dx%d' % (resolution, resolution), median, '(%.2f..%.2f)' % (low, high), full_median,
@@ -207,18 +236,8 @@ def main(argv=None):
           'penalty and Gs update + G step' % (tfcompat.TF_VERSION, sys.version.split()[0], os.cpu_count() or 0,
                                               load, MINIBATCH))
     print('bfloat16 hardware: %s' % bfloat16_hardware())
-    graph = tf.Graph()
-    with graph.as_default(), tf.Session(graph=graph, config=tfutil.session_config()) as session, \
-            session.as_default():
-        repeats = 3 if args.quick else 5
-        peak, best = gemm_rate(tf, tfutil, 'float32', repeats=repeats)
-        try:
-            bf16, _ = gemm_rate(tf, tfutil, 'bfloat16', repeats=repeats)
-            bf16_text = '%.1f GFLOP/s, %.2fx float32' % (bf16, bf16 / peak)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnimplementedError, TypeError):
-            bf16_text = 'no bfloat16 matmul kernel in TensorFlow %s' % tfcompat.TF_VERSION
-    print('float32 GEMM (2048x2048 matmuls, this process): median %.1f GFLOP/s, best %.1f; bfloat16 GEMM: %s'
-          % (peak, best, bf16_text))
+    repeats = 3 if args.quick else 5
+    peak, bf16_text = gemm_rates(tf, tfutil, tfcompat.TF_VERSION, repeats)
     print(OUTSIDE_FIGURES)
     print()
     sys.stdout.flush()
@@ -231,6 +250,11 @@ def main(argv=None):
         if args.full:
             print()
             run_config('default', DEFAULT, [16, 64], data_dir, args, peak)
+        print()
+        later_peak, _ = gemm_rates(tf, tfutil, tfcompat.TF_VERSION, repeats)
+        if later_peak > 1.2 * peak:
+            print('the float32 GEMM is %.2fx faster now than at the start: the machine was busier then, and the '
+                  '"%% peak" column overstates the share (by up to that factor)' % (later_peak / peak))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
