@@ -539,3 +539,94 @@ def test_cli_bad_generator_and_folds(class_datasets, tmp_path):
     existing_file.write_text(u'x')
     result = run_script('4-classify.py', '--data', *(class_datasets + SMALL + ['--outdir', existing_file]))
     assert_clean_failure(result, str(existing_file))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generators: one per class, or one conditional generator with a label index per class
+
+TINY_GAN = {'num_channels': 1, 'resolution': 32, 'fmap_base': 64, 'fmap_max': 16}
+
+
+def save_tiny_gan(path, label_size, seed):
+    """A real (G, D, Gs) network pickle with random weights, written by legacy.save_network_pkl."""
+    import legacy
+    import tfutil
+    from tfcompat import tf
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph):
+        tf.set_random_seed(seed)
+        G = tfutil.Network('G', 'G_paper', label_size=label_size, **TINY_GAN)
+        D = tfutil.Network('D', 'D_paper', label_size=label_size, **TINY_GAN)
+        G.init_vars()
+        D.init_vars()
+        legacy.save_network_pkl(path, (G, D, G.clone('Gs')))
+    return path
+
+
+@pytest.fixture(scope='module')
+def tiny_gans(tmp_path_factory):
+    root = tmp_path_factory.mktemp('gans')
+    return {'conditional': save_tiny_gan(str(root / 'cond.pkl'), 3, 1),
+            'plain': save_tiny_gan(str(root / 'plain.pkl'), 0, 2)}
+
+
+def test_conditional_generator_gives_each_class_its_label(tiny_gans):
+    import classify
+    generators = classify.GeneratorSet(['AIS', 'MIA', 'IAC'], 16, gan_model=tiny_gans['conditional'],
+                                       gan_labels=[2, 0, 1])
+    try:
+        generators.check()
+        first = generators.generate(0, 5, seed=7)
+        assert first.shape == (5, 16, 16) and first.dtype == np.uint8  # 32x32 output reduced to 16x16
+        assert np.array_equal(first, generators.generate(0, 5, seed=7))
+        assert not np.array_equal(first, generators.generate(1, 5, seed=7))  # another label, other images
+        assert not np.array_equal(first, generators.generate(0, 5, seed=8))
+    finally:
+        generators.close()
+    # The same latents through label 2 of a GeneratorSet whose class 0 is label 2.
+    same = classify.GeneratorSet(['a', 'b', 'c'], 16, gan_model=tiny_gans['conditional'], gan_labels=[0, 1, 2])
+    try:
+        assert np.array_equal(first, same.generate(2, 5, seed=7))
+    finally:
+        same.close()
+
+
+@pytest.mark.parametrize('kind, message', [
+    ('plain as conditional', 'was trained without labels'),
+    ('conditional as plain', 'is conditional on 3 classes'),
+    ('label out of range', 'has labels 0..2; --gan-labels asks for 3'),
+    ('too small', 'generates 32x32 images, which cannot be reduced to the 64x64 patches'),
+])
+def test_unsuitable_generators_are_refused(tiny_gans, kind, message):
+    import classify
+    classes = ['AIS', 'MIA', 'IAC']
+    resolution = 64 if kind == 'too small' else 32
+    if kind == 'plain as conditional':
+        generators = classify.GeneratorSet(classes, resolution, gan_model=tiny_gans['plain'])
+    elif kind == 'label out of range':
+        generators = classify.GeneratorSet(classes, resolution, gan_model=tiny_gans['conditional'],
+                                           gan_labels=[0, 1, 3])
+    elif kind == 'conditional as plain':
+        generators = classify.GeneratorSet(classes, resolution, gan_paths=[tiny_gans['plain'],
+                                                                           tiny_gans['conditional'],
+                                                                           tiny_gans['plain']])
+    else:
+        generators = classify.GeneratorSet(classes, resolution, gan_paths=[tiny_gans['plain']] * 3)
+    try:
+        with pytest.raises(UserError, match=message):
+            generators.check()
+    finally:
+        generators.close()
+
+
+@pytest.mark.slow
+def test_cli_with_a_conditional_generator(class_datasets, tiny_gans, tmp_path):
+    outdir = tmp_path / 'out'
+    result = run_script('4-classify.py', '--data', *(class_datasets + SMALL + [
+        '--outdir', outdir, '--arms', 'none,gan', '--gan-model', tiny_gans['conditional'], '--gan-labels', '2', '1',
+        '0', '--synthetic-per-class', '0.5x']))
+    assert result.returncode == 0, result.stderr
+    with open(str(outdir / 'results.json'), encoding='utf-8') as f:
+        results = json.load(f)
+    for run in results['arms']['gan']['runs']:  # half as many generated as real training patches, per class
+        assert run['train_patches']['generated'] == pytest.approx(run['train_patches']['real'] / 2.0, abs=2)
