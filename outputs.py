@@ -391,8 +391,9 @@ def png_bytes(image):
 def float_to_uint8(images, drange=(-1.0, 1.0)):
     """Map network output (nominal range `drange`) to 8-bit grey levels: clip(rint(scaled), 0, 255)."""
     lo, hi = drange
-    scaled = (np.asarray(images, dtype=np.float32) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    with np.errstate(over='ignore', invalid='ignore'):  # infinite values clip to 0 or 255 like any other
+        scaled = (np.asarray(images, dtype=np.float32) - lo) * (255.0 / (hi - lo))
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def image_grid(images, columns=None, padding=0):
