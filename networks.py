@@ -9,8 +9,8 @@ CPU kernels need it and its layout optimizer converts for GPUs) where the origin
 layout could change the arithmetic we keep the original's order:
 - the reshape after the generator's first dense layer and the flatten before the discriminator's first dense
   layer use channel-first order (the order of the stored weights);
-- means over channels (pixel norm, minibatch stddev) are taken over a channel-first view: TensorFlow sums a
-  middle axis one channel after the other but the last axis in vectorised partial sums, which round differently;
+- means over channels (pixel norm, minibatch stddev) are taken over a channel-first view: TensorFlow orders
+  the sum over a middle axis differently from the sum over the last (contiguous) axis, and they round differently;
 - the resolution level is chosen with tf.cond on lod, as in the original's "recursive" structure: at an integer
   lod the image of that level is taken as it is, a fractional lod blends two levels by the original's formula,
   and levels that lod does not reach are not computed.
@@ -72,9 +72,11 @@ def leaky_relu(x, alpha=0.2):
 def channel_mean(x):
     """Mean over the channels of [N, C] vectors or NHWC maps, keeping the axis, summed in the original's order.
 
-    The original reduces axis 1 of NCHW, which TensorFlow sums one channel after the other; reducing the last
-    axis of NHWC would sum in vectorised partial sums instead.  So maps are viewed as [N, C, H*W] first (one
-    transpose, measured in benchmarks/bench_inference.py).
+    The original reduces axis 1 of NCHW.  TensorFlow adds up a middle axis in another order than the last one
+    (TF 1.12: channel after channel; TF 2.x: four interleaved partial sums; the last axis: vectorised partial
+    sums), so the NHWC last-axis mean differs in the last bit.  Maps are therefore viewed as [N, C, H*W], the
+    reduction the original's [N, C, H, W] axis-1 mean comes down to (one transpose; its cost is measured by
+    benchmarks/bench_inference.py).
     """
     if x.shape.ndims == 2:  # [N, C]: channels are the last axis in both layouts
         return tf.reduce_mean(x, axis=1, keepdims=True)

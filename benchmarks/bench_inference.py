@@ -1,15 +1,19 @@
-"""How fast the default 64x64 generator makes nodules, measured against this machine (SPEC section 10).
+"""How fast the default 64x64 generator makes nodules, measured against this machine.
 
-Everything is reported as a ratio to something measured in the same run: the float32 GEMM peak (a large
-matmul in TensorFlow), the one-image-per-call baseline of the original 2-inference.py, and float32 itself for
-the reduced precisions (whose 8-bit images are also compared with float32's).  Then the files: a full-size
-(G, D, Gs) pickle like the published ones (~270 MB), the time to load its Gs, and the default command
+Every ratio is between two things measured in the same run: the float32 GEMM peak (a large matmul in
+TensorFlow), the one-image-per-call baseline of the original 2-inference.py, float32 itself for the reduced
+precisions (whose 8-bit images are also compared with float32's), and what exactness costs: the generator as
+shipped against the same generator with the two shortcuts that made it inexact (pixel norm averaging over the
+last NHWC axis, and Grappler's memory optimizer left on).  Then the files: a full-size (G, D, Gs) pickle like
+the published ones (~270 MB), the time to load its Gs, and the default command
 `2-inference.py --model <pkl> --number 10` timed end to end in a fresh interpreter.
 
 Weights are random (N(0, 1) as initialised, ToRGB scaled by 0.3 so that, like a trained generator's, most
-outputs fall inside -1..1 and the 8-bit comparison is not dominated by clipped pixels).  Cost per image is
-taken as 18.4 GFLOP (9.19 G multiply-adds, SPEC section 10).  Times are medians over repeats; the machine's
-load average is printed because these machines are shared and noisy.
+outputs fall inside -1..1 and the 8-bit comparison is not dominated by clipped pixels).  The cost per image is
+counted from the network's own layer shapes (multiply-adds of every convolution and dense layer, the fused
+up-scaling ones as the transposed convolutions they are).  bfloat16 speed depends on the CPU's matrix units;
+the benchmark says which case this machine is.  Times are medians over repeats; the machine's load average is
+printed because these machines are shared and noisy.
 
     python benchmarks/bench_inference.py [--quick]
 """
@@ -29,7 +33,6 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-GFLOP_PER_IMAGE = 18.4
 PRECISIONS = ('float32', 'bfloat16', 'float16')
 
 
@@ -49,6 +52,10 @@ def parse_args(argv=None):
                         help='seconds after which a measurement stops repeating (default: %(default)s)')
     parser.add_argument('--cli-repeats', type=int, help='runs of each command (default 3, quick 1)')
     parser.add_argument('--skip-files', action='store_true', help='skip the pickle and command-line part')
+    parser.add_argument('--skip-exactness', action='store_true',
+                        help='skip the cost of exactness (shipped generator vs its inexact shortcuts)')
+    parser.add_argument('--exactness-batch', type=int, default=32,
+                        help='batch size of the exactness comparison (default: %(default)s)')
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
@@ -85,6 +92,31 @@ def cpu_name():
     return platform.processor() or 'unknown CPU'
 
 
+def cpu_flags():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bfloat16_hardware(flags):
+    """Which of the three cases of bfloat16 arithmetic this CPU is in, from its /proc/cpuinfo flags."""
+    if 'amx_bf16' in flags:
+        return ('AMX (amx_bf16): bfloat16 matrix tiles; bfloat16 convolutions and matmuls can run several '
+                'times faster than float32 when TensorFlow\'s oneDNN kernels use them')
+    if 'avx512_bf16' in flags:
+        return ('AVX-512-BF16 without AMX: bfloat16 dot products on the vector units, no matrix tiles; the gain '
+                'depends on the core (an outside figure: GEMM 0.52x float32 on such a Xeon; the same-run GEMM '
+                'ratio below is what holds here)')
+    if flags:
+        return 'neither AMX nor AVX-512-BF16: bfloat16 is emulated and slow'
+    return 'unknown (no /proc/cpuinfo flags)'
+
+
 def short_error(error):
     text = str(error).strip().splitlines()
     return '%s: %s' % (type(error).__name__, text[0][:110] if text else '')
@@ -95,14 +127,14 @@ def median(values):
 
 
 @contextlib.contextmanager
-def isolated_session():
+def isolated_session(config=None):
     """A graph and session of their own: on TensorFlow 1.12 one op without a kernel (bfloat16 convolutions)
     makes every later run of its session fail, so each precision is measured apart."""
     import tfutil
     from tfcompat import native_stderr_captured, tf
     graph = tf.Graph()
     with native_stderr_captured():  # CUDA probing on GPU-less machines logs errors that are not ours
-        session = tf.Session(graph=graph, config=tfutil.session_config())
+        session = tf.Session(graph=graph, config=config or tfutil.session_config())
     try:
         with graph.as_default(), session.as_default():
             yield session
@@ -177,6 +209,28 @@ def time_generation(Gs, latents, labels, batch, count, precision, repeats, budge
     return count / median(times), len(times), images
 
 
+def generator_gflop(weights, resolution=64):
+    """GFLOP per image (2 per multiply-add) of G_paper at lod 0, counted from its weight shapes."""
+    resolution_log2 = int(np.log2(resolution))
+    multiply_adds = 0
+    for name, value in weights.items():
+        if not name.endswith('/weight'):
+            continue
+        shape = value.shape
+        if name.startswith('ToRGB_lod'):
+            size = 2 ** (resolution_log2 - int(name.split('/')[0][len('ToRGB_lod'):]))
+        elif len(shape) == 2:  # the dense layer
+            multiply_adds += shape[0] * shape[1]
+            continue
+        else:
+            size = int(name.split('x')[0])
+        if '/Conv0_up/' in name:  # transposed: every input pixel meets all 4x4 taps of the summed kernel
+            multiply_adds += (size // 2) ** 2 * 16 * shape[2] * shape[3]
+        else:
+            multiply_adds += size ** 2 * int(np.prod(shape))
+    return 2.0 * multiply_adds / 1e9
+
+
 def default_generator(weights=None):
     """The default 64x64 Gs in the current graph, with `weights` or freshly initialised."""
     import tfutil
@@ -190,6 +244,7 @@ def default_generator(weights=None):
 
 def measure_generation(weights, args, peaks):
     import outputs
+    gflop_per_image = generator_gflop(weights)
     largest = max(args.batch_sizes + [args.images_per_run])
     latent_size = weights['4x4/Dense/weight'].shape[0]
     latents = np.random.RandomState(123).randn(largest, latent_size).astype(np.float32)
@@ -198,8 +253,8 @@ def measure_generation(weights, args, peaks):
     rows, reference, results = [], {}, {}
     params = sum(int(np.prod(v.shape)) for n, v in weights.items() if n != 'lod')
     say()
-    say('Generation, default generator (%s parameters), %.1f GFLOP per image:' % (format(params, ','),
-                                                                                   GFLOP_PER_IMAGE))
+    say('Generation, default generator (%s parameters), %.2f GFLOP per image (counted from its layers):'
+        % (format(params, ','), gflop_per_image))
     say('  %-9s %5s %4s %9s %9s %8s %8s %9s %9s' % ('precision', 'batch', 'runs', 'images/s', 'GFLOP/s',
                                                     'f32 peak', 'own peak', 'vs batch1', 'vs f32'))
     for precision in args.precisions:
@@ -225,7 +280,7 @@ def measure_generation(weights, args, peaks):
                 per_image = min(per_image, 1.0 / rate)
                 baseline = baseline or rate
                 results[(precision, batch)] = rate
-                gflops = rate * GFLOP_PER_IMAGE
+                gflops = rate * gflop_per_image
                 own_peak = peaks.get(precision)
                 versus_f32 = results.get(('float32', batch))
                 say('  %-9s %5d %4d %9.2f %9.1f %7.1f%% %8s %8.2fx %9s' % (
@@ -250,6 +305,72 @@ def measure_generation(weights, args, peaks):
             say('  %-9s pixels equal %6.2f%%, within 1 grey level %6.2f%%, max difference %d' % (
                 precision, 100.0 * np.mean(difference == 0), 100.0 * np.mean(difference <= 1), difference.max()))
     return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The cost of exactness
+
+
+@contextlib.contextmanager
+def last_axis_pixel_norm():
+    """Graphs built inside average pixel norm's squares over the last NHWC axis: faster to write, but the
+    channel sum then rounds differently from the original's channel-first one."""
+    import networks
+    from tfcompat import tf
+    exact = networks.channel_mean
+    networks.channel_mean = lambda x: tf.reduce_mean(x, axis=-1, keepdims=True)
+    try:
+        yield
+    finally:
+        networks.channel_mean = exact
+
+
+def memory_optimizer_on_config():
+    """tfutil.session_config with Grappler's memory optimizer back at its default (on)."""
+    import tfutil
+    config = tfutil.session_config()
+    rewrite_options = config.graph_options.rewrite_options
+    rewrite_options.memory_optimization = rewrite_options.DEFAULT_MEM_OPT
+    return config
+
+
+def measure_exactness(weights, args):
+    """The generator as shipped against each inexact shortcut, float32, timed in alternation in this process."""
+    import outputs
+    batch = args.exactness_batch
+    count = max(batch, args.images_per_run)
+    rounds = 3 if args.quick else 5
+    latents = np.random.RandomState(321).randn(count, weights['4x4/Dense/weight'].shape[0]).astype(np.float32)
+    labels = np.zeros((count, 0), np.float32)
+    variants = [('as shipped (exact)', None, contextlib.ExitStack),
+                ('pixel norm mean over the last axis', None, last_axis_pixel_norm),
+                ('memory optimizer on', memory_optimizer_on_config(), contextlib.ExitStack)]
+    say()
+    say('The cost of exactness: float32, batch %d, %d images per run, %d rounds timed in alternation:'
+        % (batch, count, rounds))
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for label, config, build_context in variants:
+            session = stack.enter_context(isolated_session(config))
+            with build_context():
+                Gs = default_generator(weights)
+                first = Gs.run(latents, labels, minibatch_size=batch)  # builds the graph, warms up
+            runs.append(dict(label=label, session=session, Gs=Gs, first=first, times=[], unlike_first=0))
+        for _ in range(rounds):
+            for run in runs:
+                with run['session'].graph.as_default(), run['session'].as_default():
+                    t = time.perf_counter()
+                    images = run['Gs'].run(latents, labels, minibatch_size=batch)
+                    run['times'].append(time.perf_counter() - t)
+                run['unlike_first'] += not np.array_equal(images, run['first'])  # reordered sums show here
+    exact_rate = count / median(runs[0]['times'])
+    exact_bytes = outputs.float_to_uint8(runs[0]['first'])
+    say('  %-36s %9s %9s %18s %22s' % ('', 'images/s', 'vs exact', 'runs unlike first', '8-bit vs exact'))
+    for run in runs:
+        rate = count / median(run['times'])
+        differing = int(np.sum(outputs.float_to_uint8(run['first']) != exact_bytes))
+        say('  %-36s %9.2f %8.3fx %11d of %-5d %10d pixels differ' % (
+            run['label'], rate, rate / exact_rate, run['unlike_first'], rounds, differing))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -333,6 +454,8 @@ def main(argv=None):
     say('Python %s, TensorFlow %s, NumPy %s; %s, %s logical CPUs; load average %s'
         % (platform.python_version(), tfcompat.TF_VERSION, np.__version__, cpu_name(), os.cpu_count(),
            load_average()))
+    bfloat16_case = bfloat16_hardware(cpu_flags())
+    say('bfloat16 on this CPU: %s' % bfloat16_case)
     say()
     peaks = measure_gemm(args)
 
@@ -340,6 +463,8 @@ def main(argv=None):
         weights = default_generator().get_vars()
     weights['ToRGB_lod0/weight'] *= np.float32(0.3)
     rates = measure_generation(weights, args, peaks)
+    if not args.skip_exactness:
+        measure_exactness(weights, args)
 
     if rates.get(('float32', 1)):
         batched = [(rate, batch) for (precision, batch), rate in rates.items() if precision == 'float32' and batch > 1]
@@ -348,11 +473,15 @@ def main(argv=None):
         say('Summary: float32 one image per call %.2f images/s; best batched %.2f images/s (batch %s) = %.2fx; '
             '%.0f%% of the float32 GEMM peak.' % (rates[('float32', 1)], best or float('nan'), batch,
                                                    (best or float('nan')) / rates[('float32', 1)],
-                                                   100.0 * (best or float('nan')) * GFLOP_PER_IMAGE
+                                                   100.0 * (best or float('nan')) * generator_gflop(weights)
                                                    / peaks.get('float32', float('nan'))))
         fastest = max(rates.items(), key=lambda item: item[1])
         say('         fastest overall: %s at batch %d, %.2f images/s = %.2fx the float32 one-per-call baseline.'
             % (fastest[0][0], fastest[0][1], fastest[1], fastest[1] / rates[('float32', 1)]))
+        both = sorted(batch for (precision, batch) in rates if precision == 'bfloat16' and ('float32', batch) in rates)
+        if both:
+            say('         bfloat16 at batch %d: %.2fx float32 (this run); %s.'
+                % (both[-1], rates[('bfloat16', both[-1])] / rates[('float32', both[-1])], bfloat16_case))
 
     if not args.skip_files:
         measure_files(weights, args, rates)
