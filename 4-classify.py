@@ -7,6 +7,7 @@ import time
 import cli
 from errors import UserError
 
+DEFAULT_DATA = ['processData/AIS', 'processData/MIA', 'processData/IAC']
 EPILOG = """\
 arms (--arms, any comma-separated subset; the same folds for all, always tested on real patches):
   none         real training patches only
@@ -21,8 +22,9 @@ dropout, a dense softmax layer; Adam, minibatches of 64, optional class-balanced
 the validation nodules held out of the training folds (the best epoch's weights are kept).
 
 evaluation: k-fold cross-validation grouped by nodule (D/<name>-groups.npy; without it every patch counts as its
-own nodule, with a warning) and stratified by class.  OUTDIR receives results.json, folds.json, results.md,
-roc_curves.png and confusion_matrices.png, all together or none.
+own nodule, with a warning) and stratified by class; every two arms are compared on the same folds (mean
+difference in balanced accuracy, 95% interval and p-value of the corrected resampled t-test).  OUTDIR receives
+results.json, folds.json, results.md, roc_curves.png and confusion_matrices.png, all together or none.
 
 examples:
   python 4-classify.py --data processData/AIS processData/MIA processData/IAC --arms none,classic
@@ -97,13 +99,13 @@ def parse_args(argv=None):
                     'of a small CNN on 2-D patches, one arm per way of training it.',
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', nargs='+', metavar='DIR',
-                        default=['processData/AIS', 'processData/MIA', 'processData/IAC'],
+                        default=DEFAULT_DATA,
                         help='one dataset per class (class names from each one\'s metadata, else the folder name), '
-                             'or one dataset with one-hot labels (default: %(default)s)')
+                             'or one dataset with one-hot labels (default: %s)' % ' '.join(DEFAULT_DATA))
     parser.add_argument('--resolution', type=patch_size, default=64,
                         help='patch size to classify: that resolution\'s TFRecords are read (default: %(default)s)')
     parser.add_argument('--outdir', default='results/classify', help='output directory (default: %(default)s)')
-    parser.add_argument('--arms', type=arms_list,
+    parser.add_argument('--arms', type=arms_list, metavar='ARM,ARM,...',
                         help='comma-separated arms (default: none,classic,gan,classic+gan,synthetic with a '
                              'generator, none,classic without)')
     gan = parser.add_mutually_exclusive_group()
