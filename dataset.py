@@ -1,9 +1,14 @@
 """Multi-resolution TFRecord datasets in the layout of the PGGAN dataset tool.
 
 A dataset is a directory D holding `D/<name>-rNN.tfrecords` for NN = log2(resolution) from 02 up to the full
-size, all with the same images in the same order, plus optionally `D/<name>-rxx.labels` (float32 [N, label_size]
-.npy) and `D/<name>-meta.json` (where the images came from).  Each record is a tf.train.Example with `shape`
-(int64 [C, H, W]) and `data` (the raw uint8 bytes in C, H, W order).
+size, all with the same images in the same order, plus
+  D/<name>-groups.npy   int64 [N]: which nodule each image shows (equal numbers: views of one nodule), in record
+                        order; every dataset written here has one (one nodule per image when nothing better is
+                        known), datasets of other tools or earlier versions may lack it;
+  D/<name>-rxx.labels   optional float32 [N, label_size] one-hot class labels (.npy, PGGAN's name);
+  D/<name>-meta.json    optional: where the images came from.
+Each record is a tf.train.Example with `shape` (int64 [C, H, W]) and `data` (the raw uint8 bytes in C, H, W
+order).
 """
 import binascii
 import collections
@@ -14,10 +19,11 @@ import re
 import shutil
 import stat
 import struct
-import tempfile
+import time
 
 import numpy as np
 
+import outputs
 from errors import UserError
 from tfcompat import tf, tfrecord_iterator, TFRecordWriter
 
@@ -34,6 +40,10 @@ def tfrecord_path(dataset_dir, resolution_log2):
 
 def labels_path(dataset_dir):
     return os.path.join(dataset_dir, '%s-rxx.labels' % dataset_name(dataset_dir))
+
+
+def groups_path(dataset_dir):
+    return os.path.join(dataset_dir, '%s-groups.npy' % dataset_name(dataset_dir))
 
 
 def metadata_path(dataset_dir):
@@ -214,12 +224,7 @@ def read_labels(dataset_dir):
     path = labels_path(dataset_dir)
     if not os.path.exists(path):
         return None
-    _check_labels_file(path)
-    try:
-        with open(path, 'rb') as f:
-            labels = np.load(f, allow_pickle=False)
-    except Exception:
-        raise UserError('%s: not a NumPy .npy array' % path)
+    labels = _load_npy(path)
     if labels.ndim != 2:
         raise UserError('%s: labels must be [N, label_size], got shape %s' % (path, list(labels.shape)))
     if labels.dtype.kind not in 'biuf':
@@ -230,8 +235,42 @@ def read_labels(dataset_dir):
     return labels
 
 
-def _check_labels_file(path):
-    """Refuse a labels file that is not a regular .npy file whose header matches its size."""
+def read_groups(dataset_dir, count=None):
+    """int64 [N] nodule numbers of the dataset's images, or None when it has no groups file (the caller decides
+    whether to warn).  With `count`, the file must list exactly that many images."""
+    path = groups_path(dataset_dir)
+    if not os.path.lexists(path):
+        return None
+    return check_groups(_load_npy(path), count, path)
+
+
+def check_groups(groups, count=None, source='groups'):
+    """Validated int64 [N] nodule numbers: whole numbers from 0 up, one per image (`count` when given)."""
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or groups.dtype.kind not in 'iu':
+        raise UserError('%s: nodule groups must be a 1-D integer array [N], got %s %s'
+                        % (source, groups.dtype, list(groups.shape)))
+    if count is not None and len(groups) != count:
+        raise UserError('%s: lists nodule groups for %d images but the dataset has %d' % (source, len(groups), count))
+    if groups.size and (groups.min() < 0 or groups.max() > np.iinfo(np.int64).max):
+        raise UserError('%s: nodule groups must be whole numbers from 0 to 2**63 - 1, got %d..%d'
+                        % (source, groups.min(), groups.max()))
+    return groups.astype(np.int64)
+
+
+def _load_npy(path):
+    """The array in a .npy file, after checking (without reading the data) that its header matches its size."""
+    _check_npy_file(path)
+    try:
+        with open(path, 'rb') as f:
+            return np.load(f, allow_pickle=False)
+    except Exception:
+        raise UserError('%s: not a NumPy .npy array' % path)
+
+
+def _check_npy_file(path):
+    """Refuse a file that is not a regular .npy file whose header matches its size, so that a header promising
+    more than the file holds cannot make NumPy allocate it."""
     if not os.path.isfile(path):
         raise UserError('%s: is not a regular file' % path)
     try:
@@ -276,10 +315,10 @@ def read_metadata(dataset_dir):
 # Checking a whole dataset
 
 
-DatasetSummary = collections.namedtuple('DatasetSummary', ['files', 'num_images', 'shape', 'labels'])
+DatasetSummary = collections.namedtuple('DatasetSummary', ['files', 'num_images', 'shape', 'labels', 'groups'])
 DatasetSummary.__doc__ = (
     'What check_dataset found: files {log2(resolution): path}, num_images (records per file), shape [C, H, W] '
-    'at the top resolution, labels (float32 [N, label_size]) or None.')
+    'at the top resolution, labels (float32 [N, label_size]) or None, groups (int64 [N] nodule numbers) or None.')
 
 
 def check_dataset(dataset_dir):
@@ -288,7 +327,7 @@ def check_dataset(dataset_dir):
     Checks, each failure a UserError naming the file: every *-rNN.tfrecords file is well framed and passes
     TensorFlow's checksums; every record is an image of that file's resolution, with the same number of channels
     (1 or 3) everywhere; the resolutions run from 4x4 up without gaps; all files hold the same number of
-    records; and the labels file, when there is one, has one row per image.  Training calls this before it
+    records; and the labels and nodule groups files, when there are, have one entry per image.  Training calls this before it
     creates anything, so a damaged dataset is reported in its first second instead of after hours.
     """
     files = list_tfrecords(dataset_dir)
@@ -318,7 +357,8 @@ def check_dataset(dataset_dir):
                             % (path, count, os.path.basename(files[top]), counts[top]))
     labels = read_labels(dataset_dir)
     _check_label_rows(dataset_dir, labels, counts[top])
-    return DatasetSummary(files, counts[top], [channels, 2 ** top, 2 ** top], labels)
+    groups = read_groups(dataset_dir, counts[top])
+    return DatasetSummary(files, counts[top], [channels, 2 ** top, 2 ** top], labels, groups)
 
 
 def _check_label_rows(dataset_dir, labels, num_images):
@@ -382,14 +422,16 @@ def check_new_dataset_dir(out_dir, overwrite=False):
             raise UserError('%s: already exists and is not empty; nothing was written (use --overwrite)' % out_dir)
 
 
-def _new_hidden_dir(parent, name, suffix):
-    """Create a new uniquely named hidden directory `parent/.name.XXXXXXXX<suffix>`.
+def _new_hidden_dir(parent, name):
+    """Create a new uniquely named hidden directory `parent/.name.PID-XXXXXXXX.tmp`.
 
-    Unlike tempfile.mkdtemp (mode 0700), it gets the permissions of any directory the user makes
-    (0777 minus the umask): the staging directory is renamed into the finished dataset and keeps its mode.
+    The process id in the name lets outputs.remove_stale_temporaries() recognise what a killed run left behind.
+    Unlike tempfile.mkdtemp (mode 0700), it gets the permissions of any directory the user makes (0777 minus
+    the umask): the staging directory is renamed into the finished dataset and keeps its mode.
     """
     for _ in range(100):
-        path = os.path.join(parent, '.%s.%s%s' % (name, binascii.hexlify(os.urandom(4)).decode('ascii'), suffix))
+        path = os.path.join(parent, '.%s.%d-%s.tmp' % (name, os.getpid(),
+                                                       binascii.hexlify(os.urandom(4)).decode('ascii')))
         try:
             os.mkdir(path)
             return path
@@ -398,44 +440,92 @@ def _new_hidden_dir(parent, name, suffix):
     raise FileExistsError(errno.EEXIST, 'no unused temporary name', parent)
 
 
-def write_dataset(out_dir, images, labels=None, metadata=None, overwrite=False, progress=None):
+# Staging directories of earlier versions carried no process id: `.NAME.XXXXXXXX.tmp` (8 hex digits) and
+# `.NAME.XXXXXXXX.old`.  They are removed once they are as old as outputs lets untagged staging folders get.
+_UNTAGGED_STAGING = re.compile(r'^\.(?P<name>.+)\.[0-9a-z_]{8}\.(tmp|old)$')
+
+
+def remove_stale_staging(parent, name):
+    """Remove what killed writers of datasets (or of anything else) left in `parent`; returns the names removed.
+
+    Folders tagged with a process id go as soon as that process has ended (outputs.remove_stale_temporaries);
+    untagged ones of dataset `name`, from earlier versions, once they are an hour old.
+    """
+    removed = outputs.remove_stale_temporaries(parent)
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for entry in names:
+        match = _UNTAGGED_STAGING.match(entry)
+        path = os.path.join(parent, entry)
+        if not match or match.group('name') != name or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        try:
+            if time.time() - os.lstat(path).st_mtime > outputs.UNTAGGED_STAGING_MAX_AGE_SECONDS:
+                shutil.rmtree(path)
+                removed.append(entry)
+        except OSError:
+            pass  # removed by someone else meanwhile, or not ours to remove
+    return removed
+
+
+def write_dataset(out_dir, images, labels=None, metadata=None, groups=None, overwrite=False, progress=None):
     """Write the full multi-resolution set for uint8 [N, C, H, W] `images` into the new directory `out_dir`.
 
-    Everything is written into a temporary sibling directory first and renamed at the end, so an interrupted
-    run leaves nothing behind; an existing non-empty `out_dir` is an error unless `overwrite` is set.
-    `progress`, when given, is called with the number of images just written.
+    The lower resolutions are built by build_pyramid.  `groups` (int64 [N], which nodule each image shows)
+    defaults to one nodule per image.  Everything is written into a temporary sibling directory first and renamed
+    at the end, so an interrupted run leaves nothing behind (and what a killed one leaves, the next removes); an
+    existing non-empty `out_dir` is an error unless `overwrite` is set.  `progress`, when given, is called with
+    the number of images just written.
     """
     images = check_image_batch(images, out_dir)
+    return write_levels(out_dir, build_pyramid(images), labels=labels, metadata=metadata, groups=groups,
+                        overwrite=overwrite, progress=progress)
+
+
+def write_levels(out_dir, levels, labels=None, metadata=None, groups=None, overwrite=False, progress=None):
+    """write_dataset for ready-made levels {log2(res): uint8 [N, C, res, res]} from 4x4 up (copied as they are)."""
+    top = max(levels)
+    images = check_image_batch(levels[top], out_dir)
+    if sorted(levels) != list(range(2, top + 1)) or any(
+            levels[log2].shape != images.shape[:2] + (2 ** log2, 2 ** log2) for log2 in levels):
+        raise UserError('%s: levels must run from 4x4 up to %dx%d with %d images each'
+                        % (out_dir, 2 ** top, 2 ** top, len(images)))
+    count = images.shape[0]
     out_dir = os.path.normpath(out_dir)
     check_new_dataset_dir(out_dir, overwrite)
     if labels is not None:
         labels = np.asarray(labels, dtype=np.float32)
-        if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
-            raise UserError('%s: labels must be [%d, label_size], got %s'
-                            % (out_dir, images.shape[0], list(labels.shape)))
+        if labels.ndim != 2 or labels.shape[0] != count:
+            raise UserError('%s: labels must be [%d, label_size], got %s' % (out_dir, count, list(labels.shape)))
+    groups = np.arange(count, dtype=np.int64) if groups is None else check_groups(groups, count, out_dir)
+    final_name = os.path.basename(out_dir)
     parent = os.path.dirname(os.path.abspath(out_dir))
     try:
         os.makedirs(parent, exist_ok=True)
-        staging = _new_hidden_dir(parent, os.path.basename(out_dir), '.tmp')
+        remove_stale_staging(parent, final_name)
+        staging = _new_hidden_dir(parent, final_name)
         if os.path.isdir(out_dir):  # the user's own (empty, or --overwrite) directory keeps its permissions
             os.chmod(staging, stat.S_IMODE(os.stat(out_dir).st_mode))
     except OSError as error:
         raise UserError('%s: cannot write here (%s)' % (parent, error.strerror or error))
+    retired = None
     try:
         # Files inside the staging folder are named after the final folder, not after the temporary one.
-        final_name = os.path.basename(out_dir)
         staged = lambda path: os.path.join(staging, os.path.basename(path))
-        pyramid = build_pyramid(images)
-        writers = {log2: TFRecordWriter(staged(tfrecord_path(final_name, log2))) for log2 in pyramid}
+        writers = {log2: TFRecordWriter(staged(tfrecord_path(final_name, log2))) for log2 in levels}
         chunk = 256
-        for start in range(0, images.shape[0], chunk):
+        for start in range(0, count, chunk):
             for log2, writer in writers.items():
-                for image in pyramid[log2][start:start + chunk]:
+                for image in levels[log2][start:start + chunk]:
                     writer.write(serialize_image(image))
             if progress is not None:
-                progress(min(chunk, images.shape[0] - start))
+                progress(min(chunk, count - start))
         for writer in writers.values():
             writer.close()
+        with open(staged(groups_path(final_name)), 'wb') as f:
+            np.save(f, groups)
         if labels is not None:
             with open(staged(labels_path(final_name)), 'wb') as f:
                 np.save(f, labels)
@@ -443,16 +533,27 @@ def write_dataset(out_dir, images, labels=None, metadata=None, overwrite=False, 
             with open(staged(metadata_path(final_name)), 'w', encoding='utf-8') as f:
                 json.dump(metadata, f, indent=2, sort_keys=True)
                 f.write('\n')
-        if os.path.isdir(out_dir):  # --overwrite: swap the new set in before deleting the old one
-            retired = tempfile.mkdtemp(prefix='.%s.' % final_name, suffix='.old', dir=parent)
-            os.rename(out_dir, os.path.join(retired, final_name))
-            os.rename(staging, out_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.rename(staging, out_dir)
+        with outputs.interrupts_deferred():  # Ctrl-C cannot stop the swap half-way
+            if os.path.isdir(out_dir):  # --overwrite: swap the new set in before deleting the old one
+                retired = _new_hidden_dir(parent, final_name)
+                os.rename(out_dir, os.path.join(retired, final_name))
+                try:
+                    os.rename(staging, out_dir)
+                except OSError:
+                    os.rename(os.path.join(retired, final_name), out_dir)  # the old set back in its place
+                    raise
+            else:
+                os.rename(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if retired is not None:
+            try:
+                os.rmdir(retired)  # empty again when the old set went back (or never left)
+            except OSError:
+                pass  # it still holds the old set: leave it for the user rather than delete it
         raise
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
     return out_dir
 
 

@@ -124,7 +124,8 @@ def test_write_dataset_files_and_contents(tmp_path):
     result = dataset.write_dataset(out, images)
     assert os.path.normpath(result) == os.path.normpath(out)
     names = sorted(os.listdir(out))
-    assert names == ['AIS-r02.tfrecords', 'AIS-r03.tfrecords', 'AIS-r04.tfrecords', 'AIS-r05.tfrecords']
+    assert names == ['AIS-groups.npy', 'AIS-r02.tfrecords', 'AIS-r03.tfrecords', 'AIS-r04.tfrecords',
+                     'AIS-r05.tfrecords']
     assert sorted(os.listdir(str(tmp_path))) == ['AIS']  # no staging leftovers
 
     reference = reference_pyramid(images)
@@ -148,7 +149,8 @@ def test_write_dataset_rgb(tmp_path):
     images = random_images(3, 3, 16, seed=2)
     out = str(tmp_path / 'colour')
     dataset.write_dataset(out, images)
-    assert sorted(os.listdir(out)) == ['colour-r02.tfrecords', 'colour-r03.tfrecords', 'colour-r04.tfrecords']
+    assert sorted(os.listdir(out)) == ['colour-groups.npy', 'colour-r02.tfrecords', 'colour-r03.tfrecords',
+                                       'colour-r04.tfrecords']
     reference = reference_pyramid(images)
     for log2 in (2, 3, 4):
         path = os.path.join(out, 'colour-r%02d.tfrecords' % log2)
@@ -165,7 +167,7 @@ def test_smallest_dataset_is_4x4_only(tmp_path):
     images = random_images(2, 1, 4, seed=3)
     out = str(tmp_path / 'tiny')
     dataset.write_dataset(out, images)
-    assert os.listdir(out) == ['tiny-r02.tfrecords']
+    assert sorted(os.listdir(out)) == ['tiny-groups.npy', 'tiny-r02.tfrecords']
     np.testing.assert_array_equal(read_array(os.path.join(out, 'tiny-r02.tfrecords')), images)
 
 
@@ -187,7 +189,8 @@ def test_labels_and_metadata_round_trip(tmp_path):
     metadata = {'source': 'unit test', 'count': 4, 'classes': ['AIS', 'MIA', 'IAC'], 'seed': None}
     out = str(tmp_path / 'MIA')
     dataset.write_dataset(out, images, labels=labels, metadata=metadata)
-    assert sorted(os.listdir(out)) == ['MIA-meta.json', 'MIA-r02.tfrecords', 'MIA-r03.tfrecords', 'MIA-rxx.labels']
+    assert sorted(os.listdir(out)) == ['MIA-groups.npy', 'MIA-meta.json', 'MIA-r02.tfrecords', 'MIA-r03.tfrecords',
+                                       'MIA-rxx.labels']
     with open(os.path.join(out, 'MIA-rxx.labels'), 'rb') as f:
         stored = np.load(f, allow_pickle=False)
     assert stored.dtype == np.float32
@@ -210,6 +213,7 @@ def test_path_helpers(tmp_path):
     assert dataset.tfrecord_path(d, 6) == os.path.join(d, 'IAC-r06.tfrecords')
     assert dataset.tfrecord_path(d + os.sep, 3) == os.path.join(d + os.sep, 'IAC-r03.tfrecords')
     assert dataset.labels_path(d) == os.path.join(d, 'IAC-rxx.labels')
+    assert dataset.groups_path(d) == os.path.join(d, 'IAC-groups.npy')
     dataset.write_dataset(d, random_images(1, 1, 16))
     found = dataset.list_tfrecords(d)
     assert sorted(found) == [2, 3, 4]
@@ -220,7 +224,7 @@ def test_write_into_existing_empty_directory(tmp_path):
     out = tmp_path / 'empty'
     out.mkdir()
     dataset.write_dataset(str(out), random_images(1, 1, 4))
-    assert os.listdir(str(out)) == ['empty-r02.tfrecords']
+    assert sorted(os.listdir(str(out))) == ['empty-groups.npy', 'empty-r02.tfrecords']
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,7 +264,7 @@ def test_overwrite_replaces_existing_dataset(tmp_path):
     out = make_existing(tmp_path)
     images = random_images(2, 1, 8, seed=7)
     dataset.write_dataset(out, images, overwrite=True)
-    assert sorted(os.listdir(out)) == ['AIS-r02.tfrecords', 'AIS-r03.tfrecords']
+    assert sorted(os.listdir(out)) == ['AIS-groups.npy', 'AIS-r02.tfrecords', 'AIS-r03.tfrecords']
     assert os.listdir(str(tmp_path)) == ['AIS']  # the retired copy is gone too
     np.testing.assert_array_equal(read_array(os.path.join(out, 'AIS-r03.tfrecords')), images)
 
@@ -324,6 +328,152 @@ def test_keyboard_interrupt_in_the_middle_of_overwrite_keeps_the_old_dataset(tmp
         dataset.write_dataset(out, random_images(300, 1, 8, seed=9), overwrite=True, progress=ctrl_c)
     assert snapshot(str(tmp_path)) == before
     np.testing.assert_array_equal(read_array(os.path.join(out, 'AIS-r03.tfrecords')), old)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Nodule groups
+
+
+def load_npy(path):
+    with open(path, 'rb') as f:
+        return np.load(f, allow_pickle=False)
+
+
+def test_every_dataset_gets_groups_one_nodule_per_image_by_default(tmp_path):
+    out = str(tmp_path / 'AIS')
+    dataset.write_dataset(out, random_images(5, 1, 8))
+    stored = load_npy(os.path.join(out, 'AIS-groups.npy'))
+    assert stored.dtype == np.int64 and stored.tolist() == [0, 1, 2, 3, 4]
+    assert dataset.read_groups(out).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_groups_round_trip_and_are_checked_with_the_dataset(tmp_path):
+    out = str(tmp_path / 'MIA')
+    dataset.write_dataset(out, random_images(6, 1, 8), groups=np.array([0, 0, 0, 7, 7, 2], np.int32))
+    stored = load_npy(dataset.groups_path(out))
+    assert stored.dtype == np.int64 and stored.tolist() == [0, 0, 0, 7, 7, 2]
+    groups = dataset.read_groups(out, 6)
+    assert groups.dtype == np.int64 and groups.tolist() == [0, 0, 0, 7, 7, 2]
+    assert dataset.check_dataset(out).groups.tolist() == [0, 0, 0, 7, 7, 2]
+
+
+def test_a_dataset_without_groups_reads_as_none(tmp_path):
+    out, _ = make_dataset(tmp_path)
+    os.remove(dataset.groups_path(out))   # as written by other tools or earlier versions
+    assert dataset.read_groups(out) is None and dataset.check_dataset(out).groups is None
+
+
+@pytest.mark.parametrize('groups, fragment', [
+    ([0, 1, 2], 'lists nodule groups for 3 images but the dataset has 4'),
+    (np.zeros(4, np.float32), '1-D integer array [N], got float32 [4]'),
+    (np.zeros((4, 1), np.int64), '1-D integer array [N], got int64 [4, 1]'),
+    ([0, 1, -1, 2], 'whole numbers from 0'),
+    (np.array([True, False, True, True]), '1-D integer array'),
+])
+def test_bad_groups_leave_nothing(tmp_path, groups, fragment):
+    out = str(tmp_path / 'AIS')
+    before = snapshot(str(tmp_path))
+    with pytest.raises(UserError) as error:
+        dataset.write_dataset(out, random_images(4, 1, 8), groups=groups)
+    assert fragment in str(error.value) and '\n' not in str(error.value), str(error.value)
+    assert_failed_cleanly(tmp_path, out, before, error)
+
+
+@pytest.mark.parametrize('content, fragment', [
+    (np.zeros(6, np.float64), '1-D integer array [N], got float64 [6]'),
+    (np.zeros((6, 2), np.int64), '1-D integer array [N], got int64 [6, 2]'),
+    (np.arange(-1, 5), 'whole numbers from 0 to 2**63 - 1, got -1..4'),
+    (np.array([0, 1, 2, 3, 4, 2 ** 64 - 1], np.uint64), 'whole numbers from 0 to 2**63 - 1'),
+    (np.arange(5), 'lists nodule groups for 5 images but the dataset has 6'),
+    (np.zeros(6, dtype=[('a', 'i8')]), '1-D integer array'),
+    (b'not numpy', 'not a NumPy .npy array'),
+])
+def test_bad_groups_files(tmp_path, content, fragment):
+    out, _ = make_dataset(tmp_path)
+    path = dataset.groups_path(out)
+    with open(path, 'wb') as f:
+        f.write(content) if isinstance(content, bytes) else np.save(f, content)
+    for read in (lambda: dataset.read_groups(out, 6), lambda: dataset.check_dataset(out)):
+        with pytest.raises(UserError) as error:
+            read()
+        message = str(error.value)
+        assert message.startswith(path + ': ') and fragment in message and '\n' not in message, message
+
+
+def test_groups_header_promising_more_than_the_file_is_refused_without_allocating(tmp_path):
+    out, _ = make_dataset(tmp_path, count=2, size=4)
+    path = dataset.groups_path(out)
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.int64))
+    header['shape'] = (10 ** 11,)   # 800 GB of int64
+    with open(path, 'wb') as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b'\0' * 16)
+    with memory_limit(64):
+        with pytest.raises(UserError) as error:
+            dataset.read_groups(out)
+    assert str(error.value) == '%s: damaged: its header describes [100000000000] int64 values but the file ' \
+                               'holds 16 bytes of data' % path
+
+
+def test_write_levels_copies_given_levels_as_they_are(tmp_path):
+    images = random_images(3, 1, 8, seed=12)
+    levels = {3: images, 2: random_images(3, 1, 4, seed=13)}   # not the box average: copied, not rebuilt
+    out = dataset.write_levels(str(tmp_path / 'copy'), levels, groups=[4, 4, 9])
+    np.testing.assert_array_equal(read_array(dataset.tfrecord_path(out, 2)), levels[2])
+    np.testing.assert_array_equal(read_array(dataset.tfrecord_path(out, 3)), images)
+    assert dataset.read_groups(out).tolist() == [4, 4, 9]
+    with pytest.raises(UserError, match='levels must run from 4x4 up to 8x8 with 3 images each'):
+        dataset.write_levels(str(tmp_path / 'gap'), {3: images, 2: levels[2][:2]})
+    assert sorted(os.listdir(str(tmp_path))) == ['copy']
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a killed writer leaves behind
+
+
+# Writes a dataset of 600 images and stops (sleeps) after the first chunk, with everything staged so far on disk.
+STALLED_WRITER = """
+import sys, time
+sys.path.insert(0, %r)
+import numpy as np
+import dataset
+def stall(_):
+    print('staged', flush=True)
+    time.sleep(600)
+dataset.write_dataset(sys.argv[1], np.zeros((600, 1, 8, 8), np.uint8), progress=stall)
+"""
+
+
+def hidden(directory):
+    return sorted(name for name in os.listdir(str(directory)) if name.startswith('.'))
+
+
+@pytest.mark.slow
+def test_the_next_write_removes_what_a_killed_writer_left(tmp_path):
+    process = subprocess.Popen([sys.executable, '-c', STALLED_WRITER % ROOT, str(tmp_path / 'AIS')],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        assert process.stdout.readline() == 'staged\n', process.stderr.read()
+        process.kill()   # SIGKILL: no clean-up can run
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    leftover, = hidden(tmp_path)
+    assert leftover.startswith('.AIS.%d-' % process.pid) and leftover.endswith('.tmp')
+    assert 'AIS-r03.tfrecords' in os.listdir(str(tmp_path / leftover)) and not os.path.exists(str(tmp_path / 'AIS'))
+    # Staging folders of a running process (this one) and young untagged ones of earlier versions stay.
+    running = tmp_path / ('.MIA.%d-0badf00d.tmp' % os.getpid())
+    young, old = tmp_path / '.AIS.0123abcd.tmp', tmp_path / '.AIS.k2j4_x9q.old'
+    for folder in (running, young, old):
+        folder.mkdir()
+        (folder / 'AIS-r02.tfrecords').write_bytes(b'half-written')
+    two_hours_ago = os.path.getmtime(str(old)) - 7200
+    os.utime(str(old), (two_hours_ago, two_hours_ago))
+    images = random_images(2, 1, 8)
+    dataset.write_dataset(str(tmp_path / 'AIS'), images)
+    assert hidden(tmp_path) == sorted([running.name, young.name])
+    np.testing.assert_array_equal(read_array(dataset.tfrecord_path(str(tmp_path / 'AIS'), 3)), images)
 
 
 # ---------------------------------------------------------------------------------------------------------------
