@@ -1,6 +1,6 @@
 """Nodule-centred 2-D patches from CT volumes and a LUNA16-style nodule list.
 
-    images, labels, metadata = patches_from_ct('scans/', 'nodules.csv', spacing=0.7, window=(-1350, 150))
+    images, labels, groups, metadata = patches_from_ct('scans/', 'nodules.csv', spacing=0.7, window=(-1350, 150))
 
 The nodule list is a CSV with the columns `seriesuid, coordX, coordY, coordZ, diameter_mm` (world millimetres in
 the patient LPS frame, as in LUNA16) and optionally a `label` (or `subtype`) column.  Scans are found below the
@@ -23,7 +23,8 @@ neighbours at +-1, +-2, ... slice spacings.
 Windowing.  grey = clip(rint((HU - low) / (high - low) * 255), 0, 255) as uint8.
 
 Output order follows the CSV: for each usable row, its planes from inferior to superior (increasing z), and
-for each plane the augmentations in the order of AUGMENTATIONS.
+for each plane the augmentations in the order of AUGMENTATIONS.  Each usable row is one nodule: its planes and
+their augmentations share one group number (0, 1, ... in the order of the rows used).
 """
 import contextlib
 import csv
@@ -398,7 +399,8 @@ def _plural(count, word, plural=None):
 
 def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0, 150.0), slices=1, augment=False,
                     resolution=64):
-    """CT scans + nodule CSV -> (images uint8 [N, 1, res, res], labels float32 [N, classes] or None, metadata).
+    """CT scans + nodule CSV -> (images uint8 [N, 1, res, res], labels float32 [N, classes] or None,
+    groups int64 [N] (which nodule, i.e. which used CSV row, each patch comes from), metadata).
 
     Labels are one-hot over the sorted label values of the rows that gave patches, when the CSV has a label
     column and `label` is None (with `label`, only rows with that label are used and no labels are returned).
@@ -492,6 +494,7 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
     print(summary)
 
     offsets = np.cumsum([0] + [len(block) for block in patches])
+    groups = np.repeat(np.arange(len(used), dtype=np.int64), [len(block) for block in patches])
     metadata = OrderedDict([
         ('source', 'CT scans under %s, nodules from %s' % (os.path.abspath(scans), os.path.abspath(annotations))),
         ('annotations', os.path.abspath(annotations)),
@@ -519,9 +522,10 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
             ('rows_skipped', len(skipped)), ('rows_skipped_by_reason', reasons),
             ('rows_with_other_label', other_label_rows), ('neighbour_planes_outside_scan', planes_dropped)])),
         ('nodules', [OrderedDict([
-            ('row', nodule.row), ('seriesuid', nodule.seriesuid), ('scan', os.path.abspath(scan_by_row[nodule.row])),
+            ('group', i), ('row', nodule.row), ('seriesuid', nodule.seriesuid),
+            ('scan', os.path.abspath(scan_by_row[nodule.row])),
             ('world_mm', list(nodule.point)),
             ('diameter_mm', nodule.diameter), ('label', nodule.label),
             ('patches', [int(offsets[i]), int(offsets[i + 1])])]) for i, nodule in enumerate(used)]),
     ])
-    return images, labels, metadata
+    return images, labels, groups, metadata

@@ -1,14 +1,21 @@
 """Build and inspect multi-resolution TFRecord nodule datasets (one TFRecords file per resolution, 4x4 and up).
 
-    python dataset_tool.py create_phantoms processData/AIS --subtype AIS --count 300 --seed 1
-    python dataset_tool.py create_from_images datasets/mine path/to/pngs --shuffle
+    python dataset_tool.py create_phantoms processData/AIS --subtype AIS --nodules 30 --views 10 --seed 1
+    python dataset_tool.py create_from_images datasets/mine path/to/pngs --groups-from "^(.+)_view"
     python dataset_tool.py create_from_ct datasets/ct --scans scans/ --annotations nodules.csv
+    python dataset_tool.py merge datasets/all processData/AIS processData/MIA processData/IAC
     python dataset_tool.py info processData/AIS
     python dataset_tool.py extract processData/AIS out/ --resolution 16
     python dataset_tool.py compare processData/AIS /tmp/AIS
+
+Every dataset records which nodule each image shows (D/<name>-groups.npy, int64 [N]; equal numbers are views
+of one nodule), so that views of one nodule never end up on both sides of a train/test split.
 """
 import argparse
+import collections
 import os
+import re
+import sys
 
 import numpy as np
 
@@ -17,9 +24,11 @@ from errors import UserError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 MAX_RESOLUTION = 1024            # the largest image a progressive GAN of this kind is built for
-PHANTOM_MIN_RESOLUTION = 16      # phantoms.make_phantoms draws nothing smaller
+PHANTOM_MIN_RESOLUTION = 16      # phantoms.draw_dataset draws nothing smaller
 # A new dataset is held in memory before it is written: refuse, before drawing or reading, one larger than this.
 MAX_DATASET_BYTES = 2 ** 31
+# What `extract` writes next to the PNGs: one row per PNG, `file,nodule`.
+GROUPS_CSV = 'groups.csv'
 # Pillow modes of grayscale images with more than 8 bits per pixel (16-bit PNGs open as 'I;16' or 'I').
 HIGH_DEPTH_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')
 
@@ -35,14 +44,18 @@ def parse_args(argv=None):
         sub.set_defaults(func=globals()[name])
         return sub
 
-    p = command('create_phantoms', 'Synthetic nodule patches (not patient data) for AIS, MIA or IAC.')
+    p = command('create_phantoms', 'Synthetic nodule patches (not patient data) for AIS, MIA or IAC: 3-D phantom '
+                                   'nodules, several views of each.')
     p.add_argument('out_dir', metavar='OUT_DIR', help='new dataset directory')
     p.add_argument('--subtype', required=True, choices=['AIS', 'MIA', 'IAC'], help='nodule subtype to draw')
-    p.add_argument('--count', type=cli.positive_int, default=300, help='number of patches (default: %(default)s)')
-    p.add_argument('--seed', type=cli.nonnegative_int, default=0, help='random seed (default: %(default)s)')
+    p.add_argument('--nodules', type=cli.positive_int, required=True, help='number of 3-D phantom nodules')
+    p.add_argument('--views', type=cli.positive_int, default=1,
+                   help='patches per nodule: different slices through it, each shifted (up to 2 mm), turned (up to '
+                        '15 degrees) and given one of the 8 quarter-turn/flip orientations (default: %(default)s)')
+    p.add_argument('--seed', type=cli.seed, default=0, help='random seed (default: %(default)s)')
     p.add_argument('--resolution', type=cli.power_of_two(PHANTOM_MIN_RESOLUTION, MAX_RESOLUTION), default=64,
-                   help='patch size, a power of two from %d to %d (default: %%(default)s)'
-                        % (PHANTOM_MIN_RESOLUTION, MAX_RESOLUTION))
+                   help='patch size, a power of two from %d to %d; the field of view stays 44.8 mm '
+                        '(default: %%(default)s)' % (PHANTOM_MIN_RESOLUTION, MAX_RESOLUTION))
     p.add_argument('--overwrite', action='store_true', help='replace an existing dataset at OUT_DIR')
 
     p = command('create_from_images', 'A folder of PNG/JPEG images -> multi-resolution dataset.')
@@ -53,6 +66,10 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=cli.nonnegative_int, default=123, help='seed for --shuffle (default: %(default)s)')
     p.add_argument('--labels-from-subdirs', action='store_true',
                    help='IMAGE_DIR holds one subfolder per class; write one-hot labels in sorted folder order')
+    p.add_argument('--groups-from', metavar='REGEX',
+                   help='which nodule each image shows, from its file name: images whose names give the same first '
+                        'group of REGEX (or, without groups, the same match) are views of one nodule; e.g. '
+                        '"^(.+)_view[0-9]+" (default: one nodule per image)')
     p.add_argument('--input-range', type=float, nargs=2, metavar=('LOW', 'HIGH'),
                    help='for 16-bit grayscale images: the values that become black and white, linearly between '
                         '(default: the lowest and highest value of all the images)')
@@ -63,7 +80,8 @@ def parse_args(argv=None):
     p.add_argument('--scans', required=True, metavar='DIR',
                    help='folder with the CT volumes: DICOM series folders, .mhd/.raw or .nii/.nii.gz files')
     p.add_argument('--annotations', required=True, metavar='CSV',
-                   help='nodule list with columns seriesuid, coordX, coordY, coordZ, diameter_mm [, label]')
+                   help='nodule list with columns seriesuid, coordX, coordY, coordZ, diameter_mm [, label]; each '
+                        'row is one nodule (its slices and augmentations share a nodule group)')
     p.add_argument('--label', help='keep only rows whose label column equals this (e.g. AIS)')
     p.add_argument('--spacing', type=float, default=0.7,
                    help='in-plane pixel spacing in mm, 0.01 to 10 (default: %(default)s)')
@@ -76,16 +94,25 @@ def parse_args(argv=None):
                    help='patch size, a power of two from 4 to 1024 (default: %(default)s)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing dataset at OUT_DIR')
 
-    p = command('info', 'Files, resolutions, record counts, image shape and labels of a dataset.')
+    p = command('merge', 'Per-class datasets -> one dataset with one-hot labels (class names and nodule groups '
+                         'kept), for conditional training.')
+    p.add_argument('out_dir', metavar='OUT_DIR', help='new dataset directory')
+    p.add_argument('inputs', metavar='DIR', nargs='+',
+                   help='two or more datasets of one resolution and channel count: each one class (the subtype in '
+                        'its metadata, else its folder name), or labelled with class names in its metadata')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing dataset at OUT_DIR')
+
+    p = command('info', 'Files, resolutions, record counts, image shape, labels and nodules of a dataset.')
     p.add_argument('dataset_dir', metavar='DIR')
 
-    p = command('extract', 'Save every record of one resolution as PNG files.')
+    p = command('extract', 'Save every record of one resolution as PNG files, and the nodule of each in %s.'
+                % GROUPS_CSV)
     p.add_argument('dataset_dir', metavar='DIR')
     p.add_argument('out_dir', metavar='OUT')
     p.add_argument('--resolution', type=cli.positive_int, help='which resolution (default: the largest)')
-    p.add_argument('--overwrite', action='store_true', help='replace existing PNGs that differ')
+    p.add_argument('--overwrite', action='store_true', help='replace existing files that differ')
 
-    p = command('compare', 'Check two datasets record by record (images and labels).')
+    p = command('compare', 'Check two datasets record by record (images, labels and nodule groups).')
     p.add_argument('dataset_a', metavar='DIR_A')
     p.add_argument('dataset_b', metavar='DIR_B')
     return parser.parse_args(argv)
@@ -102,12 +129,18 @@ def check_dataset_size(count, channels, resolution, what, bytes_per_value=1):
 
 def create_phantoms(args):
     import phantoms
-    check_dataset_size(args.count, 1, args.resolution, '--count %d' % args.count)
-    with cli.progress(args.count, 'drawing %s phantoms' % args.subtype) as bar:
-        images = phantoms.make_phantoms(args.subtype, args.count, args.seed, args.resolution, progress=bar.update)
+    count = args.nodules * args.views
+    check_dataset_size(count, 1, args.resolution, '--nodules %d --views %d' % (args.nodules, args.views))
+    with cli.progress(count, 'drawing %s phantoms' % args.subtype) as bar:
+        images, groups, _ = phantoms.draw_dataset(args.subtype, args.nodules, args.views, args.seed,
+                                                  args.resolution, progress=bar.update)
+    field_of_view_mm = 64 * phantoms.DEFAULT_MM_PER_PIXEL  # the same at every resolution
     metadata = {'source': 'synthetic phantoms (phantoms.py) -- NOT patient data', 'subtype': args.subtype,
-                'count': args.count, 'seed': args.seed, 'resolution': args.resolution}
-    _write(args, images[:, np.newaxis], metadata=metadata)
+                'nodules': args.nodules, 'views': args.views, 'count': count, 'seed': args.seed,
+                'resolution': args.resolution, 'mm_per_pixel': field_of_view_mm / args.resolution,
+                'window_hu': list(phantoms.DEFAULT_WINDOW),
+                'windowing': 'grey = clip(rint((HU - low) / (high - low) * 255), 0, 255), (low, high) = window_hu'}
+    _write(args, images, groups=groups, metadata=metadata)
 
 
 def _list_images(args):
@@ -155,12 +188,41 @@ def to_8bit(images, input_range, source):
     return outputs.float_to_uint8(images, drange=(low, high)), [low, high]
 
 
+def nodule_groups(files, pattern, classes=None):
+    """(int64 [N] nodule number of each file, nodule names) from the file names by the --groups-from `pattern`.
+
+    The nodule's name is the first group of the pattern, or its whole match when it has no groups, prefixed by
+    the class folder when there are classes (nodules never span classes); numbers follow the first appearance
+    in `files`.  Without a pattern each file is its own nodule (names None).
+    """
+    if pattern is None:
+        return np.arange(len(files), dtype=np.int64), None
+    try:
+        regex = re.compile(pattern)
+    except re.error as error:
+        raise UserError('--groups-from %r is not a regular expression (%s)' % (pattern, error))
+    numbers, names = collections.OrderedDict(), []
+    for path, label in files:
+        match = regex.search(os.path.basename(path))
+        if match is None:
+            raise UserError('%s: its file name does not match --groups-from %r' % (path, pattern))
+        name = match.group(1) if regex.groups else match.group(0)
+        if not name:
+            raise UserError('%s: --groups-from %r finds no nodule name in its file name (an empty match)'
+                            % (path, pattern))
+        if classes is not None:
+            name = '%s/%s' % (classes[label], name)
+        names.append(numbers.setdefault(name, len(numbers)))
+    return np.array(names, dtype=np.int64), list(numbers)
+
+
 def create_from_images(args):
     import dataset
     if args.input_range is not None and not (np.all(np.isfinite(args.input_range))
                                              and args.input_range[0] < args.input_range[1]):
         raise UserError('--input-range needs finite LOW < HIGH, got %g %g' % tuple(args.input_range))
     files, classes = _list_images(args)
+    groups, nodule_names = nodule_groups(files, args.groups_from, classes)
     images = []
     with cli.progress(len(files), 'reading images') as bar:
         for path, _ in files:
@@ -180,7 +242,8 @@ def create_from_images(args):
             bar.update(1)
     images = np.stack(images)
     metadata = {'source': 'images from %s' % os.path.abspath(args.image_dir), 'count': len(images),
-                'shuffled_with_seed': args.seed if args.shuffle else None, 'classes': classes}
+                'shuffled_with_seed': args.seed if args.shuffle else None, 'classes': classes,
+                'groups_from': args.groups_from, 'nodules': int(groups.max()) + 1, 'nodule_names': nodule_names}
     if images.dtype != np.uint8:
         images, used_range = to_8bit(images, args.input_range, args.image_dir)
         metadata.update(source_bit_depth=16, input_range=used_range,
@@ -194,9 +257,9 @@ def create_from_images(args):
     if args.shuffle:
         order = np.arange(len(images))
         np.random.RandomState(args.seed).shuffle(order)
-        images = images[order]
+        images, groups = images[order], groups[order]
         labels = labels[order] if labels is not None else None
-    _write(args, images, labels=labels, metadata=metadata)
+    _write(args, images, labels=labels, groups=groups, metadata=metadata)
 
 
 def _depth(array):
@@ -205,41 +268,193 @@ def _depth(array):
 
 def create_from_ct(args):
     import ct_patches
-    images, labels, metadata = ct_patches.patches_from_ct(
+    images, labels, groups, metadata = ct_patches.patches_from_ct(
         args.scans, args.annotations, label=args.label, spacing=args.spacing, window=tuple(args.window),
         slices=args.slices, augment=args.augment, resolution=args.resolution)
-    _write(args, images, labels=labels, metadata=metadata)
+    _write(args, images, labels=labels, groups=groups, metadata=metadata)
 
 
-def _write(args, images, labels=None, metadata=None):
+def _write(args, images, labels=None, groups=None, metadata=None):
     import dataset
     with cli.progress(len(images), 'writing %s' % args.out_dir) as bar:
-        dataset.write_dataset(args.out_dir, images, labels=labels, metadata=metadata, overwrite=args.overwrite,
-                              progress=bar.update)
-    print('wrote %d images of %dx%d (%d channel(s)) to %s'
-          % (images.shape[0], images.shape[3], images.shape[2], images.shape[1], args.out_dir))
+        dataset.write_dataset(args.out_dir, images, labels=labels, metadata=metadata, groups=groups,
+                              overwrite=args.overwrite, progress=bar.update)
+    print('wrote %d images of %d nodules, %dx%d (%d channel(s)), to %s'
+          % (images.shape[0], len(np.unique(groups)), images.shape[3], images.shape[2], images.shape[1], args.out_dir))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# merge
+
+
+MergeInput = collections.namedtuple('MergeInput', 'path levels classes class_index groups nodules metadata')
+
+
+def check_merge_arguments(args):
+    """Two or more different inputs, none of them OUT_DIR (checked before OUT_DIR itself)."""
+    if len(args.inputs) < 2:
+        raise UserError('merge needs two or more datasets, got only %s' % args.inputs[0])
+    where = {}
+    for path in args.inputs:
+        key = os.path.normcase(os.path.realpath(path))
+        if key in where:
+            raise UserError('%s: is given twice (also as %s)' % (path, where[key]))
+        where[key] = path
+    out_key = os.path.normcase(os.path.realpath(args.out_dir))
+    if out_key in where:
+        raise UserError('%s: OUT_DIR is also one of the datasets to merge (%s)' % (args.out_dir, where[out_key]))
+
+
+def merge(args):
+    import dataset
+    check_merge_arguments(args)
+    parts, shape, owner = [], None, {}
+    for path in args.inputs:
+        part = _merge_input(path)
+        part_shape = list(part.levels[max(part.levels)].shape[1:])
+        if shape is not None and part_shape != shape:
+            raise UserError('%s: holds images of shape [C, H, W] = %s but %s holds %s; merged datasets need one '
+                            'resolution and channel count' % (path, part_shape, parts[0].path, shape))
+        shape = part_shape
+        for name in part.classes:
+            if name in owner:
+                raise UserError('%s: its class %r is also a class of %s; each class must come from one dataset'
+                                % (path, name, owner[name]))
+            owner[name] = path
+        parts.append(part)
+    count = sum(len(part.groups) for part in parts)
+    check_dataset_size(count, shape[0], shape[1], 'merging %d datasets' % len(parts))
+
+    classes = [name for part in parts for name in part.classes]
+    class_index, groups, sources = [], [], []
+    first_image = first_nodule = 0
+    for part in parts:
+        offset = classes.index(part.classes[0])
+        class_index.append(part.class_index + offset)
+        groups.append(part.groups + first_nodule)  # renumbered: nodules of different inputs stay apart
+        sources.append(collections.OrderedDict([
+            ('dataset', os.path.abspath(part.path)), ('classes', part.classes),
+            ('images', [first_image, first_image + len(part.groups)]),
+            ('nodules', [first_nodule, first_nodule + part.nodules]), ('metadata', part.metadata)]))
+        first_image += len(part.groups)
+        first_nodule += part.nodules
+    class_index = np.concatenate(class_index)
+    labels = np.eye(len(classes), dtype=np.float32)[class_index]
+    levels = dict((log2, np.concatenate([part.levels[log2] for part in parts])) for log2 in parts[0].levels)
+    metadata = collections.OrderedDict([
+        ('source', 'merge of %s' % ', '.join(os.path.abspath(part.path) for part in parts)),
+        ('classes', classes),
+        ('class_counts', [int(n) for n in np.bincount(class_index, minlength=len(classes))]),
+        ('count', count), ('nodules', first_nodule),
+        ('labels', 'one-hot float32 [N, %d] in %s, columns in the order of classes'
+                   % (len(classes), os.path.basename(dataset.labels_path(args.out_dir)))),
+        ('sources', sources)])
+    groups = np.concatenate(groups)
+    with cli.progress(count, 'writing %s' % args.out_dir) as bar:
+        dataset.write_levels(args.out_dir, levels, labels=labels, metadata=metadata, groups=groups,
+                             overwrite=args.overwrite, progress=bar.update)
+    print('wrote %d images of %d nodules in %d classes (%s), %dx%d, to %s'
+          % (count, first_nodule, len(classes), ', '.join('%s: %d' % item for item in
+                                                          zip(classes, metadata['class_counts'])),
+             shape[2], shape[1], args.out_dir))
+
+
+def _merge_input(path):
+    """One dataset to merge, checked and read whole: its levels, classes, the class of each image (an index into
+    its classes) and its nodule groups renumbered 0, 1, ... in order of first appearance."""
+    import dataset
+    summary = dataset.check_dataset(path)
+    levels = dict((log2, dataset.read_images(file_path)) for log2, file_path in summary.files.items())
+    metadata = dataset.read_metadata(path)
+    count = summary.num_images
+    if summary.labels is None:
+        subtype = (metadata or {}).get('subtype')
+        classes = [subtype if isinstance(subtype, str) and subtype else dataset.dataset_name(path)]
+        class_index = np.zeros(count, dtype=np.int64)
+    else:
+        classes = _labelled_classes(path, summary.labels, metadata)
+        class_index = summary.labels.argmax(axis=1)
+    groups = summary.groups
+    if groups is None:
+        print('warning: %s has no nodule groups file (%s); each of its images counts as its own nodule'
+              % (path, os.path.basename(dataset.groups_path(path))), file=sys.stderr)
+        groups = np.arange(count, dtype=np.int64)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind='stable')   # number nodules by first appearance
+    renumbered = np.empty(len(order), dtype=np.int64)
+    renumbered[order] = np.arange(len(order))
+    groups = renumbered[inverse.reshape(-1)]
+    for nodule in np.unique(groups):
+        present = np.unique(class_index[groups == nodule])
+        if len(present) > 1:
+            original = summary.groups[groups == nodule][0]
+            raise UserError('%s: nodule %d has images of the classes %s; a nodule has one class'
+                            % (dataset.groups_path(path), original, ' and '.join(classes[c] for c in present)))
+    return MergeInput(path, levels, classes, class_index, groups, len(order), metadata)
+
+
+def _labelled_classes(path, labels, metadata):
+    """The class names of a labelled dataset (its metadata's `classes`), after checking that labels are one-hot."""
+    import dataset
+    not_one_hot = np.flatnonzero(~(np.all((labels == 0) | (labels == 1), axis=1) & (labels.sum(axis=1) == 1)))
+    if len(not_one_hot):
+        raise UserError('%s: row %d is not one-hot (%s); merge needs one class per image'
+                        % (dataset.labels_path(path), not_one_hot[0],
+                           ' '.join('%g' % v for v in labels[not_one_hot[0]])))
+    classes = (metadata or {}).get('classes')
+    if not (isinstance(classes, list) and len(classes) == labels.shape[1] and len(set(classes)) == len(classes)
+            and all(isinstance(name, str) and name for name in classes)):
+        raise UserError('%s: has %d label columns but its metadata names no class for each (a `classes` list of '
+                        '%d different names in %s)' % (path, labels.shape[1], labels.shape[1],
+                                                       os.path.basename(dataset.metadata_path(path))))
+    return classes
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# info, extract, compare
 
 
 def info(args):
     import dataset
     files = dataset.list_tfrecords(args.dataset_dir)
     print('dataset %s' % args.dataset_dir)
+    count = 0
     for log2, path in sorted(files.items()):
-        count, shape = 0, None
-        for count, image in dataset.iterate_images(path):
+        records, shape = 0, None
+        for records, image in dataset.iterate_images(path):
             shape = image.shape
+        records = records + 1 if shape else 0
+        count = max(count, records)
         print('  %-28s %4dx%-4d %6d records, shape [C, H, W] = %s'
-              % (os.path.basename(path), 2 ** log2, 2 ** log2, count + 1 if shape else 0, list(shape or [])))
+              % (os.path.basename(path), 2 ** log2, 2 ** log2, records, list(shape or [])))
     labels = dataset.read_labels(args.dataset_dir)
     if labels is None:
         print('  labels: none')
     else:
         print('  labels: %d x %d, per class %s' % (labels.shape[0], labels.shape[1],
                                                    labels.sum(axis=0).astype(int).tolist()))
+    groups = dataset.read_groups(args.dataset_dir, count)
+    if groups is None:
+        print('  nodules: unknown (no %s)' % os.path.basename(dataset.groups_path(args.dataset_dir)))
+    else:
+        views = np.unique(np.unique(groups, return_counts=True)[1])
+        print('  nodules: %d (%s image%s each)' % (len(np.unique(groups)), '%d' % views[0] if len(views) == 1
+                                                    else '%d to %d' % (views[0], views[-1]),
+                                                    '' if views[-1] == 1 else 's'))
     metadata = dataset.read_metadata(args.dataset_dir)
     if metadata:
         for key in sorted(metadata):
-            print('  %s: %s' % (key, metadata[key]))
+            print('  %s: %s' % (key, _short(metadata[key])))
+
+
+def _short(value, width=100):
+    """A metadata value on one line: long lists and objects (per-nodule records, sources) by their size only."""
+    text = str(value).replace('\n', ' ')
+    if len(text) <= width:
+        return text
+    if isinstance(value, (list, dict)):
+        return '[%d entries]' % len(value) if isinstance(value, list) else '{%d fields}' % len(value)
+    return text[:width - 3] + '...'
 
 
 def extract(args):
@@ -253,8 +468,19 @@ def extract(args):
     outputs.check_outdir(args.out_dir)
     images = dataset.read_images(files[log2])
     images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
-    outputs.write_pngs(images, args.out_dir, 'img%08d.png', overwrite=args.overwrite)
-    print('wrote %d PNGs of %dx%d to %s' % (len(images), 2 ** log2, 2 ** log2, args.out_dir))
+    groups = dataset.read_groups(args.dataset_dir, len(images))
+    paths, _ = outputs.png_set_paths(args.out_dir, 'img%08d.png', len(images))
+    groups_csv = os.path.join(args.out_dir, GROUPS_CSV)
+    with outputs.FileSet(paths + ([groups_csv] if groups is not None else []), args.overwrite) as written:
+        for path, image in zip(paths, images):
+            written.write_png(path, image)
+        if groups is not None:
+            rows = ['file,nodule'] + ['%s,%d' % (os.path.basename(path), nodule) for path, nodule in zip(paths, groups)]
+            written.write(groups_csv, ('\n'.join(rows) + '\n').encode('ascii'))
+    print('wrote %d PNGs of %dx%d to %s, %s' % (
+        len(images), 2 ** log2, 2 ** log2, args.out_dir,
+        'and the nodule of each (%d nodules) to %s' % (len(np.unique(groups)), GROUPS_CSV) if groups is not None
+        else 'no %s (the dataset has no nodule groups)' % GROUPS_CSV))
 
 
 def compare(args):
@@ -275,17 +501,24 @@ def compare(args):
         rest_a, rest_b = sum(1 for _ in records_a), sum(1 for _ in records_b)
         if rest_a != rest_b:
             problems.append('%dx%d: %d vs %d records' % (2 ** log2, 2 ** log2, count + rest_a, count + rest_b))
-    labels_a, labels_b = dataset.read_labels(args.dataset_a), dataset.read_labels(args.dataset_b)
-    if (labels_a is None) != (labels_b is None) or (labels_a is not None and not np.array_equal(labels_a, labels_b)):
-        problems.append('labels differ')
+    for what, read in (('labels', dataset.read_labels), ('nodule groups', dataset.read_groups)):
+        a, b = read(args.dataset_a), read(args.dataset_b)
+        if (a is None) != (b is None):
+            problems.append('only %s has %s' % ('the first' if b is None else 'the second', what))
+        elif a is not None and (a.shape != b.shape or not np.array_equal(a, b)):
+            problems.append('%s differ' % what)
     if problems:
-        raise UserError('%s and %s differ: %s' % (args.dataset_a, args.dataset_b, '; '.join(problems)))
-    print('%s and %s hold identical records' % (args.dataset_a, args.dataset_b))
+        same_records = not any('record' in problem or 'resolutions' in problem for problem in problems)
+        raise UserError('%s and %s %s: %s' % (args.dataset_a, args.dataset_b, 'hold identical records but differ'
+                                               if same_records else 'differ', '; '.join(problems)))
+    print('%s and %s hold identical records, labels and nodule groups' % (args.dataset_a, args.dataset_b))
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.command.startswith('create_'):
+    if args.command == 'merge':
+        check_merge_arguments(args)
+    if args.command.startswith('create_') or args.command == 'merge':
         import dataset
         dataset.check_new_dataset_dir(args.out_dir, args.overwrite)  # before minutes of work, not after
     args.func(args)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import cli
 from errors import UserError
 import ct_patches
 from conftest import assert_clean_failure, run_script
@@ -156,7 +155,8 @@ def test_patch_is_centred_on_the_sphere_in_every_format(tmp_path, file_format, c
     assert sitk.ReadImage(written).GetDirection() == tuple(float(v) for v in direction)
     csv_path = write_csv(tmp_path / 'nodules.csv', [nodule_row(uid, centre)])
 
-    images, labels, metadata = ct_patches.patches_from_ct(str(tmp_path / 'scans'), csv_path)
+    images, labels, groups, metadata = ct_patches.patches_from_ct(str(tmp_path / 'scans'), csv_path)
+    assert groups.dtype == np.int64 and groups.tolist() == [0]
 
     assert images.shape == (1, 1, 64, 64) and images.dtype == np.uint8 and labels is None
     patch = images[0, 0]
@@ -183,7 +183,7 @@ def test_dicom_folder_named_after_the_uid(tmp_path):
     volume, centre = ct_volume(origin, direction, markers=False)
     write_dicom_series(volume, tmp_path / 'scans' / 'case042', '2.25.99')
     csv_path = write_csv(tmp_path / 'nodules.csv', [nodule_row('case042', centre)])
-    images, _, _ = ct_patches.patches_from_ct(str(tmp_path / 'scans'), csv_path)
+    images, _, _, _ = ct_patches.patches_from_ct(str(tmp_path / 'scans'), csv_path)
     assert_centred(images[0, 0])
 
 
@@ -203,7 +203,7 @@ def test_custom_window_reaches_the_patches(tmp_path, capsys):
     volume, centre = ct_volume(*GEOMETRY['mhd'], markers=False)
     write_scan(volume, tmp_path / 'scans', 'a', 'mhd')
     csv_path = write_csv(tmp_path / 'nodules.csv', [nodule_row('a', centre)])
-    images, _, metadata = ct_patches.patches_from_ct(str(tmp_path / 'scans'), csv_path, window=(-1000, 0))
+    images, _, _, metadata = ct_patches.patches_from_ct(str(tmp_path / 'scans'), csv_path, window=(-1000, 0))
     assert set(np.unique(images[0, 0, 30:34, 30:34])) == {255}  # +50 HU is above the window
     assert images[0, 0, 31, 10] == 38  # -850 HU: 150 / 1000 * 255 = 38.25
     assert images[0, 0, 0, 0] == 0  # outside the scan: -1000 HU, the bottom of this window
@@ -247,12 +247,14 @@ def test_neighbour_slices_and_augmentation(tmp_path, capsys):
     scans = str(tmp_path / 'scans')
 
     single = ct_patches.patches_from_ct(scans, csv_path)[0]
-    images, _, metadata = ct_patches.patches_from_ct(scans, csv_path, slices=3, augment=True)
+    images, _, groups, metadata = ct_patches.patches_from_ct(scans, csv_path, slices=3, augment=True)
 
     assert metadata['augment_multiplier'] == 5 and metadata['slices'] == 3
     assert images.shape == ((3 + 2) * 5, 1, 64, 64)
     assert metadata['counts']['neighbour_planes_outside_scan'] == 1
     assert [n['patches'] for n in metadata['nodules']] == [[0, 15], [15, 25]]
+    # One nodule per CSV row: its planes and their augmentations share its group.
+    assert groups.tolist() == [0] * 15 + [1] * 10 and [n['group'] for n in metadata['nodules']] == [0, 1]
     middle_plane = images[5:10, 0]  # planes run inferior to superior, each followed by its augmentations
     np.testing.assert_array_equal(middle_plane[0], single[0, 0])
     np.testing.assert_array_equal(middle_plane[1], np.fliplr(single[0, 0]))
@@ -273,12 +275,14 @@ def test_labels_one_hot_and_label_filter(tmp_path, capsys):
                                                     nodule_row('c', centre, 'MIA')], header=header)
     scans = str(tmp_path / 'scans')
 
-    images, labels, metadata = ct_patches.patches_from_ct(scans, csv_path)
+    images, labels, groups, metadata = ct_patches.patches_from_ct(scans, csv_path)
+    assert groups.tolist() == [0, 1, 2]   # three rows, three nodules, even at the same place
     assert metadata['classes'] == ['AIS', 'MIA'] and metadata['class_counts'] == [1, 2]
     assert labels.dtype == np.float32 and labels.tolist() == [[0, 1], [1, 0], [0, 1]]
     assert metadata['counts']['scans'] == 1 and metadata['counts']['nodules'] == 3
 
-    images, labels, metadata = ct_patches.patches_from_ct(scans, csv_path, label='AIS')
+    images, labels, groups, metadata = ct_patches.patches_from_ct(scans, csv_path, label='AIS')
+    assert groups.tolist() == [0]
     assert len(images) == 1 and labels is None and metadata['label_filter'] == 'AIS'
     assert '2 rows with subtype other than AIS left out' in capsys.readouterr().out
 
@@ -336,7 +340,7 @@ def test_itk_messages_stay_off_stderr(tmp_path, capfd):
         f.write('ObjectType = Image\nNDims = 3\nDimSize = 8 8 4\nElementType = MET_SHORT\n'
                 'ElementDataFile = nodata.raw\n')
     csv_path = write_csv(tmp_path / 'nodules.csv', [nodule_row('good', centre), nodule_row('nodata', centre)])
-    images, _, _ = ct_patches.patches_from_ct(str(scans), csv_path, resolution=16)
+    images, _, _, _ = ct_patches.patches_from_ct(str(scans), csv_path, resolution=16)
     assert images.shape == (1, 1, 16, 16)
     err = capfd.readouterr().err
     assert err.splitlines() == [line for line in err.splitlines() if line.startswith(csv_path + ' row ')], err
@@ -381,7 +385,8 @@ def test_bad_rows_are_reported_and_the_rest_processed(tmp_path, capsys):
         ('good', 1, 2, 3, 'nan'),                                    # row 12
     ]
     csv_path = write_csv(tmp_path / 'nodules.csv', rows)
-    images, _, metadata = ct_patches.patches_from_ct(str(scans), csv_path)
+    images, _, groups, metadata = ct_patches.patches_from_ct(str(scans), csv_path)
+    assert groups.tolist() == [0]
 
     assert images.shape == (1, 1, 64, 64)
     assert_centred(images[0, 0])
@@ -445,6 +450,7 @@ def test_command_line_writes_a_dataset_despite_bad_rows(tmp_path):
     metadata = dataset.read_metadata(str(out))
     assert metadata['window_hu'] == [-1000.0, 200.0] and metadata['spacing_mm'] == 0.7
     assert metadata['annotations'] == os.path.abspath(csv_path)
+    assert dataset.read_groups(str(out)).tolist() == [0] * 15   # one CSV row used: one nodule
 
 
 @pytest.mark.parametrize('option, value, message', [

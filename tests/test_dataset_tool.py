@@ -1,4 +1,5 @@
 """dataset_tool.py sub-commands end to end: real PNG folders in, real multi-resolution TFRecord datasets out."""
+import json
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ from PIL import Image
 from conftest import ROOT, assert_clean_failure, read_records, run_script
 
 SCRIPT = 'dataset_tool.py'
-SUBCOMMANDS = ['create_phantoms', 'create_from_images', 'create_from_ct', 'info', 'extract', 'compare']
+SUBCOMMANDS = ['create_phantoms', 'create_from_images', 'create_from_ct', 'merge', 'info', 'extract', 'compare']
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -49,10 +50,12 @@ def reference_pyramid(images):
 
 
 def assert_dataset(directory, images, extra_files=()):
-    """`directory` is exactly the multi-resolution dataset of uint8 [N, C, H, W] `images` (in this order)."""
+    """`directory` is exactly the multi-resolution dataset of uint8 [N, C, H, W] `images` (in this order), with
+    its nodule groups file and `extra_files`."""
     name = os.path.basename(str(directory))
     levels = reference_pyramid(images)
-    expected = ['%s-r%02d.tfrecords' % (name, log2) for log2 in levels] + [name + suffix for suffix in extra_files]
+    expected = ['%s-r%02d.tfrecords' % (name, log2) for log2 in levels] + [
+        name + suffix for suffix in ('-groups.npy',) + tuple(extra_files)]
     assert sorted(os.listdir(str(directory))) == sorted(expected)
     for log2, level in levels.items():
         got = read_records(os.path.join(str(directory), '%s-r%02d.tfrecords' % (name, log2)))
@@ -81,6 +84,20 @@ def gray_arrays(n, size=16, seed=0):
 
 def rgb_arrays(n, size=16, seed=0):
     return list(np.random.RandomState(seed).randint(0, 256, (n, size, size, 3)).astype(np.uint8))
+
+
+def read_groups(directory):
+    """The int64 nodule groups file of a dataset, read with NumPy alone."""
+    name = os.path.basename(str(directory))
+    with open(os.path.join(str(directory), name + '-groups.npy'), 'rb') as f:
+        groups = np.load(f, allow_pickle=False)
+    assert groups.dtype == np.int64 and groups.ndim == 1
+    return groups.tolist()
+
+
+def read_json(path):
+    with open(str(path), encoding='utf-8') as f:
+        return json.load(f)
 
 
 def read_png(path):
@@ -136,10 +153,17 @@ def made(tmp_path_factory):
     m.shuffle_source = write_pngs(root / 'shuffle_pngs', gray_arrays(8, seed=3))
     m.class_a = write_pngs(root / 'class_pngs' / 'a_first', gray_arrays(2, seed=4))
     m.class_b = write_pngs(root / 'class_pngs' / 'b_second', gray_arrays(3, seed=5))
+    # Views of three nodules, named <nodule>_v<view>: n01 has three, n02 two, n10 one.
+    m.view_names = ['n01_v0', 'n01_v1', 'n01_v2', 'n02_v0', 'n02_v1', 'n10_v0']
+    for name, array in zip(m.view_names, gray_arrays(6, seed=15)):
+        write_pngs(root / 'view_pngs', [array], prefix=name)   # saved as <name>_00.png
+    m.views = np.stack([array[np.newaxis] for array in gray_arrays(6, seed=15)])
     m.sets = root / 'sets'
     m.sets.mkdir()
     create = [('gray', 'gray_pngs', ()), ('rgb', 'rgb_pngs', ()), ('shuffled', 'shuffle_pngs', ('--shuffle',)),
-              ('classes', 'class_pngs', ('--labels-from-subdirs', '--shuffle', '--seed', 5))]
+              ('classes', 'class_pngs', ('--labels-from-subdirs', '--shuffle', '--seed', 5)),
+              ('viewed', 'view_pngs', ('--groups-from', r'^(n\d+)_v', '--shuffle', '--seed', 3)),
+              ('class_nodules', 'class_pngs', ('--labels-from-subdirs', '--groups-from', 'img'))]
     results = run_all([(SCRIPT, 'create_from_images', m.sets / name, root / source) + extra
                        for name, source, extra in create])
     m.create = dict((name, result) for (name, _, _), result in zip(create, results))
@@ -153,13 +177,22 @@ def made(tmp_path_factory):
     changed[4, 0, 15, 15] ^= 0x80
     dataset.write_dataset(str(root / 'copies' / 'changed'), changed)
     dataset.write_dataset(str(root / 'copies' / 'reordered'), m.gray[[1, 0, 2, 3, 4]])
+    dataset.write_dataset(str(root / 'copies' / 'regrouped'), m.gray, groups=[0, 0, 1, 2, 3])
+    m.ungrouped = root / 'ungrouped' / 'gray'   # as written by other tools or earlier versions
+    shutil.copytree(str(m.sets / 'gray'), str(m.ungrouped))
+    os.remove(str(m.ungrouped / 'gray-groups.npy'))
 
     later = [('info', ('info', m.sets / 'gray')),
              ('extract', ('extract', m.sets / 'gray', root / 'extracted_gray')),
              ('extract_rgb_8', ('extract', m.sets / 'rgb', root / 'extracted_rgb_8', '--resolution', 8)),
              ('same', ('compare', m.sets / 'gray', root / 'copies' / 'gray')),
              ('different', ('compare', m.sets / 'gray', root / 'copies' / 'changed')),
-             ('reordered', ('compare', m.sets / 'gray', root / 'copies' / 'reordered'))]
+             ('reordered', ('compare', m.sets / 'gray', root / 'copies' / 'reordered')),
+             ('regrouped', ('compare', m.sets / 'gray', root / 'copies' / 'regrouped')),
+             ('ungrouped', ('compare', m.sets / 'gray', m.ungrouped)),
+             ('info_viewed', ('info', m.sets / 'viewed')),
+             ('extract_viewed', ('extract', m.sets / 'viewed', root / 'extracted_viewed')),
+             ('extract_ungrouped', ('extract', m.ungrouped, root / 'extracted_ungrouped'))]
     results = run_all([(SCRIPT,) + args for _, args in later])
     m.later = dict((name, result) for (name, _), result in zip(later, results))
     return m
@@ -168,7 +201,8 @@ def made(tmp_path_factory):
 def test_create_from_grayscale_pngs(made):
     assert_dataset(made.sets / 'gray', made.gray, extra_files=['-meta.json'])   # sorted file order, .txt ignored
     assert made.gray.shape == (5, 1, 16, 16)
-    no_leftovers(made.sets, ['gray', 'rgb', 'shuffled', 'classes'])
+    no_leftovers(made.sets, ['gray', 'rgb', 'shuffled', 'classes', 'viewed', 'class_nodules'])
+    assert read_groups(made.sets / 'gray') == [0, 1, 2, 3, 4]   # without --groups-from: one nodule per image
 
 
 def test_create_from_rgb_pngs(made):
@@ -204,6 +238,30 @@ def test_labels_from_subdirs_are_one_hot_and_follow_shuffled_images(made):
     assert labels.sum(axis=0).tolist() == [2, 3]
 
 
+def test_groups_from_file_names_follow_shuffled_images(made):
+    directory = made.sets / 'viewed'
+    stored = read_records(directory / 'viewed-r04.tfrecords')
+    assert_dataset(directory, stored, extra_files=['-meta.json'])
+    # Nodules are numbered in sorted file order (n01 -> 0, n02 -> 1, n10 -> 2); each number stays with its image.
+    number = {'n01': 0, 'n02': 1, 'n10': 2}
+    nodule_of = dict((image.tobytes(), number[name[:3]]) for image, name in zip(made.views, made.view_names))
+    groups = read_groups(directory)
+    assert [nodule_of[image.tobytes()] for image in stored] == groups
+    assert sorted(groups) == [0, 0, 0, 1, 1, 2] and groups != sorted(groups)   # shuffled along with the images
+    metadata = read_json(directory / 'viewed-meta.json')
+    assert metadata['nodule_names'] == ['n01', 'n02', 'n10'] and metadata['nodules'] == 3
+    assert metadata['groups_from'] == r'^(n\d+)_v'
+
+
+def test_groups_from_without_a_capture_group_uses_the_whole_match_within_each_class(made):
+    # --groups-from img matches every file name: one nodule per class folder, never one across classes.
+    directory = made.sets / 'class_nodules'
+    with open(str(directory / 'class_nodules-rxx.labels'), 'rb') as f:
+        labels = np.load(f, allow_pickle=False)
+    assert labels.argmax(axis=1).tolist() == [0, 0, 1, 1, 1] and read_groups(directory) == [0, 0, 1, 1, 1]
+    assert read_json(directory / 'class_nodules-meta.json')['nodule_names'] == ['a_first/img', 'b_second/img']
+
+
 def test_info(made):
     text = ok(made.later['info']).stdout
     for log2 in (2, 3, 4):
@@ -212,13 +270,24 @@ def test_info(made):
         assert len(lines) == 1, text
         assert '5' in lines[0].split(), lines[0]              # the number of records
         assert '%d' % 2 ** log2 in lines[0], lines[0]          # the resolution
+    assert '  nodules: 5 (1 image each)' in text.splitlines()
+    assert '  nodules: 3 (1 to 3 images each)' in ok(made.later['info_viewed']).stdout.splitlines()
+
+
+def read_groups_csv(path):
+    with open(str(path), encoding='ascii', newline='') as f:
+        return f.read()
 
 
 def test_extract_writes_pngs_equal_to_records(made):
     ok(made.later['extract'])
     out = made.root / 'extracted_gray'
     names = sorted(os.listdir(str(out)))
+    assert names[-1] == 'groups.csv'
+    names = names[:-1]
     assert len(names) == 5 and all(name.endswith('.png') for name in names)
+    assert read_groups_csv(out / 'groups.csv') == 'file,nodule\n' + ''.join(
+        '%s,%d\n' % (name, index) for index, name in enumerate(names))
     records = read_records(made.sets / 'gray' / 'gray-r04.tfrecords')
     for name, record in zip(names, records):
         mode, array = read_png(out / name)
@@ -229,24 +298,42 @@ def test_extract_writes_pngs_equal_to_records(made):
 def test_extract_rgb_at_lower_resolution(made):
     ok(made.later['extract_rgb_8'])
     out = made.root / 'extracted_rgb_8'
-    names = sorted(os.listdir(str(out)))
+    names = sorted(name for name in os.listdir(str(out)) if name.endswith('.png'))
     records = read_records(made.sets / 'rgb' / 'rgb-r03.tfrecords')
-    assert len(names) == len(records) == 3
+    assert len(names) == len(records) == 3 and sorted(os.listdir(str(out))) == names + ['groups.csv']
     for name, record in zip(names, records):
         mode, array = read_png(out / name)
         assert (mode, array.shape) == ('RGB', (8, 8, 3))
         np.testing.assert_array_equal(array, record.transpose(1, 2, 0))
 
 
+def test_extract_writes_the_nodule_of_every_png(made):
+    assert 'and the nodule of each (3 nodules) to groups.csv' in ok(made.later['extract_viewed']).stdout
+    out = made.root / 'extracted_viewed'
+    names = sorted(name for name in os.listdir(str(out)) if name.endswith('.png'))
+    expected = 'file,nodule\n' + ''.join('%s,%d\n' % item for item in zip(names, read_groups(made.sets / 'viewed')))
+    assert read_groups_csv(out / 'groups.csv') == expected
+
+
+def test_extract_of_a_dataset_without_groups_writes_pngs_only(made):
+    assert 'no groups.csv (the dataset has no nodule groups)' in ok(made.later['extract_ungrouped']).stdout
+    assert sorted(os.listdir(str(made.root / 'extracted_ungrouped'))) == ['img%08d.png' % i for i in range(5)]
+
+
 def test_compare_equal(made):
-    ok(made.later['same'])
+    assert 'identical records, labels and nodule groups' in ok(made.later['same']).stdout
 
 
-@pytest.mark.parametrize('case', ['different', 'reordered'])
-def test_compare_detects_differences(made, case):
+@pytest.mark.parametrize('case, problem', [
+    ('different', 'differ: 4x4 record 4 differs; 8x8 record 4 differs; 16x16 record 4 differs'),
+    ('reordered', 'differ: 4x4 record 0 differs; 8x8 record 0 differs; 16x16 record 0 differs'),
+    ('regrouped', 'hold identical records but differ: nodule groups differ'),
+    ('ungrouped', 'hold identical records but differ: only the first has nodule groups'),
+])
+def test_compare_detects_differences(made, case, problem):
     result = made.later[case]
     assert_clean_failure(result)
-    assert 'differ' in one_error_line(result)
+    assert one_error_line(result).endswith(problem)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -339,22 +426,29 @@ def test_existing_out_dir_needs_overwrite(bad_runs):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# create_phantoms (needs phantoms.py; skipped while that module does not exist)
+# create_phantoms
 
 
-def test_create_phantoms_is_reproducible(tmp_path):
-    pytest.importorskip('phantoms')
+def test_create_phantoms_writes_the_generators_views_and_nodules(tmp_path):
+    import phantoms
     sets = tmp_path / 'sets'
-    common = ('--subtype', 'AIS', '--count', 3, '--resolution', 16)
+    common = ('--subtype', 'MIA', '--nodules', 3, '--views', 2, '--resolution', 16)
     results = run_all([(SCRIPT, 'create_phantoms', sets / 'one', '--seed', 1) + common,
                        (SCRIPT, 'create_phantoms', sets / 'again', '--seed', 1) + common,
                        (SCRIPT, 'create_phantoms', sets / 'other', '--seed', 2) + common])
     for result in results:
         ok(result)
+    assert 'wrote 6 images of 3 nodules, 16x16' in results[0].stdout
     no_leftovers(sets, ['one', 'again', 'other'])
-    stored = read_records(sets / 'one' / 'one-r04.tfrecords')
-    assert stored.shape == (3, 1, 16, 16)
-    assert_dataset(sets / 'one', stored, extra_files=['-meta.json'])
+    images, groups, _ = phantoms.draw_dataset('MIA', 3, 2, 1, 16)
+    assert_dataset(sets / 'one', images, extra_files=['-meta.json'])      # the generator's images, in its order
+    assert read_groups(sets / 'one') == groups.tolist() == [0, 0, 1, 1, 2, 2]
+    metadata = read_json(sets / 'one' / 'one-meta.json')
+    assert 'NOT patient data' in metadata.pop('source')
+    assert metadata == {'subtype': 'MIA', 'nodules': 3, 'views': 2, 'count': 6, 'seed': 1, 'resolution': 16,
+                        'mm_per_pixel': 2.8, 'window_hu': [-1500.0, 500.0],
+                        'windowing': 'grey = clip(rint((HU - low) / (high - low) * 255), 0, 255), '
+                                     '(low, high) = window_hu'}
     same, different = run_all([(SCRIPT, 'compare', sets / 'one', sets / 'again'),
                                (SCRIPT, 'compare', sets / 'one', sets / 'other')])
     ok(same)
@@ -362,15 +456,164 @@ def test_create_phantoms_is_reproducible(tmp_path):
     assert 'differ' in one_error_line(different)
 
 
-def test_create_phantoms_resolution_range_matches_the_generator(tmp_path):
-    results = run_all([(SCRIPT, 'create_phantoms', tmp_path / 'four', '--subtype', 'AIS', '--resolution', 4),
-                       (SCRIPT, 'create_phantoms', tmp_path / 'huge', '--subtype', 'AIS', '--resolution', 4096),
-                       (SCRIPT, 'create_phantoms', tmp_path / 'many', '--subtype', 'AIS', '--count', 10 ** 9)])
-    for result, fragment in zip(results, ['from 16 to 1024, got 4', 'from 16 to 1024, got 4096', 'GB']):
+def test_create_phantoms_refuses_what_the_generator_cannot_draw(tmp_path):
+    results = run_all([(SCRIPT, 'create_phantoms', tmp_path / 'four', '--subtype', 'AIS', '--nodules', 1,
+                        '--resolution', 4),
+                       (SCRIPT, 'create_phantoms', tmp_path / 'huge', '--subtype', 'AIS', '--nodules', 1,
+                        '--resolution', 4096),
+                       (SCRIPT, 'create_phantoms', tmp_path / 'many', '--subtype', 'AIS', '--nodules', 10 ** 6,
+                        '--views', 1000),
+                       (SCRIPT, 'create_phantoms', tmp_path / 'seed', '--subtype', 'AIS', '--nodules', 1,
+                        '--seed', 2 ** 64),
+                       (SCRIPT, 'create_phantoms', tmp_path / 'none', '--subtype', 'AIS', '--views', 0),
+                       (SCRIPT, 'create_phantoms', tmp_path / 'count', '--subtype', 'AIS', '--count', 3)])
+    fragments = ['from 16 to 1024, got 4', 'from 16 to 1024, got 4096', '--nodules 1000000 --views 1000', '2**32',
+                 'must be at least 1, got 0', '--nodules']
+    for result, fragment in zip(results, fragments):
         assert_clean_failure(result, fragment)
         assert result.returncode == 1
         one_error_line(result)
     assert os.listdir(str(tmp_path)) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# create_from_images --groups-from: bad patterns and names, in one line each
+
+
+@pytest.mark.parametrize('pattern, fragment', [
+    ('^(n[0-9]+', '--groups-from \'^(n[0-9]+\' is not a regular expression'),
+    ('^n([0-9]+)_v', "x_00.png: its file name does not match --groups-from '^n([0-9]+)_v'"),
+    ('^(n[0-9]*)', "--groups-from '^(n[0-9]*)' finds no nodule name in its file name"),
+])
+def test_groups_from_refuses_patterns_that_name_no_nodule(tmp_path, pattern, fragment):
+    write_pngs(tmp_path / 'images', gray_arrays(2, seed=16), prefix='n7_v')
+    write_pngs(tmp_path / 'images', gray_arrays(1, seed=17), prefix='x')
+    result = run_script(SCRIPT, 'create_from_images', tmp_path / 'sets' / 'out', tmp_path / 'images',
+                        '--groups-from', pattern)
+    assert_clean_failure(result, fragment)
+    one_error_line(result)
+    assert not os.path.exists(str(tmp_path / 'sets'))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# merge: per-class datasets -> one labelled dataset
+
+
+def class_set(root, name, images, groups=None, metadata=None, labels=None):
+    import dataset
+    return dataset.write_dataset(str(root / name), images, labels=labels, groups=groups, metadata=metadata)
+
+
+@pytest.fixture(scope='module')
+def merged(tmp_path_factory):
+    """Three per-class sets (two named by their metadata, one by its folder), merged through the command line,
+    then the merged set merged again with a fourth class."""
+    m = Made()
+    root = m.root = tmp_path_factory.mktemp('merge')
+    rs = np.random.RandomState(20)
+    m.images = [rs.randint(0, 256, (n, 1, 16, 16)).astype(np.uint8) for n in (4, 6, 3, 2)]
+    m.inputs = [class_set(root, 'ais_set', m.images[0], groups=[7, 7, 3, 3], metadata={'subtype': 'AIS'}),
+                class_set(root, 'mia_set', m.images[1], groups=[0, 0, 0, 1, 1, 1], metadata={'subtype': 'MIA'}),
+                class_set(root, 'IAC', m.images[2])]                  # no metadata: the folder names the class
+    m.extra = class_set(root, 'LPA', m.images[3], groups=[5, 5])
+    m.first = ok(run_script(SCRIPT, 'merge', root / 'all', *m.inputs))
+    m.second = ok(run_script(SCRIPT, 'merge', root / 'more', root / 'all', m.extra))
+    return m
+
+
+def test_merge_concatenates_every_level_with_one_hot_labels_and_distinct_nodules(merged):
+    directory = merged.root / 'all'
+    assert 'wrote 13 images of 6 nodules in 3 classes (AIS: 4, MIA: 6, IAC: 3), 16x16' in merged.first.stdout
+    images = np.concatenate(merged.images[:3])
+    assert_dataset(directory, images, extra_files=['-meta.json', '-rxx.labels'])
+    with open(str(directory / 'all-rxx.labels'), 'rb') as f:
+        labels = np.load(f, allow_pickle=False)
+    assert labels.dtype == np.float32 and labels.shape == (13, 3)
+    assert labels.tolist() == np.eye(3)[[0] * 4 + [1] * 6 + [2] * 3].tolist()
+    # Nodules renumbered by first appearance, each input after the ones before: none shared between classes.
+    assert read_groups(directory) == [0, 0, 1, 1, 2, 2, 2, 3, 3, 3, 4, 5, 6]
+    metadata = read_json(directory / 'all-meta.json')
+    assert metadata['classes'] == ['AIS', 'MIA', 'IAC'] and metadata['class_counts'] == [4, 6, 3]
+    assert metadata['nodules'] == 7 and metadata['count'] == 13
+    sources = metadata['sources']
+    assert [source['dataset'] for source in sources] == [os.path.abspath(path) for path in merged.inputs]
+    assert [source['images'] for source in sources] == [[0, 4], [4, 10], [10, 13]]
+    assert [source['nodules'] for source in sources] == [[0, 2], [2, 4], [4, 7]]
+    assert sources[0]['metadata'] == {'subtype': 'AIS'} and sources[2]['metadata'] is None
+
+
+def test_merge_copies_the_lower_levels_as_they_are(merged):
+    # Each level of the merged set is the concatenation of the inputs' records at that level.
+    for log2 in (2, 3, 4):
+        parts = [read_records(os.path.join(path, '%s-r%02d.tfrecords' % (os.path.basename(path), log2)))
+                 for path in merged.inputs]
+        np.testing.assert_array_equal(read_records(merged.root / 'all' / ('all-r%02d.tfrecords' % log2)),
+                                      np.concatenate(parts))
+
+
+def test_merge_takes_labelled_inputs_with_their_class_names(merged):
+    directory = merged.root / 'more'
+    assert 'in 4 classes (AIS: 4, MIA: 6, IAC: 3, LPA: 2)' in merged.second.stdout
+    with open(str(directory / 'more-rxx.labels'), 'rb') as f:
+        labels = np.load(f, allow_pickle=False)
+    assert labels.argmax(axis=1).tolist() == [0] * 4 + [1] * 6 + [2] * 3 + [3] * 2 and labels.sum() == 15
+    assert read_groups(directory) == [0, 0, 1, 1, 2, 2, 2, 3, 3, 3, 4, 5, 6, 7, 7]
+    assert read_json(directory / 'more-meta.json')['classes'] == ['AIS', 'MIA', 'IAC', 'LPA']
+
+
+def merge_error(*argv):
+    import dataset_tool
+    from errors import UserError
+    with pytest.raises(UserError) as error:
+        dataset_tool.main(['merge'] + [str(arg) for arg in argv])
+    assert '\n' not in str(error.value)
+    return str(error.value)
+
+
+def test_merge_refuses_inputs_it_cannot_combine(merged, tmp_path):
+    import dataset
+    a, b = merged.inputs[:2]
+    rs = np.random.RandomState(21)
+    small = class_set(tmp_path, 'small', rs.randint(0, 256, (2, 1, 8, 8)).astype(np.uint8))
+    colour = class_set(tmp_path, 'colour', rs.randint(0, 256, (2, 3, 16, 16)).astype(np.uint8))
+    twin = class_set(tmp_path, 'twin', merged.images[3], metadata={'subtype': 'AIS'})
+    unnamed = class_set(tmp_path, 'unnamed', merged.images[3], labels=np.eye(2))
+    soft = class_set(tmp_path, 'soft', merged.images[3], labels=[[0.5, 0.5], [0, 1]], metadata={'classes': ['x', 'y']})
+    mixed = class_set(tmp_path, 'mixed', merged.images[3], labels=np.eye(2), groups=[4, 4],
+                      metadata={'classes': ['x', 'y']})
+    out = tmp_path / 'out'
+    assert merge_error(out, small, a).endswith(
+        'holds images of shape [C, H, W] = [1, 16, 16] but %s holds [1, 8, 8]; merged datasets need one resolution '
+        'and channel count' % small)
+    assert 'holds images of shape [C, H, W] = [3, 16, 16]' in merge_error(out, a, colour)
+    assert merge_error(out, a, twin) == "%s: its class 'AIS' is also a class of %s; each class must come from " \
+                                        "one dataset" % (twin, a)
+    assert merge_error(out, a, unnamed).startswith('%s: has 2 label columns but its metadata names no class' % unnamed)
+    assert merge_error(out, a, soft) == '%s: row 0 is not one-hot (0.5 0.5); merge needs one class per image' \
+        % dataset.labels_path(soft)
+    assert merge_error(out, a, mixed) == '%s: nodule 4 has images of the classes x and y; a nodule has one class' \
+        % dataset.groups_path(mixed)
+    assert merge_error(out, a, b, a) == '%s: is given twice (also as %s)' % (a, a)
+    assert merge_error(a, a, b) == '%s: OUT_DIR is also one of the datasets to merge (%s)' % (a, a)
+    assert merge_error(out, a) == 'merge needs two or more datasets, got only %s' % a
+    assert 'no such dataset directory' in merge_error(out, a, tmp_path / 'missing')
+    assert not os.path.exists(str(out))
+
+
+def test_merge_command_line_refusal_and_missing_groups_warning(merged, tmp_path):
+    ungrouped = tmp_path / 'IAC'
+    shutil.copytree(merged.inputs[2], str(ungrouped))
+    os.remove(str(ungrouped / 'IAC-groups.npy'))
+    refused, warned = run_all([(SCRIPT, 'merge', tmp_path / 'refused', merged.inputs[0], merged.inputs[0]),
+                               (SCRIPT, 'merge', tmp_path / 'warned', merged.inputs[0], ungrouped)])
+    assert_clean_failure(refused, 'is given twice')
+    assert refused.returncode == 1 and one_error_line(refused)
+    ok(warned)
+    assert warned.stderr.strip().splitlines() == [
+        'warning: %s has no nodule groups file (IAC-groups.npy); each of its images counts as its own nodule'
+        % ungrouped]
+    assert read_groups(tmp_path / 'warned') == [0, 0, 1, 1, 2, 3, 4]
+    assert sorted(os.listdir(str(tmp_path))) == ['IAC', 'warned']
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,24 +9,30 @@ import pytest
 
 from conftest import ROOT, run_script
 
-README_COMMAND = re.compile(r'^python dataset_tool.py (create_phantoms processData/(\w+) .*)$', re.MULTILINE)
+# The commands that made processData/ (the paper's nodule counts: 30 AIS, 119 MIA and 57 IAC nodules, with enough
+# views per nodule for about 300 patches each); the README lists them word for word.
+SHIPPED_COMMANDS = [
+    'python dataset_tool.py create_phantoms processData/AIS --subtype AIS --nodules 30 --views 10 --seed 1',
+    'python dataset_tool.py create_phantoms processData/MIA --subtype MIA --nodules 119 --views 3 --seed 2',
+    'python dataset_tool.py create_phantoms processData/IAC --subtype IAC --nodules 57 --views 6 --seed 3',
+]
+SHIPPED = [('AIS', 30, 10), ('MIA', 119, 3), ('IAC', 57, 6)]
+README_COMMAND = re.compile(r'^python dataset_tool\.py create_phantoms processData/.*$', re.MULTILINE)
 
 
-def readme_commands():
-    with io.open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
-        return README_COMMAND.findall(f.read())
-
-
-def test_readme_lists_a_command_for_every_shipped_dataset():
+def test_the_readme_gives_exactly_the_commands_that_made_the_shipped_datasets():
     shipped = sorted(d for d in os.listdir(os.path.join(ROOT, 'processData'))
                      if os.path.isdir(os.path.join(ROOT, 'processData', d)))
-    assert shipped == ['AIS', 'IAC', 'MIA']
-    assert sorted(name for _, name in readme_commands()) == shipped
+    assert shipped == sorted(name for name, _, _ in SHIPPED)
+    with io.open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+        listed = README_COMMAND.findall(f.read())
+    assert [line.rstrip() for line in listed] == SHIPPED_COMMANDS
 
 
-@pytest.mark.parametrize('command,name', readme_commands())
-def test_regenerating_a_shipped_dataset_gives_identical_files(tmp_path, command, name):
-    args = command.split()
+@pytest.mark.parametrize('command', SHIPPED_COMMANDS)
+def test_regenerating_a_shipped_dataset_gives_identical_files(tmp_path, command):
+    args = command.split()[2:]
+    name = os.path.basename(args[1])
     args[1] = str(tmp_path / name)
     result = run_script('dataset_tool.py', *args)
     assert result.returncode == 0, result.stderr
@@ -38,6 +44,18 @@ def test_regenerating_a_shipped_dataset_gives_identical_files(tmp_path, command,
             assert shipped.read() == regenerated.read(), file_name
     compared = run_script('dataset_tool.py', 'compare', shipped_dir, str(tmp_path / name))
     assert compared.returncode == 0, compared.stderr
+
+
+@pytest.mark.parametrize('name, nodules, views', SHIPPED)
+def test_shipped_datasets_record_their_nodules(name, nodules, views):
+    import dataset
+    directory = os.path.join(ROOT, 'processData', name)
+    summary = dataset.check_dataset(directory)
+    assert summary.num_images == nodules * views >= 300 and summary.shape == [1, 64, 64]
+    assert summary.groups.tolist() == np.repeat(np.arange(nodules), views).tolist()   # views of a nodule together
+    assert summary.labels is None
+    metadata = dataset.read_metadata(directory)
+    assert (metadata['nodules'], metadata['views'], metadata['count']) == (nodules, views, nodules * views)
 
 
 def test_shipped_datasets_say_they_are_synthetic():
