@@ -57,29 +57,6 @@ def derived_seed(*keys):
 # Real patches
 
 
-def groups_path(dataset_dir):
-    import dataset
-    return os.path.join(dataset_dir, '%s-groups.npy' % dataset.dataset_name(dataset_dir))
-
-
-def read_groups(dataset_dir, count):
-    """int64 [count] nodule ids of a dataset's patches, or None when it has no groups file."""
-    path = groups_path(dataset_dir)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, 'rb') as f:
-            groups = np.load(f, allow_pickle=False)
-    except Exception:
-        raise UserError('%s: not a NumPy .npy array' % path)
-    if groups.ndim != 1 or groups.dtype.kind not in 'iu':
-        raise UserError('%s: nodule groups must be a 1-D integer array, got %s %s'
-                        % (path, groups.dtype, list(groups.shape)))
-    if len(groups) != count:
-        raise UserError('%s: lists %d nodule groups but the dataset has %d images' % (path, len(groups), count))
-    return groups.astype(np.int64)
-
-
 def dataset_class_name(dataset_dir):
     """The class of a one-class dataset: from its metadata (`subtype`, `label_filter` or a one-element `classes`),
     else the folder's name."""
@@ -118,6 +95,7 @@ def load_patch_data(data_dirs, resolution=64, warn=None):
 
     `warn(line)` receives the warning about missing groups files (default: stderr).
     """
+    import dataset
     warn = warn or (lambda line: print(line, file=sys.stderr))
     data_dirs = [os.path.normpath(d) for d in data_dirs]
     if len(set(data_dirs)) != len(data_dirs):
@@ -132,7 +110,7 @@ def load_patch_data(data_dirs, resolution=64, warn=None):
                             % (data_dir, name, data_dirs[class_names.index(name)]))
         class_names.append(name)
         patches = read_patches(data_dir, resolution)
-        ids = read_groups(data_dir, len(patches))
+        ids = dataset.read_groups(data_dir, len(patches))
         if ids is None:
             missing.append(data_dir)
             ids = np.arange(len(patches), dtype=np.int64)
@@ -168,7 +146,7 @@ def _labelled_dataset(data_dir, resolution, warn):
         class_names = ['class%d' % c for c in range(one_hot.shape[1])]
     if one_hot.shape[1] < 2:
         raise UserError('%s: has only one class; classification needs at least two' % where)
-    ids = read_groups(data_dir, len(patches))
+    ids = dataset.read_groups(data_dir, len(patches))
     has_groups = ids is not None
     if not has_groups:
         _warn_missing_groups([data_dir], warn)
@@ -179,7 +157,7 @@ def _labelled_dataset(data_dir, resolution, warn):
         classes = np.unique(labels[groups == g])
         if len(classes) > 1:
             raise UserError('%s: nodule group %d has patches of classes %s; a nodule has one class'
-                            % (groups_path(data_dir), nodule, ' and '.join(class_names[c] for c in classes)))
+                            % (dataset.groups_path(data_dir), nodule, ' and '.join(class_names[c] for c in classes)))
         group_names.append('%s/%d' % (class_names[classes[0]], nodule))
     return PatchData(patches, labels, groups.astype(np.int64), group_names, class_names, [data_dir], has_groups)
 
@@ -188,7 +166,7 @@ def _warn_missing_groups(data_dirs, warn):
     import dataset
     if data_dirs:
         warn('warning: no nodule groups file (%s) in %s: each patch counts as its own nodule, so views of one '
-             'nodule may leak across folds' % (os.path.basename(groups_path(data_dirs[0])).replace(
+             'nodule may leak across folds' % (os.path.basename(dataset.groups_path(data_dirs[0])).replace(
                  dataset.dataset_name(data_dirs[0]), '<name>'), ', '.join(data_dirs)))
 
 

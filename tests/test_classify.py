@@ -341,11 +341,14 @@ def class_images(c, count, resolution):
 
 
 def make_class_dataset(root, name, c, count=12, resolution=32, views=3, metadata=None, groups=True):
+    """A dataset of `count` patches of class `c`, `views` per nodule; `groups=False` leaves out the groups file
+    (as in datasets made before there were groups)."""
     import dataset
     path = os.path.join(str(root), name)
-    dataset.write_dataset(path, class_images(c, count, resolution), metadata=metadata)
-    if groups:
-        np.save(os.path.join(path, '%s-groups.npy' % name), np.arange(count, dtype=np.int64) // views)
+    dataset.write_dataset(path, class_images(c, count, resolution), metadata=metadata,
+                          groups=np.arange(count, dtype=np.int64) // views)
+    if not groups:
+        os.remove(dataset.groups_path(path))
     return path
 
 
@@ -380,18 +383,18 @@ def test_labelled_dataset_loads(tmp_path):
     labels = np.array([0, 1, 2, 1, 0, 2, 2, 1])
     images = np.concatenate([class_images(c, 1, 16) for c in labels])
     path = dataset.write_dataset(str(tmp_path / 'lab'), images, labels=np.eye(3)[labels],
-                                 metadata={'classes': ['AIS', 'MIA', 'IAC']})
-    np.save(os.path.join(path, 'lab-groups.npy'), np.array([5, 6, 7, 6, 5, 8, 8, 9]))
+                                 metadata={'classes': ['AIS', 'MIA', 'IAC']},
+                                 groups=np.array([5, 6, 7, 6, 5, 8, 8, 9]))
     data = classify.load_patch_data([path], 16, warn=lambda line: None)
     assert data.class_names == ['AIS', 'MIA', 'IAC'] and list(data.labels) == list(labels)
     assert data.group_names == ['AIS/5', 'MIA/6', 'IAC/7', 'IAC/8', 'MIA/9']
-    np.save(os.path.join(path, 'lab-groups.npy'), np.array([5, 5, 7, 6, 5, 8, 8, 9]))
+    np.save(dataset.groups_path(path), np.array([5, 5, 7, 6, 5, 8, 8, 9]))  # nodule 5: an AIS and a MIA patch
     with pytest.raises(UserError, match='nodule group 5 has patches of classes AIS and MIA'):
         classify.load_patch_data([path], 16, warn=lambda line: None)
 
 
 @pytest.mark.parametrize('problem, message', [
-    ('groups_length', 'lists 3 nodule groups but the dataset has 12 images'),
+    ('groups_length', 'lists nodule groups for 3 images but the dataset has 12'),
     ('groups_float', '1-D integer array'),
     ('resolution', 'has no 128x128 TFRecords file'),
     ('same_class', "its class 'AIS' is also the class of"),
