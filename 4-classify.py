@@ -117,7 +117,8 @@ def parse_args(argv=None):
     parser.add_argument('--synthetic-per-class', type=generated_count, default='1x', metavar='N|Rx',
                         help='generated patches per class in the gan arms: a number, or a ratio to the class\'s '
                              'real training patches such as 1x or 0.5x (default: %(default)s)')
-    parser.add_argument('--folds', type=cli.positive_int, default=5, help='cross-validation folds (default: %(default)s)')
+    parser.add_argument('--folds', type=cli.positive_int, default=5,
+                        help='cross-validation folds (default: %(default)s)')
     parser.add_argument('--repeats', type=cli.positive_int, default=1,
                         help='repeat the cross-validation with new folds, weights and generated patches '
                              '(default: %(default)s)')

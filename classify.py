@@ -99,7 +99,8 @@ def load_patch_data(data_dirs, resolution=64, warn=None):
     warn = warn or (lambda line: print(line, file=sys.stderr))
     data_dirs = [os.path.normpath(d) for d in data_dirs]
     if len(set(data_dirs)) != len(data_dirs):
-        raise UserError('%s: given more than once in --data' % sorted(d for d in data_dirs if data_dirs.count(d) > 1)[0])
+        repeated = sorted(d for d in data_dirs if data_dirs.count(d) > 1)[0]
+        raise UserError('%s: given more than once in --data' % repeated)
     if len(data_dirs) == 1:
         return _labelled_dataset(data_dirs[0], resolution, warn)
     images, labels, groups, group_names, class_names, missing = [], [], [], [], [], []
