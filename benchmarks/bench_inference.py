@@ -334,6 +334,29 @@ def memory_optimizer_on_config():
     return config
 
 
+def pixel_norm_seconds(weights, batch, rounds):
+    """Seconds per pass of the generator's pixel norms alone (one per layer, on random features of each layer's
+    shape), channel-first as shipped and over the last axis: the whole-network ratio hides this under noise."""
+    import networks
+    from tfcompat import tf
+    shapes = [(batch, int(name.split('x')[0]), int(name.split('x')[0]), value.shape[0])
+              for name, value in weights.items() if name.endswith('/bias') and not name.startswith('ToRGB')]
+    with isolated_session() as session:
+        features = [tf.Variable(tf.random_normal(shape)) for shape in shapes]
+        session.run([f.initializer for f in features])
+        exact = tf.add_n([tf.reduce_sum(networks.pixel_norm(f)) for f in features])  # fetched: nothing pruned
+        with last_axis_pixel_norm():
+            last_axis = tf.add_n([tf.reduce_sum(networks.pixel_norm(f)) for f in features])
+        session.run([exact, last_axis])
+        times = {exact: [], last_axis: []}
+        for _ in range(rounds):
+            for total in times:
+                t = time.perf_counter()
+                session.run(total)
+                times[total].append(time.perf_counter() - t)
+    return len(shapes), median(times[exact]), median(times[last_axis])
+
+
 def measure_exactness(weights, args):
     """The generator as shipped against each inexact shortcut, float32, timed in alternation in this process."""
     import outputs
@@ -371,6 +394,11 @@ def measure_exactness(weights, args):
         differing = int(np.sum(outputs.float_to_uint8(run['first']) != exact_bytes))
         say('  %-36s %9.2f %8.3fx %11d of %-5d %10d pixels differ' % (
             run['label'], rate, rate / exact_rate, run['unlike_first'], rounds, differing))
+    layers, exact_seconds, last_axis_seconds = pixel_norm_seconds(weights, batch, 2 * rounds + 1)
+    say('  the %d pixel norms alone, per batch of %d: channel-first %.3f s, last axis %.3f s (%.2fx); the '
+        'difference is %.1f%% of an exact batch' % (
+            layers, batch, exact_seconds, last_axis_seconds, exact_seconds / last_axis_seconds,
+            100.0 * (exact_seconds - last_axis_seconds) * exact_rate / batch))
 
 
 # ----------------------------------------------------------------------------------------------------------------
