@@ -327,8 +327,8 @@ def check_dataset(dataset_dir):
     Checks, each failure a UserError naming the file: every *-rNN.tfrecords file is well framed and passes
     TensorFlow's checksums; every record is an image of that file's resolution, with the same number of channels
     (1 or 3) everywhere; the resolutions run from 4x4 up without gaps; all files hold the same number of
-    records; and the labels and nodule groups files, when there are, have one entry per image.  Training calls this before it
-    creates anything, so a damaged dataset is reported in its first second instead of after hours.
+    records; and the labels and nodule groups files, when there are, have one entry per image.  Training calls
+    this before it creates anything, so a damaged dataset is reported in its first second instead of after hours.
     """
     files = list_tfrecords(dataset_dir)
     top = max(files)
