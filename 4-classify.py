@@ -63,16 +63,6 @@ def widths_list(text):
     return widths
 
 
-def patch_size(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError('%r is not a whole number' % text)
-    if value < 16 or value & (value - 1):
-        raise argparse.ArgumentTypeError('must be a power of two of at least 16, got %d' % value)
-    return value
-
-
 def fraction(text):
     try:
         value = float(text)
@@ -102,7 +92,7 @@ def parse_args(argv=None):
                         default=DEFAULT_DATA,
                         help='one dataset per class (class names from each one\'s metadata, else the folder name), '
                              'or one dataset with one-hot labels (default: %s)' % ' '.join(DEFAULT_DATA))
-    parser.add_argument('--resolution', type=patch_size, default=64,
+    parser.add_argument('--resolution', type=cli.power_of_two(16, 1024), default=64,
                         help='patch size to classify: that resolution\'s TFRecords are read (default: %(default)s)')
     parser.add_argument('--outdir', default='results/classify', help='output directory (default: %(default)s)')
     parser.add_argument('--arms', type=arms_list, metavar='ARM,ARM,...',
