@@ -517,7 +517,7 @@ def test_cli_with_the_demo_generators(class_datasets, tmp_path):
     (['--gan-labels', '0', '1', '2'], ['--gan-labels goes with --gan-model']),
     (['--synthetic-per-class', '0'], ['--synthetic-per-class']),
     (['--folds', '1'], ['--folds must be at least 2']),
-    (['--resolution', '48'], ['--resolution', 'power of two of at least 16, got 48']),
+    (['--resolution', '48'], ['--resolution', 'power of two from 16 to 1024, got 48']),
     (['--widths', '8,x'], ['--widths']),
 ])
 def test_cli_bad_arguments(tmp_path, arguments, fragments):
