@@ -744,7 +744,8 @@ def test_interrupted_extract_leaves_the_old_state_or_the_complete_new_one(many, 
     else:
         assert process.returncode in (0, 128 + signum), stderr        # it may have finished before the signal
         assert len(names) == EXTRACT_COUNT                            # the commit, once begun, completes
-    assert sorted(os.listdir(str(out))) == sorted(['keep.txt'] + names)   # no staging folder left either
+    written = names + (['groups.csv'] if names else [])                # the PNGs land with their nodule list
+    assert sorted(os.listdir(str(out))) == sorted(['keep.txt'] + written)   # no staging folder left either
     assert (out / 'keep.txt').read_bytes() == b'earlier work'
 
 
@@ -763,7 +764,7 @@ def test_the_next_run_cleans_up_after_a_killed_extract(many, tmp_path):
     assert len(leftover) == 1 and extracted_pngs(out) == []
     ok(run_script(SCRIPT, 'extract', many, out))
     assert staging_folders(out) == [] and len(extracted_pngs(out)) == EXTRACT_COUNT
-    assert sorted(os.listdir(str(out))) == extracted_pngs(out)
+    assert sorted(os.listdir(str(out))) == ['groups.csv'] + extracted_pngs(out)
 
 
 def test_extract_overwrite_with_a_directory_in_the_way_changes_nothing(made, tmp_path):
