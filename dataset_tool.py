@@ -346,7 +346,7 @@ def merge(args):
         ('classes', classes),
         ('class_counts', [int(n) for n in np.bincount(class_index, minlength=len(classes))]),
         ('count', count), ('nodules', first_nodule),
-        ('labels', 'one-hot float32 [N, %d] in %s, columns in the order of classes'
+        ('label_format', 'one-hot float32 [N, %d] in %s, columns in the order of classes'
                    % (len(classes), os.path.basename(dataset.labels_path(args.out_dir)))),
         ('sources', sources)])
     groups = np.concatenate(groups)
