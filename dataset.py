@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 import outputs
-from errors import UserError
+from errors import UserError, check_regular_file
 from tfcompat import tf, tfrecord_iterator, TFRecordWriter
 
 _TFRECORD_NAME = re.compile(r'^(?P<base>.+)-r(?P<log2>\d\d)\.tfrecords$')
@@ -122,16 +122,7 @@ def masked_crc32c(data):
 
 def _check_readable_file(path):
     """A clear error unless `path` is an existing, readable regular file (not a directory, device or pipe)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as error:
-        if not os.path.lexists(path):
-            raise UserError('%s: no such file' % path)
-        raise UserError('%s: cannot read (%s)' % (path, error.strerror or error))
-    if stat.S_ISDIR(mode):
-        raise UserError('%s: is a directory, not a TFRecords file' % path)
-    if not stat.S_ISREG(mode):
-        raise UserError('%s: is not a regular file (a device, pipe or socket), not a TFRecords file' % path)
+    check_regular_file(path, 'TFRecords file')
     if not os.access(path, os.R_OK):
         raise UserError('%s: file is not readable' % path)
 

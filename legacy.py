@@ -20,13 +20,12 @@ import pickle
 import pickletools
 import re
 import reprlib
-import stat
 import struct
 import sys
 
 import numpy as np
 
-from errors import UserError
+from errors import UserError, check_regular_file
 import outputs
 import tfutil
 
@@ -119,16 +118,7 @@ def network_from_state(state, path='<state>'):
 
 def _read_model_file(path):
     """The bytes of a regular file (a device such as /dev/zero would never end, a pipe would block)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as error:
-        if not os.path.lexists(path):
-            raise UserError('%s: no such model file' % path)
-        raise UserError('%s: cannot read (%s)' % (path, error.strerror or error))
-    if stat.S_ISDIR(mode):
-        raise UserError('%s: is a directory, not a model file' % path)
-    if not stat.S_ISREG(mode):
-        raise UserError('%s: is not a regular file (a device, pipe or socket), not a model file' % path)
+    check_regular_file(path, 'model file', missing='no such model file')
     try:
         with open(path, 'rb') as f:
             return f.read()
