@@ -406,7 +406,7 @@ def _check_state(path, role, state):
                         % (where, _short(build_func_name), ', '.join(sorted(tfutil.BUILD_FUNCS))))
     kwargs = state['static_kwargs']
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) and _is_setting(v) for k, v in kwargs.items()):
-        raise UserError('%s has malformed static_kwargs (expected names with numbers, strings, booleans or None)'
+        raise UserError('%s has malformed static_kwargs (expected names with numbers, strings, booleans, None or short lists of those)'
                         % where)
     variables = state['variables']
     if not isinstance(variables, (list, tuple)) or not all(
@@ -427,8 +427,14 @@ def _check_state(path, role, state):
                             % (where, _short(name), bad, np.size(value)))
 
 
-def _is_setting(value):
-    """A static keyword argument: None, a boolean, a string, or a finite number of sane size."""
+MAX_SETTING_ITEMS = 1024  # longest list in static_kwargs (class names of a conditional network)
+
+
+def _is_setting(value, nested=False):
+    """A static keyword argument: None, a boolean, a string, a finite number of sane size, or a short list of
+    those (the class names a conditional network stores)."""
+    if isinstance(value, (list, tuple)) and not nested:
+        return len(value) <= MAX_SETTING_ITEMS and all(_is_setting(item, nested=True) for item in value)
     if value is None or isinstance(value, (bool, str)):
         return True
     if isinstance(value, int):

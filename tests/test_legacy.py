@@ -417,6 +417,10 @@ def _edit_gs(states, edit):
         states[2]['name'] = '../Gs'
     elif edit == 'huge setting':
         states[2]['static_kwargs'] = dict(TINY, fmap_base=2 ** 40)
+    elif edit == 'nested list setting':
+        states[2]['static_kwargs'] = dict(TINY, label_names=[['AIS'], 'MIA'])
+    elif edit == 'endless list setting':
+        states[2]['static_kwargs'] = dict(TINY, label_names=['c%d' % i for i in range(legacy.MAX_SETTING_ITEMS + 1)])
     elif edit == 'unknown network':
         states[2]['build_func_name'] = 'G_mine'
     elif edit == 'wrong config':
@@ -441,6 +445,8 @@ def _edit_gs(states, edit):
     ('name an int', ['Gs', 'has the name 7']),
     ('name a path', ['Gs', "has the name '../Gs'"]),
     ('huge setting', ['Gs', 'malformed static_kwargs']),
+    ('nested list setting', ['Gs', 'malformed static_kwargs']),
+    ('endless list setting', ['Gs', 'malformed static_kwargs']),
     ('unknown network', ['Gs', 'G_mine']),
     ('wrong config', ['Gs', 'missing', '32x32']),
 ])
