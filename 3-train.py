@@ -35,6 +35,16 @@ def resolution_map(text):
         raise argparse.ArgumentTypeError(str(error))
 
 
+def augmentation_list(text):
+    """'xflip,cutout' -> ['xflip', 'cutout'], each a known augmentation."""
+    names = [name.strip() for name in text.split(',') if name.strip()]
+    unknown = [name for name in names if name not in training_config.AUGMENTATIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError('%r: expected comma-separated augmentations among %s'
+                                         % (text, ', '.join(training_config.AUGMENTATIONS)))
+    return sorted(set(names), key=training_config.AUGMENTATIONS.index)
+
+
 def default(name, note=''):
     value = DEFAULTS[name]
     return '(default: %s%s)' % ('%g' % value if isinstance(value, float) else value, note)
@@ -97,6 +107,32 @@ def parse_args(argv=None):
                              'none = no metrics (default: none%s)' % RESTORED)
     parser.add_argument('--metric-images', type=setting_type('metric_images', int),
                         help='images per set for --metrics (default: the whole dataset, at most 1000%s)' % RESTORED)
+    parser.add_argument('--conditional', action='store_true', default=None,
+                        help='one model of all classes of a labelled dataset (dataset_tool.py merge): G takes the '
+                             'one-hot label with the latent, D also predicts it (the AC-GAN terms of the original '
+                             'PGGAN, weight 1); the class names are stored with the networks for 2-inference.py '
+                             '--label (default: off%s)' % RESTORED)
+    parser.add_argument('--no-conditional', dest='conditional', action='store_false', default=None,
+                        help='ignore the labels of a labelled dataset, also when resuming')
+    parser.add_argument('--augment', choices=training_config.AUGMENT_POLICIES,
+                        help='augment every image D sees, real and generated, for small datasets: diffaugment = '
+                             'always translate (up to 1/8 of the side), brightness (+-0.05, 37.5 HU), contrast '
+                             '(x0.91-1.1) and cutout (half the side); ada = each of x/y flips, quarter turns, '
+                             'translation, scaling (x0.91-1.1), rotation (+-10 degrees), brightness and contrast with '
+                             'one probability p that adapts to how much D overfits ' + default('augment', RESTORED))
+    parser.add_argument('--augment-enable', type=augmentation_list, metavar='LIST',
+                        help='augmentations to add to the policy\'s, e.g. cutout (known: %s)'
+                             % ', '.join(training_config.AUGMENTATIONS))
+    parser.add_argument('--augment-disable', type=augmentation_list, metavar='LIST',
+                        help='augmentations to take out of the policy\'s, e.g. rotate90,yflip')
+    parser.add_argument('--ada-target', type=setting_type('ada_target', float),
+                        help='ada: p rises while r_t = E[sign(D(real))] (1 when D scores every real positive, '
+                             'a sign of overfitting) is above this, and falls while below ' + default('ada_target',
+                                                                                                      RESTORED))
+    parser.add_argument('--ada-kimg', type=setting_type('ada_kimg', float),
+                        help='ada: kimg for p to go from 0 to 1 at the fastest ' + default('ada_kimg', RESTORED))
+    parser.add_argument('--augment-p', type=setting_type('augment_p', float),
+                        help='ada: use this fixed probability instead of adapting p (default: adapt%s)' % RESTORED)
     parser.add_argument('--num-gpus', type=setting_type('num_devices', int),
                         help='split each minibatch over this many GPUs and average gradients (without GPUs: as '
                              'many logical CPU devices) ' + default('num_devices', RESTORED))
@@ -112,7 +148,9 @@ def explicit_settings(args):
                  lod_transition_kimg='lod_transition_kimg', minibatch='minibatch', minibatch_per_res='minibatch_dict',
                  lr='lr', g_smoothing='G_smoothing', mirror='mirror', seed='seed', tick_kimg='tick_kimg',
                  snapshot_ticks='snapshot_ticks', metric_images='metric_images', num_gpus='num_devices',
-                 resume='resume', resume_kimg='resume_kimg')
+                 resume='resume', resume_kimg='resume_kimg', conditional='conditional', augment='augment',
+                 augment_enable='augment_enable', augment_disable='augment_disable', ada_target='ada_target',
+                 ada_kimg='ada_kimg', augment_p='augment_p')
     given = {setting: getattr(args, flag) for flag, setting in names.items() if getattr(args, flag) is not None}
     if args.metrics is not None:
         given['metrics'] = sorted(set(args.metrics) - {'none'})

@@ -11,6 +11,12 @@ gradient divided by f^2 and repeated over f^2 pixels, so its norm is the low-res
 
 Randomness (latents, interpolation factors) comes in as tensors, so that a minibatch split over several devices
 computes exactly what one device would, and tests can feed known values.
+
+`augment(images, role)` (default: none) is what every image goes through on its way into D, for small-data
+training (augment.py): role 'reals', 'fakes' and 'mixed' in D's loss and 'G' in G's, so that the training loop can
+give each its own random parameters.  D then never sees an image that was not augmented the same way, real or
+generated, which is what keeps augmentations from leaking into the generator.  The gradient penalty differentiates
+through the augmentation, with respect to the interpolated image itself.
 """
 from tfcompat import tf
 
@@ -28,29 +34,33 @@ def full_resolution_factor(D, graph_resolution=None):
     return full_resolution // (graph_resolution or full_resolution)
 
 
-def G_wgan(G, D, latents, labels, graph_resolution=None, cond_weight=1.0):
+def no_augmentation(images, role):
+    return images
+
+
+def G_wgan(G, D, latents, labels, graph_resolution=None, cond_weight=1.0, augment=no_augmentation):
     """Generator loss -D(G(z)) (+ the classification term with labels).  Returns [N, 1]."""
     fakes = G.get_output_for(latents, labels, graph_resolution=graph_resolution)
-    fake_scores, fake_logits = D.get_output_for(fakes, graph_resolution=graph_resolution)
+    fake_scores, fake_logits = D.get_output_for(augment(fakes, 'G'), graph_resolution=graph_resolution)
     return -fake_scores + _label_penalty(labels, fake_logits) * cond_weight
 
 
-def gradient_norms(D, mixed, graph_resolution=None):
+def gradient_norms(D, mixed, graph_resolution=None, augment=no_augmentation):
     """||d sum(D(x)) / dx||_2 per sample [N], x being the full-resolution image that `mixed` stands for."""
-    mixed_scores, _ = D.get_output_for(mixed, graph_resolution=graph_resolution)
+    mixed_scores, _ = D.get_output_for(augment(mixed, 'mixed'), graph_resolution=graph_resolution)
     grads = tf.gradients(tf.reduce_sum(mixed_scores), [mixed])[0]
     norms = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]))
     return norms / float(full_resolution_factor(D, graph_resolution))
 
 
-def gradient_penalty(D, reals, fakes, mixing, graph_resolution=None, wgan_target=1.0):
+def gradient_penalty(D, reals, fakes, mixing, graph_resolution=None, wgan_target=1.0, augment=no_augmentation):
     """(||grad_x D(x)||_2 - target)^2 at x = reals + mixing * (fakes - reals), one value per sample: [N, 1]."""
-    return _penalty_and_norms(D, reals, fakes, mixing, graph_resolution, wgan_target)[0]
+    return _penalty_and_norms(D, reals, fakes, mixing, graph_resolution, wgan_target, augment)[0]
 
 
-def _penalty_and_norms(D, reals, fakes, mixing, graph_resolution, wgan_target):
+def _penalty_and_norms(D, reals, fakes, mixing, graph_resolution, wgan_target, augment):
     mixed = reals + (fakes - reals) * mixing
-    norms = gradient_norms(D, mixed, graph_resolution)[:, tf.newaxis]
+    norms = gradient_norms(D, mixed, graph_resolution, augment)[:, tf.newaxis]
     return tf.square(norms - wgan_target), norms
 
 
@@ -58,7 +68,8 @@ def D_wgangp(G, D, latents, reals, labels, mixing, graph_resolution=None,
              wgan_lambda=10.0,      # weight of the gradient penalty
              wgan_epsilon=0.001,    # weight of the drift term that keeps real scores near zero
              wgan_target=1.0,       # target gradient norm
-             cond_weight=1.0):      # weight of the AC-GAN terms when there are labels
+             cond_weight=1.0,       # weight of the AC-GAN terms when there are labels
+             augment=no_augmentation):  # what images go through before D: augment(images, role)
     """Discriminator loss D(G(z)) - D(x) + lambda * GP + epsilon * D(x)^2 (+ classification terms).
 
     Fakes are generated for the reals' labels.  `mixing` is U(0, 1) per sample, shaped [N, 1, 1, 1].
@@ -66,9 +77,9 @@ def D_wgangp(G, D, latents, reals, labels, mixing, graph_resolution=None,
     gradient_norms it penalises.
     """
     fakes = G.get_output_for(latents, labels, graph_resolution=graph_resolution)
-    real_scores, real_logits = D.get_output_for(reals, graph_resolution=graph_resolution)
-    fake_scores, fake_logits = D.get_output_for(fakes, graph_resolution=graph_resolution)
-    penalty, norms = _penalty_and_norms(D, reals, fakes, mixing, graph_resolution, wgan_target)
+    real_scores, real_logits = D.get_output_for(augment(reals, 'reals'), graph_resolution=graph_resolution)
+    fake_scores, fake_logits = D.get_output_for(augment(fakes, 'fakes'), graph_resolution=graph_resolution)
+    penalty, norms = _penalty_and_norms(D, reals, fakes, mixing, graph_resolution, wgan_target, augment)
     loss = fake_scores - real_scores
     loss += penalty * (wgan_lambda / wgan_target ** 2)
     loss += tf.square(real_scores) * wgan_epsilon

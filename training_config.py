@@ -35,8 +35,17 @@ DEFAULTS = collections.OrderedDict([
     ('metrics', []),                    # computed at every snapshot: 'swd'
     ('metric_images', None),            # images per set for the metrics; None: the reals, at most 1000
     ('loss_kwargs', {}),                # keywords of losses.D_wgangp (wgan_lambda, wgan_epsilon, ...)
+    ('conditional', False),             # G takes the dataset's one-hot labels and D predicts them (AC-GAN terms)
+    ('augment', 'none'),                # what D's inputs go through: none, diffaugment or ada (see augment.py)
+    ('augment_enable', []),             # augmentations added to the policy's own
+    ('augment_disable', []),            # augmentations taken out of the policy's own
+    ('augment_p', None),                # ada: fixed probability p; None: p adapts, starting from 0
+    ('ada_target', 0.6),                # ada: target of r_t = E[sign(D(real))]
+    ('ada_kimg', 500.0),                # ada: kimg for p to move from 0 to 1
 ])
 METRICS = ('swd',)
+AUGMENT_POLICIES = ('none', 'diffaugment', 'ada')   # augment.POLICIES, without importing TensorFlow
+AUGMENTATIONS = ('xflip', 'yflip', 'rotate90', 'translate', 'scale', 'rotate', 'brightness', 'contrast', 'cutout')
 LOSS_KNOBS = ('wgan_lambda', 'wgan_epsilon', 'wgan_target', 'cond_weight')
 SEED_LIMIT = 2 ** 32                    # NumPy's RandomState takes seeds 0 .. 2**32 - 1
 MBSTD_GROUP_SIZE = 4                    # the discriminator's default minibatch-stddev group
@@ -83,6 +92,15 @@ _RULES = {
     'loss_kwargs': ('{name: number} with names among %s' % ', '.join(LOSS_KNOBS),
                     lambda v: isinstance(v, dict) and all(k in LOSS_KNOBS and _real(x) for k, x in v.items())),
     'resume_kimg': ('a number >= 0', _optional(lambda v: _real(v) and v >= 0)),
+    'conditional': ('true or false', lambda v: isinstance(v, bool)),
+    'augment': ('one of %s' % ', '.join(AUGMENT_POLICIES), lambda v: v in AUGMENT_POLICIES),
+    'augment_enable': ('a list of augmentations (%s)' % ', '.join(AUGMENTATIONS),
+                       lambda v: isinstance(v, (list, tuple)) and all(a in AUGMENTATIONS for a in v)),
+    'augment_disable': ('a list of augmentations (%s)' % ', '.join(AUGMENTATIONS),
+                        lambda v: isinstance(v, (list, tuple)) and all(a in AUGMENTATIONS for a in v)),
+    'augment_p': ('a number from 0 to 1', _optional(lambda v: _real(v) and 0 <= v <= 1)),
+    'ada_target': ('a number from -1 to 1', lambda v: _real(v) and -1 <= v <= 1),
+    'ada_kimg': ('a number > 0', lambda v: _real(v) and v > 0),
 }
 
 
@@ -108,6 +126,14 @@ def check_settings(settings, source='settings', mbstd_group_size=MBSTD_GROUP_SIZ
     if complete['lod_training_kimg'] + complete['lod_transition_kimg'] <= 0:
         raise UserError('%s: lod_training_kimg and lod_transition_kimg are both 0, so training would never leave '
                         'the lowest resolution' % source)
+    both = sorted(set(complete['augment_enable']) & set(complete['augment_disable']))
+    if both:
+        raise UserError('%s: augmentation %s is both enabled and disabled' % (source, ', '.join(both)))
+    if complete['augment'] == 'none' and (complete['augment_enable'] or complete['augment_p'] is not None):
+        raise UserError('%s: augment is none, so nothing is augmented; choose --augment diffaugment or ada to '
+                        'use augment_enable or augment_p' % source)
+    if complete['augment'] == 'diffaugment' and complete['augment_p'] is not None:
+        raise UserError('%s: diffaugment augments every image (p = 1); augment_p applies to ada' % source)
     devices = complete['num_devices']
     sizes = [('minibatch', complete['minibatch'])]
     sizes += [('minibatch at %dx%d' % (r, r), s) for r, s in sorted(complete['minibatch_dict'].items())]
@@ -211,7 +237,8 @@ def saved_settings(snapshot):
             pass  # reported by check_settings below
     if isinstance(settings.get('data_dir'), str):  # recorded absolute; a relative one is relative to the run
         settings['data_dir'] = os.path.join(os.path.dirname(path), settings['data_dir'])
-    for name in ('total_kimg', 'lod_training_kimg', 'lod_transition_kimg', 'lr', 'G_smoothing', 'tick_kimg'):
+    for name in ('total_kimg', 'lod_training_kimg', 'lod_transition_kimg', 'lr', 'G_smoothing', 'tick_kimg',
+                 'augment_p', 'ada_target', 'ada_kimg'):
         if _whole(settings.get(name)):
             settings[name] = float(settings[name])
     check_settings(settings, path)

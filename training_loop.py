@@ -16,6 +16,7 @@ import types
 
 import numpy as np
 
+import augment
 import cli
 import dataset
 import generation
@@ -31,7 +32,7 @@ from tfcompat import tf
 
 # kimg per tick at each resolution (the original's defaults): logs and grids come more often at low resolution.
 TICK_KIMG = {4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 30, 1024: 20}
-MINIBATCH_REPEATS = 4           # minibatches run with one schedule evaluation
+MINIBATCH_REPEATS = 4           # minibatches run with one schedule evaluation (and between updates of ADA's p)
 MAX_NONFINITE_MINIBATCHES = 50  # consecutive non-finite losses before the run is declared diverged
 METRIC_IMAGES = 1000            # images per set for --metrics unless metric_images says otherwise
 
@@ -100,17 +101,25 @@ def _average_gradients(losses_per_device, variables):
     return grads
 
 
+AUGMENT_ROLES = ('reals', 'fakes', 'mixed', 'G')  # the images losses.py sends through augment(images, role)
+
+
 class TrainingGraphs(object):
     """One D step (with the Gs update) and one G step per resolution, over `devices`, sharing G, D, Gs and two
     Adam optimizers.
+
+    `augment_pipe` (an augment.AugmentPipe) augments every image on its way into D, reals and fakes alike; each D
+    step adds the signs of D's real scores to the pipe's overfitting statistic, and update_augment() (every
+    MINIBATCH_REPEATS minibatches) turns them into r_t and, for ada, a new p.
 
     With `full_resolution` every level's graph is built the original's way instead: networks at full resolution,
     reals nearest-upscaled to it.  Same losses, more work; benchmarks/bench_training.py compares the two.
     """
 
     def __init__(self, G, D, Gs, data_dir, schedule, devices, labels=None, mirror=False, seed=None,
-                 G_smoothing=0.999, loss_kwargs=None, full_resolution=False):
+                 G_smoothing=0.999, loss_kwargs=None, full_resolution=False, augment_pipe=None):
         self.G, self.D, self.Gs = G, D, Gs
+        self.augment_pipe = augment_pipe
         self.lr_in = tf.placeholder(tf.float32, [], name='lr_in')
         self.lod_in = tf.placeholder(tf.float32, [], name='lod_in')
         self.set_lod_op = tf.group(tf.assign(G.lod, self.lod_in), tf.assign(D.lod, self.lod_in))
@@ -131,6 +140,7 @@ class TrainingGraphs(object):
         minibatch = schedule.minibatch_for(resolution)
         graph_resolution = None if full_resolution else resolution
         latent_size, label_size = G.input_shapes[0][1], G.input_shapes[1][1]
+        pipe = self.augment_pipe
         with tf.device('/cpu:0'):
             reals, real_labels = dataset.training_batches(data_dir, level, minibatch, labels, mirror, seed)
             reals = fade_reals(reals, D.lod, schedule.resolution_log2 - level)
@@ -144,24 +154,34 @@ class TrainingGraphs(object):
                 fake_labels = tf.gather(tf.constant(np.asarray(labels, np.float32)), rows)
             else:
                 fake_labels = tf.zeros([minibatch, 0])
+            if pipe is not None and pipe.enabled:  # drawn for the whole minibatch, shared out like the images
+                augment_params = {role: pipe.draw(minibatch, D.input_shapes[0][1] if full_resolution else resolution)
+                                  for role in AUGMENT_ROLES}
         # Device t takes samples t, t+T, t+2T, ...: with equal group sizes the discriminator's minibatch-stddev
         # groups (sample n in group n mod N/G) are then the same as on one device.
         count = len(devices)
         share = lambda x, t: x[t::count]
-        D_losses, G_losses, penalties = [], [], []
+        D_losses, G_losses, penalties, real_scores = [], [], [], []
         for t, device in enumerate(devices):
+            augment_share = losses.no_augmentation
+            if pipe is not None and pipe.enabled:
+                augment_share = lambda images, role, t=t: pipe.apply(images, share(augment_params[role], t))
             with tf.device(device), tf.name_scope('device%d' % t):
                 D_loss, terms = losses.D_wgangp(G, D, share(latents_D, t), share(reals, t), share(real_labels, t),
                                                 share(mixing, t), graph_resolution=graph_resolution,
-                                                **loss_kwargs)
+                                                augment=augment_share, **loss_kwargs)
                 G_loss = losses.G_wgan(G, D, share(latents_G, t), share(fake_labels, t),
                                        graph_resolution=graph_resolution,
-                                       cond_weight=loss_kwargs.get('cond_weight', 1.0))
+                                       cond_weight=loss_kwargs.get('cond_weight', 1.0), augment=augment_share)
                 D_losses.append(tf.reduce_mean(D_loss))
                 G_losses.append(tf.reduce_mean(G_loss))
                 penalties.append(tf.reduce_mean(terms['gradient_penalty']))
+                real_scores.append(terms['real_scores'])
         D_step = _apply_if_finite(self.D_opt, _average_gradients(D_losses, list(D.trainables.values())))
         G_step = _apply_if_finite(self.G_opt, _average_gradients(G_losses, list(G.trainables.values())))
+        if pipe is not None:  # one op for all devices' scores: separate ones could race on the running sums
+            with tf.device('/cpu:0'):
+                D_step = tf.group(D_step, pipe.accumulate(real_scores))
         mean = lambda values: tf.add_n(values) / float(len(values))
         return {'D_step': tf.group(D_step, self.Gs_update), 'G_step': G_step, 'minibatch': minibatch,
                 'D_loss': mean(D_losses), 'G_loss': mean(G_losses), 'gradient_penalty': mean(penalties)}
@@ -171,6 +191,13 @@ class TrainingGraphs(object):
 
     def reset_optimizers(self):
         tfutil.run(self.reset_optimizers_op)
+
+    def update_augment(self):
+        """r_t from the real scores since the last call and, for ada, p adjusted towards the target; (p, r_t)."""
+        if self.augment_pipe is None:
+            return None, None
+        tfutil.run(self.augment_pipe.update_op)  # on its own: the D step's draws read p
+        return tuple(float(v) for v in tfutil.run([self.augment_pipe.p, self.augment_pipe.rt]))
 
     def step(self, level, lr):
         """One D step with the Gs update, then one G step; returns (G_loss, D_loss, gradient_penalty)."""
@@ -203,9 +230,13 @@ def _is_input_error(error):
 
 
 class TrainingData(object):
-    """What training needs to know about a dataset whose every file was read and checked before training."""
+    """What training needs to know about a dataset whose every file was read and checked before training.
 
-    def __init__(self, data_dir):
+    With `conditional` the dataset's one-hot labels (and its class names, from its metadata) are used; without,
+    a labelled dataset trains one model of all its images and `ignored_labels` says so.
+    """
+
+    def __init__(self, data_dir, conditional=False):
         summary = dataset.check_dataset(data_dir)
         self.data_dir = data_dir
         self.files = summary.files
@@ -214,8 +245,14 @@ class TrainingData(object):
         self.top_file = self.files[self.resolution_log2]
         self.count = summary.num_images
         self.num_channels = summary.shape[0]
-        self.labels = summary.labels
+        self.ignored_labels = summary.labels is not None and not conditional
+        self.labels = summary.labels if conditional else None
+        if conditional and self.labels is None:
+            raise UserError('%s: has no labels (%s), so it cannot train a conditional model; build a labelled '
+                            'dataset with dataset_tool.py merge OUT AIS_DIR MIA_DIR IAC_DIR'
+                            % (data_dir, os.path.basename(dataset.labels_path(data_dir))))
         self.label_size = 0 if self.labels is None else self.labels.shape[1]
+        self.class_names = _class_names(data_dir, self.label_size) if conditional else None
 
     def cycled_labels(self, count):
         """Labels for `count` generated images, cycling through the dataset's rows ([count, 0] without labels)."""
@@ -224,16 +261,34 @@ class TrainingData(object):
         return self.labels[np.arange(count) % len(self.labels)]
 
 
+def _class_names(data_dir, label_size):
+    """The names of the label columns from the dataset's metadata (`classes`, as dataset_tool.py writes it), or
+    None when it names none: the networks then know their classes by index only."""
+    names = (dataset.read_metadata(data_dir) or {}).get('classes')
+    if isinstance(names, list) and len(names) == label_size and all(isinstance(n, str) for n in names):
+        return names
+    return None
+
+
 def _networks(data, resume, G_kwargs, D_kwargs):
-    """(G, D, Gs): loaded from the snapshot `resume`, or new ones for the dataset."""
+    """(G, D, Gs): loaded from the snapshot `resume`, or new ones for the dataset.
+
+    Class names go into every network's static keywords (`label_names`), which the networks' builders, and the
+    original code's, ignore; 2-inference.py --label reads them.
+    """
     common = dict(num_channels=data.num_channels, resolution=data.resolution, label_size=data.label_size)
     if not resume:
-        G = tfutil.Network('G', 'G_paper', **dict(G_kwargs or {}, **common))
-        D = tfutil.Network('D', 'D_paper', **dict(D_kwargs or {}, **common))
+        names = {'label_names': data.class_names} if data.class_names else {}
+        G = tfutil.Network('G', 'G_paper', **dict(G_kwargs or {}, **dict(common, **names)))
+        D = tfutil.Network('D', 'D_paper', **dict(D_kwargs or {}, **dict(common, **names)))
         G.init_vars()
         D.init_vars()
         return G, D, G.clone('Gs')
     G, D, Gs = legacy.load_network_pkl(resume)
+    stored_names = G.static_kwargs.get('label_names')
+    if stored_names is not None and data.class_names is not None and list(stored_names) != data.class_names:
+        raise UserError('%s: networks know the classes %s but %s has %s' % (
+            resume, ', '.join(stored_names), data.data_dir, ', '.join(data.class_names)))
     for net, asked in ((G, G_kwargs), (D, D_kwargs)):
         expected = dict(asked or {}, **common)
         for key, value in sorted(expected.items()):
@@ -341,6 +396,35 @@ class RunOutputs(object):
         self.summaries.close()
 
 
+def augment_pipe_for(settings):
+    """The augment.AugmentPipe that a run's settings ask for.  Every run has one: with policy none it augments
+    nothing and only measures the overfitting heuristic r_t, which is worth logging for any run."""
+    adaptive = settings['augment'] == 'ada' and settings['augment_p'] is None
+    return augment.AugmentPipe(settings['augment'], initial_p=settings['augment_p'] or 0.0,
+                               ada_target=settings['ada_target'] if adaptive else None, ada_kimg=settings['ada_kimg'],
+                               **augment.switches(settings['augment_enable'], settings['augment_disable']))
+
+
+def restore_augment_p(pipe, D, resume):
+    """On resume, ada's adapted p continues from the value stored with the snapshot's D; a log line, or None."""
+    if not (resume and pipe.adaptive):
+        return None
+    stored = D.static_kwargs.get('augment_p')
+    if stored is None:
+        return 'augment: %s stores no ada p; p starts from 0' % resume
+    pipe.set_p(stored)
+    return 'augment: p = %.4f restored from %s' % (stored, resume)
+
+
+def store_augment_p(pipe, D):
+    """Put ada's current p into D's static keywords, so that snapshots carry it (the networks' builders ignore
+    it); other policies' p is fixed by the settings and a stale one from a resumed snapshot is dropped."""
+    if pipe.policy == 'ada':
+        D.static_kwargs['augment_p'] = float(tfutil.run(pipe.p))
+    else:
+        D.static_kwargs.pop('augment_p', None)
+
+
 def _describe_settings(settings, origins):
     """Log lines saying which settings the run uses and where each came from."""
     groups = collections.OrderedDict()
@@ -375,7 +459,7 @@ def train(settings=None, outdir='results', resume=None, resume_kimg=None, G_kwar
     start_nimg = training_config.nimg_of_kimg(resume_kimg or 0.0)
 
     # Everything that can be wrong with the input is found before the run directory exists.
-    data = TrainingData(cfg.data_dir)
+    data = TrainingData(cfg.data_dir, cfg.conditional)
     if 'swd' in cfg.metrics and data.resolution < 16:
         raise UserError('%s: --metrics swd needs images of at least 16x16, these are %dx%d'
                         % (cfg.data_dir, data.resolution, data.resolution))
@@ -388,9 +472,12 @@ def train(settings=None, outdir='results', resume=None, resume_kimg=None, G_kwar
                                                                         training_config.MBSTD_GROUP_SIZE))
     schedule = Schedule(data.resolution, cfg.lod_training_kimg, cfg.lod_transition_kimg, minibatch=cfg.minibatch,
                         minibatch_dict=cfg.minibatch_dict, lr=cfg.lr, tick_kimg=cfg.tick_kimg)
+    pipe = augment_pipe_for(settings)
     graphs = TrainingGraphs(G, D, Gs, cfg.data_dir, schedule, devices, labels=data.labels, mirror=cfg.mirror,
-                            seed=cfg.seed, G_smoothing=cfg.G_smoothing, loss_kwargs=cfg.loss_kwargs)
+                            seed=cfg.seed, G_smoothing=cfg.G_smoothing, loss_kwargs=cfg.loss_kwargs,
+                            augment_pipe=pipe)
     tfutil.initialize_uninitialized_vars()
+    restored_p = restore_augment_p(pipe, D, resume)
 
     run_dir = new_run_dir(outdir, '%s-%dx%d' % (dataset.dataset_name(cfg.data_dir), data.resolution, data.resolution))
     run = RunOutputs(run_dir, data, Gs, cfg.seed, cfg.metrics, cfg.metric_images, grid_size, log_file)
@@ -398,7 +485,7 @@ def train(settings=None, outdir='results', resume=None, resume_kimg=None, G_kwar
         run.write_config(dict(settings, data_dir=os.path.abspath(cfg.data_dir)),
                          resume=resume and os.path.abspath(resume), resume_kimg=start_nimg / 1000.0,
                          G_kwargs=G.static_kwargs, D_kwargs=D.static_kwargs, G_params=G.num_params(),
-                         D_params=D.num_params(), devices=devices)
+                         D_params=D.num_params(), devices=devices, augment_config=pipe.config)
         run.log('run %s: %s, %d images of %dx%d, G %d and D %d parameters, on %s'
                 % (run_dir, cfg.data_dir, data.count, data.resolution, data.resolution, G.num_params(),
                    D.num_params(), ', '.join(devices)))
@@ -408,12 +495,22 @@ def train(settings=None, outdir='results', resume=None, resume_kimg=None, G_kwar
                                                for net in (G, D)))
         for line in _describe_settings(settings, origins or {}):
             run.log(line)
+        if data.ignored_labels:
+            run.log('%s has labels; they are not used (train one model of every class with --conditional)'
+                    % cfg.data_dir)
+        if data.label_size:
+            run.log('conditional on %d classes: %s' % (data.label_size, ', '.join(data.class_names or [])
+                                                        or 'unnamed (the dataset\'s metadata has no classes list)'))
+        run.log('augment: %s%s' % (pipe.policy, ' (%s)' % ', '.join(pipe.enabled) if pipe.enabled else ''))
+        if restored_p:
+            run.log(restored_p)
         run.save_reals()
         run.save_fakes(start_nimg)
         tf.get_default_graph().finalize()  # any op created from here on would be a bug (per-step graph growth)
         _run_ticks(graphs, schedule, run, data, start_nimg, training_config.nimg_of_kimg(cfg.total_kimg),
                    cfg.snapshot_ticks, resume)
         final = run.path('network-final.pkl')
+        store_augment_p(pipe, D)
         legacy.save_network_pkl(final, (G, D, Gs))
         run.log('done: %s' % final)
     finally:
@@ -426,6 +523,7 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
     networks = (graphs.G, graphs.D, graphs.Gs)
     tick_start_nimg, tick_start_time, ticks = nimg, time.time(), 0
     last_lod, stats, nonfinite = None, [], 0
+    augment_p = augment_rt = None
     with cli.progress((total_nimg - nimg) / 1000.0, 'training', unit='kimg') as bar:
         while nimg < total_nimg:
             phase = schedule.at(nimg / 1000.0)
@@ -458,6 +556,7 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
                         raise UserError('training diverged: losses were not finite for %d minibatches at kimg %.3f; '
                                         'the last good snapshot is %s'
                                         % (nonfinite, nimg / 1000.0, last_snapshot or 'none'))
+            augment_p, augment_rt = graphs.update_augment()
             done = nimg >= total_nimg
             if nimg < tick_start_nimg + phase.tick_kimg * 1000 and not done:
                 continue
@@ -466,15 +565,18 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
             seconds = time.time() - tick_start_time
             G_loss, D_loss, penalty = np.mean(stats, axis=0) if stats else (np.nan,) * 3
             sec_per_kimg = seconds / max((nimg - tick_start_nimg) / 1000.0, 1e-9)
+            # r_t, the mean sign of D's real scores over the last minibatches, rises towards 1 as D overfits.
             run.log('tick %-4d kimg %-8.3f lod %-6.3f resolution %-4d minibatch %-3d sec/kimg %-8.2f '
-                    'G_loss %-9.4f D_loss %-9.4f gradient_penalty %.4f'
+                    'G_loss %-9.4f D_loss %-9.4f gradient_penalty %-8.4f augment_p %-7.4f r_t %.3f'
                     % (ticks, nimg / 1000.0, phase.lod, phase.resolution, phase.minibatch, sec_per_kimg, G_loss,
-                       D_loss, penalty))
+                       D_loss, penalty, augment_p, augment_rt))
             run.summarize(nimg, [('Progress/lod', phase.lod), ('Progress/resolution', phase.resolution),
                                  ('Progress/minibatch', phase.minibatch), ('Timing/sec_per_kimg', sec_per_kimg),
-                                 ('Loss/G', G_loss), ('Loss/D', D_loss), ('Loss/gradient_penalty', penalty)])
+                                 ('Loss/G', G_loss), ('Loss/D', D_loss), ('Loss/gradient_penalty', penalty),
+                                 ('Progress/augment_p', augment_p), ('Loss/signs_real', augment_rt)])
             run.save_fakes(nimg)
             if ticks % snapshot_ticks == 0 or done:
+                store_augment_p(graphs.augment_pipe, graphs.D)
                 last_snapshot = run.save_snapshot(nimg, networks)
                 run.log_metrics(nimg)
             tick_start_nimg, tick_start_time, stats = nimg, time.time(), []

@@ -220,3 +220,50 @@ def test_D_and_G_losses_are_composed_as_in_wgan_gp():
     np.testing.assert_allclose(G_loss, -fake_scores, rtol=1e-5, atol=1e-6)
     expected = fake_scores - real_scores + 10.0 * terms['gradient_penalty'] + 0.001 * real_scores ** 2
     np.testing.assert_allclose(D_loss, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_every_image_D_sees_goes_through_augment_with_its_role():
+    """augment(images, role) stands between every image and D: the reals, the fakes and the interpolated images
+    of D's loss and the fakes of G's loss, each with its own role.  Distinct transforms per role (NumPy
+    references in NHWC) show which image went where; the gradient penalty differentiates through the augmentation
+    with respect to the interpolated image itself (for a sign flip its norm is D's gradient norm at -x)."""
+    rng = np.random.RandomState(12)
+    N = 4
+    latents = rng.randn(N, LATENT).astype(np.float32)
+    reals = rng.uniform(-1, 1, (N, 8, 8, 1)).astype(np.float32)
+    mixing = rng.uniform(0, 1, (N, 1, 1, 1)).astype(np.float32)
+    labels = np.zeros((N, 0), np.float32)
+    transforms = {'reals': (lambda x: tf.reverse(x, [2]), lambda x: x[:, :, ::-1]),
+                  'fakes': (lambda x: tf.transpose(x, [0, 2, 1, 3]), lambda x: x.transpose(0, 2, 1, 3)),
+                  'mixed': (lambda x: -x, lambda x: -x),
+                  'G': (lambda x: tf.reverse(x, [1]), lambda x: x[:, ::-1])}
+    roles = []
+
+    def augment(images, role):
+        roles.append(role)
+        return transforms[role][0](images)
+
+    with new_session(seed=5):
+        G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=8, latent_size=LATENT, fmap_base=32, fmap_max=8)
+        D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=8, fmap_base=32, fmap_max=8)
+        G.init_vars()
+        D.init_vars()
+        D_loss, terms = losses.D_wgangp(G, D, tf.constant(latents), tf.constant(reals), tf.constant(labels),
+                                        tf.constant(mixing), augment=augment)
+        G_loss = losses.G_wgan(G, D, tf.constant(latents), tf.constant(labels), augment=augment)
+        assert sorted(roles) == ['G', 'fakes', 'mixed', 'reals']
+        D_loss, G_loss, terms = tfutil.run([D_loss, G_loss, terms])
+        fakes = G.run(latents, labels)
+        mixed = reals + (fakes - reals) * mixing
+        plain_norms = tfutil.run(losses.gradient_norms(D, tf.constant(transforms['mixed'][1](mixed))))
+        real_scores = D.run(transforms['reals'][1](reals))[0]
+        fake_scores = D.run(transforms['fakes'][1](fakes))[0]
+        G_scores = D.run(transforms['G'][1](fakes))[0]
+        unaugmented_scores = D.run(reals)[0]
+    assert np.abs(real_scores - unaugmented_scores).max() > 1e-4  # the flip matters to this D
+    np.testing.assert_allclose(terms['real_scores'], real_scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(terms['fake_scores'], fake_scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(G_loss, -G_scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(terms['gradient_norms'][:, 0], plain_norms, rtol=1e-5)
+    expected = fake_scores - real_scores + 10.0 * terms['gradient_penalty'] + 0.001 * real_scores ** 2
+    np.testing.assert_allclose(D_loss, expected, rtol=1e-5, atol=1e-6)

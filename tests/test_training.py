@@ -84,7 +84,8 @@ def read_png(path):
 
 TICK_LINE = re.compile(r'kimg\s+(?P<kimg>[-\d.]+)\s+lod\s+(?P<lod>[-\d.]+)\s+resolution\s+(?P<resolution>\d+)\s+'
                        r'minibatch\s+(?P<minibatch>\d+)\s+sec/kimg\s+(?P<sec>[-\d.]+)\s+G_loss\s+(?P<G_loss>\S+)\s+'
-                       r'D_loss\s+(?P<D_loss>\S+)\s+gradient_penalty\s+(?P<gradient_penalty>\S+)')
+                       r'D_loss\s+(?P<D_loss>\S+)\s+gradient_penalty\s+(?P<gradient_penalty>\S+)\s+'
+                       r'augment_p\s+(?P<augment_p>\S+)\s+r_t\s+(?P<r_t>\S+)')
 
 
 def tick_lines(run_dir):
@@ -712,6 +713,7 @@ def test_run_writes_every_output(first_run, tiny_images, data_dir):
         assert tick['minibatch'] == 16 and tick['sec'] > 0
         for key in ('G_loss', 'D_loss', 'gradient_penalty'):
             assert np.isfinite(tick[key]), tick
+        assert tick['augment_p'] == 0 and -1 <= tick['r_t'] <= 1  # nothing augmented; D's overfitting measured
     assert [t['resolution'] for t in logged] == [4, 8, 16, 16]
     with open(os.path.join(run_dir, 'log.txt')) as f:
         log_text = f.read()
@@ -724,7 +726,7 @@ def test_run_writes_every_output(first_run, tiny_images, data_dir):
         for value in event.summary.value:
             tags.setdefault(value.tag, []).append(value.simple_value)
     for tag in ('Progress/lod', 'Progress/resolution', 'Progress/minibatch', 'Timing/sec_per_kimg', 'Loss/G',
-                'Loss/D', 'Loss/gradient_penalty'):
+                'Loss/D', 'Loss/gradient_penalty', 'Progress/augment_p', 'Loss/signs_real'):
         assert len(tags.get(tag, [])) == len(ticks), (tag, sorted(tags))
     np.testing.assert_allclose(tags['Progress/lod'], [t['lod'] for t in logged], atol=0.0006)
 
@@ -955,6 +957,16 @@ PARSE_TIME_REFUSALS = {
     'metric-images 0': (['--metric-images', '0'], ['--metric-images']),
     'metrics unknown': (['--metrics', 'fid'], ['--metrics']),
     'resume latest, no results dir': (['--resume', 'latest'], ['no such results directory']),
+    'augment unknown': (['--augment', 'gan'], ['--augment', 'gan']),
+    'augment-enable unknown': (['--augment', 'ada', '--augment-enable', 'blur'], ['--augment-enable', 'blur']),
+    'augment-enable and -disable': (['--augment', 'ada', '--augment-enable', 'cutout', '--augment-disable',
+                                     'xflip,cutout'], ['cutout', 'both enabled and disabled']),
+    'augment none with p': (['--augment-p', '0.5'], ['augment is none']),
+    'augment none with an augmentation': (['--augment-enable', 'xflip'], ['augment is none']),
+    'diffaugment with p': (['--augment', 'diffaugment', '--augment-p', '0.5'], ['applies to ada']),
+    'augment-p above 1': (['--augment', 'ada', '--augment-p', '1.5'], ['--augment-p']),
+    'ada-target nan': (['--ada-target', 'nan'], ['--ada-target']),
+    'ada-kimg 0': (['--ada-kimg', '0'], ['--ada-kimg']),
 }
 
 
@@ -1034,6 +1046,8 @@ def bad_runs(tmp_path_factory, data_dir):
                                       [snapshot, 'fmap_base=32', 'command line', '64']),
         'resume with nothing left to train': (['--data', data_dir, '--resume', snapshot, '--total-kimg', 0.2],
                                               [snapshot, 'nothing left to train']),
+        'conditional without labels': (['--data', data_dir, '--conditional'],
+                                       [data_dir, 'has no labels', 'dataset_tool.py merge']),
     }
     outdirs = {case: os.path.join(base, 'out-%d' % i) for i, case in enumerate(sorted(cases))}
     outdirs['resume latest, no snapshots'] = no_snapshots
@@ -1053,7 +1067,8 @@ def bad_runs(tmp_path_factory, data_dir):
 @pytest.mark.parametrize('case', ['missing dataset', 'no tfrecords', 'corrupt lower resolution',
                                   'missing resume file', 'missing resume file without kimg', 'resume not a pickle',
                                   'resume latest, no snapshots', 'resume other resolution',
-                                  'resume other network size', 'resume with nothing left to train'])
+                                  'resume other network size', 'resume with nothing left to train',
+                                  'conditional without labels'])
 def test_bad_input_fails_cleanly_without_a_run_directory(bad_runs, case):
     result, outdir, before, fragments = bad_runs[case]
     assert_clean_failure(result, *fragments)
