@@ -27,8 +27,14 @@ def parse_args(argv=None):
     parser.add_argument('--precision', choices=['float32', 'bfloat16', 'float16'], default='float32',
                         help='compute precision; reduced ones are faster on hardware that has them '
                              '(default: %(default)s)')
-    parser.add_argument('--label-index', type=cli.nonnegative_int,
-                        help='class to generate, for generators trained with labels')
+    label = parser.add_mutually_exclusive_group()
+    label.add_argument('--label', metavar='NAME',
+                       help='class to generate, by name (e.g. MIA), for conditional generators: the class names '
+                            'are stored with networks trained by 3-train.py --conditional; with --interpolate, '
+                            'every image of a strip is of this class')
+    label.add_argument('--label-index', type=cli.nonnegative_int, metavar='I',
+                       help='class to generate, by label column 0..K-1, for conditional generators (also those '
+                            'that store no class names)')
     cli.add_image_output_options(parser)
     return parser.parse_args(argv)
 
@@ -58,8 +64,8 @@ def main(argv=None):
     outputs.png_set_paths(args.outdir, pattern, files, args.grid)
 
     Gs = generation.load_generator(args.model)
-    latent_size, label_size = Gs.input_shapes[0][1], Gs.input_shapes[1][1]
-    generation.one_hot_labels(0, label_size, args.label_index)  # refuse a --label-index that does not fit
+    latent_size = Gs.input_shapes[0][1]
+    label_index = generation.label_index_for(Gs, args.label, args.label_index, source=args.model)
     if latents is None:
         latents = generation.random_latents(files * (2 if args.interpolate else 1), latent_size, args.seed)
     else:
@@ -68,7 +74,7 @@ def main(argv=None):
         latents = generation.interpolation_latents(latents, args.interpolate)
 
     with cli.progress(len(latents), 'generating') as bar:
-        images = generation.generate_images(Gs, latents, args.label_index, args.batch_size, args.precision,
+        images = generation.generate_images(Gs, latents, label_index, args.batch_size, args.precision,
                                             progress=bar.update)
     if args.interpolate:
         strips = images.reshape((-1, strip_length) + images.shape[1:])

@@ -3,6 +3,7 @@
     python compute_metrics.py --real processData/AIS --fake demo/weight/AIS.pkl        # real vs generated
     python compute_metrics.py --real processData/AIS --fake processData/IAC            # two datasets
     python compute_metrics.py --real processData/AIS --halves                          # baseline: two halves
+    python compute_metrics.py --real processData/MIA --fake all.pkl --label MIA        # one class of a conditional model
 
 Everything is computed offline in NumPy (metrics.py); nothing is downloaded.
 """
@@ -48,8 +49,13 @@ def parse_args(argv=None):
                         help='comma-separated subset of %s (default: all)' % ','.join(METRICS))
     parser.add_argument('--batch-size', type=cli.positive_int, default=32,
                         help='images generated per step from a network pickle (default: %(default)s)')
-    parser.add_argument('--label-index', type=cli.nonnegative_int,
-                        help='class to generate, for generators trained with labels')
+    label = parser.add_mutually_exclusive_group()
+    label.add_argument('--label', metavar='NAME',
+                       help='class to generate from a conditional network pickle, by name (e.g. MIA; the names '
+                            'are stored with networks trained by 3-train.py --conditional): per-class metrics '
+                            'against that class\'s dataset as --real')
+    label.add_argument('--label-index', type=cli.nonnegative_int, metavar='I',
+                       help='class to generate from a conditional network pickle, by label column 0..K-1')
     return parser.parse_args(argv)
 
 
@@ -94,9 +100,14 @@ def load_sets(args):
     _need(args.real, len(real), number)
     with cli.progress(number, 'generating') as bar:
         fake = generation.images_from_pickle(args.fake, number, args.seed, args.batch_size, args.label_index,
-                                             progress=bar.update)
+                                             progress=bar.update, label=args.label)
+    if args.label is not None or args.label_index is not None:
+        which = 'class %s' % (args.label if args.label is not None else 'index %d' % args.label_index)
+    else:
+        which = None
     return (real[:number], generation.channels_first(fake), '%s, images 0..%d' % (args.real, number - 1),
-            '%s, %d generated images, latent seed %d' % (args.fake, number, args.seed))
+            '%s, %d generated images%s, latent seed %d'
+            % (args.fake, number, ' of %s' % which if which else '', args.seed))
 
 
 def main(argv=None):
@@ -106,6 +117,9 @@ def main(argv=None):
         raise UserError('%s: no such dataset directory' % args.real)
     if args.fake is not None and not os.path.exists(args.fake):
         raise UserError('%s: no such model file or dataset directory' % args.fake)
+    if (args.label is not None or args.label_index is not None) and (args.halves or os.path.isdir(args.fake)):
+        raise UserError('%s applies to a network pickle given as --fake, not to datasets'
+                        % ('--label' if args.label is not None else '--label-index'))
     real, fake, real_text, fake_text = load_sets(args)
     try:
         report(args, real, fake, real_text, fake_text)

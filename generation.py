@@ -94,6 +94,58 @@ def load_generator(pkl_path):
     return legacy.load_network_pkl(pkl_path, which=('Gs',))
 
 
+def class_names(Gs):
+    """The class names stored with a conditional generator, one per label column in column order
+    (static_kwargs['label_names'], written by 3-train.py --conditional), or None where it stores none.
+
+    Old and unconditional pickles, and conditional ones from the original code, store none: their classes
+    have only indices.
+    """
+    label_size = Gs.input_shapes[1][1]
+    names = Gs.static_kwargs.get('label_names')
+    if not label_size or names is None:
+        return None
+    if (not isinstance(names, (list, tuple)) or len(names) != label_size
+            or not all(isinstance(name, str) and name for name in names)):
+        raise UserError('this generator stores class names %r that do not name its %d label columns'
+                        % (names, label_size))
+    return list(names)
+
+
+def label_index_for(Gs, name=None, index=None, source=None):
+    """The label column to generate from `Gs`: that of the class `name` (--label) or `index` (--label-index);
+    None for an unconditional generator given neither.
+
+    A class name matches exactly, or else case-insensitively if that picks one class.  Every refusal is a
+    UserError naming `source` (the network pickle) when given.
+    """
+    if name is not None and index is not None:
+        raise ValueError('give a class name or a label index, not both')
+    prefix = '%s: ' % source if source else ''
+    label_size = Gs.input_shapes[1][1]
+    if not label_size:
+        if name is not None or index is not None:
+            raise UserError('%sthis generator was trained without labels; %s does not apply'
+                            % (prefix, '--label' if name is not None else '--label-index'))
+        return None
+    names = class_names(Gs)
+    indices = '--label-index 0..%d' % (label_size - 1)
+    if name is not None:
+        if names is None:
+            raise UserError('%sthis conditional generator stores no class names; use %s' % (prefix, indices))
+        if name in names:
+            return names.index(name)
+        folded = [i for i, known in enumerate(names) if known.lower() == name.lower()]
+        if len(folded) == 1:
+            return folded[0]
+        raise UserError('%sno class %r; the classes of this generator are %s' % (prefix, name, ', '.join(names)))
+    if index is None or not 0 <= index < label_size:
+        choices = ('--label %s or %s' % ('|'.join(names), indices)) if names else indices
+        raise UserError('%sthis generator is conditional on %d classes%s: pass %s'
+                        % (prefix, label_size, ' (%s)' % ', '.join(names) if names else '', choices))
+    return index
+
+
 def one_hot_labels(number, label_size, label_index=None):
     """Labels for a conditional generator (all of one class), or the empty [N, 0] input of an unconditional one."""
     labels = np.zeros((number, label_size), dtype=np.float32)
@@ -158,10 +210,12 @@ def channels_first(images):
 
 
 def images_from_pickle(pkl_path, number, seed=0, batch_size=32, label_index=None, precision='float32',
-                       progress=None):
+                       progress=None, label=None):
     """uint8 images [N, H, W] (or [N, H, W, 3]) of the generator Gs of a network pickle for RandomState(seed)
-    latents: the images `2-inference.py --model PKL --number N --seed S` writes."""
+    latents, all of the class `label` (a stored class name) or `label_index`: the images
+    `2-inference.py --model PKL --number N --seed S [--label NAME]` writes."""
     Gs = load_generator(pkl_path)
+    label_index = label_index_for(Gs, label, label_index, source=pkl_path)
     latents = random_latents(number, Gs.input_shapes[0][1], seed)
     return generate_images(Gs, latents, label_index, batch_size, precision, progress=progress)
 

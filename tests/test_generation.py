@@ -62,6 +62,81 @@ def test_conditional_generator_needs_a_label_and_takes_per_image_labels(tf_sessi
     assert np.array_equal(mixed[:3], one_class[:3]) and not np.array_equal(mixed[3:], one_class[3:])
 
 
+def conditional_generator(name, **settings):
+    return tfutil.Network(name, 'G_paper', resolution=16, fmap_base=64, fmap_max=16, latent_size=16, label_size=3,
+                          **settings)
+
+
+def test_class_names_and_label_index_for_a_conditional_generator_with_names(tf_session):
+    G = conditional_generator('Gn', label_names=['AIS', 'IAC', 'MIA'])
+    assert generation.class_names(G) == ['AIS', 'IAC', 'MIA']
+    assert [generation.label_index_for(G, name=n) for n in ('AIS', 'IAC', 'MIA')] == [0, 1, 2]
+    assert generation.label_index_for(G, name='mia') == 2  # one class matches regardless of case
+    assert generation.label_index_for(G, index=1) == 1
+    with pytest.raises(UserError) as error:
+        generation.label_index_for(G, name='SCC', source='all.pkl')
+    assert str(error.value) == "all.pkl: no class 'SCC'; the classes of this generator are AIS, IAC, MIA"
+    with pytest.raises(UserError) as error:
+        generation.label_index_for(G, source='all.pkl')
+    assert str(error.value) == ('all.pkl: this generator is conditional on 3 classes (AIS, IAC, MIA): pass '
+                                '--label AIS|IAC|MIA or --label-index 0..2')
+    with pytest.raises(UserError, match=r'--label-index 0\.\.2'):
+        generation.label_index_for(G, index=3)
+    with pytest.raises(ValueError):
+        generation.label_index_for(G, name='AIS', index=0)
+
+
+def test_names_that_differ_only_in_case_must_match_exactly(tf_session):
+    G = conditional_generator('Gc', label_names=['a', 'A', 'b'])
+    assert generation.label_index_for(G, name='A') == 1
+    assert generation.label_index_for(G, name='B') == 2
+    with pytest.raises(UserError, match="no class 'a '"):
+        generation.label_index_for(G, name='a ')
+
+
+def test_conditional_generator_without_names_has_only_indices(tf_session):
+    G = conditional_generator('Gi')
+    assert generation.class_names(G) is None
+    assert generation.label_index_for(G, index=2) == 2
+    with pytest.raises(UserError) as error:
+        generation.label_index_for(G, name='MIA', source='orig.pkl')
+    assert str(error.value) == 'orig.pkl: this conditional generator stores no class names; use --label-index 0..2'
+    with pytest.raises(UserError) as error:
+        generation.label_index_for(G)
+    assert str(error.value) == 'this generator is conditional on 3 classes: pass --label-index 0..2'
+
+
+def test_class_names_that_do_not_fit_the_labels_are_refused(tf_session):
+    G = conditional_generator('Gw', label_names=['AIS', 'MIA'])
+    with pytest.raises(UserError, match='do not name its 3 label columns'):
+        generation.label_index_for(G, name='AIS')
+
+
+def test_label_on_an_unconditional_generator_is_refused(tiny_generator):
+    assert generation.class_names(tiny_generator) is None
+    assert generation.label_index_for(tiny_generator) is None
+    with pytest.raises(UserError) as error:
+        generation.label_index_for(tiny_generator, name='AIS', source='AIS.pkl')
+    assert str(error.value) == 'AIS.pkl: this generator was trained without labels; --label does not apply'
+    with pytest.raises(UserError, match='without labels; --label-index does not apply'):
+        generation.label_index_for(tiny_generator, index=0)
+
+
+def test_class_names_round_trip_through_a_network_pickle(tmp_path):
+    from test_inference import LABEL_NAMES, conditional_pickle
+    import legacy
+    path = conditional_pickle(str(tmp_path / 'all.pkl'))
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph):
+        nets = legacy.load_network_pkl(path)
+        for net in nets:
+            assert net.static_kwargs['label_names'] == LABEL_NAMES, net.name
+        Gs = nets[2]
+        assert Gs.input_shapes[1] == [None, 3]
+        assert generation.class_names(Gs) == LABEL_NAMES
+        assert generation.label_index_for(Gs, name='IAC') == 1
+
+
 def test_result_does_not_depend_on_how_output_is_chunked(tiny_generator, monkeypatch):
     latents = generation.random_latents(20, tiny_generator.input_shapes[0][1], seed=5)
     whole = generation.generate_images(tiny_generator, latents, batch_size=4)

@@ -81,6 +81,26 @@ def model(tmp_path_factory):
     session.close()
 
 
+LABEL_NAMES = ['AIS', 'IAC', 'MIA']
+
+
+def conditional_pickle(path, label_names=LABEL_NAMES, seed=5):
+    """A tiny conditional network pickle (3 classes) with fixed weights, as 3-train.py --conditional writes one:
+    G, D and Gs carry the class names in their static_kwargs (none if `label_names` is None, as the original
+    code's conditional pickles)."""
+    settings = dict(TINY, label_size=len(LABEL_NAMES), latent_size=LATENT_SIZE)
+    if label_names is not None:
+        settings['label_names'] = list(label_names)
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph):
+        G = tfutil.Network('G', 'G_paper', **settings)
+        D = tfutil.Network('D', 'D_paper', **settings)
+        G.set_vars(tiny_weights(G, seed))
+        D.set_vars(tiny_weights(D, seed + 1))
+        legacy.save_network_pkl(path, (G, D, G.clone('Gs')))
+    return path
+
+
 def wrong_shape_pickle(path):
     """Networks whose static_kwargs say 16 feature maps while their variables have 8."""
     graph = tf.Graph()
@@ -404,3 +424,136 @@ def test_bad_input_fails_cleanly_and_writes_nothing(runs, name):
     directory, args, fragments = runs.failures[name]
     assert_clean_failure(runs.results[name], *fragments)
     assert snapshot(directory) == runs.before[name]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Conditional generators: --label NAME next to --label-index
+
+DEMO_MODEL = os.path.join(ROOT, 'demo', 'weight', 'AIS.pkl')  # unconditional, stores no class names
+
+
+@pytest.fixture(scope='module')
+def conditional_runs(tmp_path_factory):
+    """A conditional pickle with class names and one without; each command runs once, concurrently."""
+    root = str(tmp_path_factory.mktemp('conditional'))
+    named = conditional_pickle(os.path.join(root, 'named.pkl'))
+    nameless = conditional_pickle(os.path.join(root, 'nameless.pkl'), label_names=None)
+
+    def out(name):
+        return os.path.join(root, name.replace(' ', '_'))
+    commands = {
+        'label MIA': ['--model', named, '--label', 'MIA', '--number', 6, '--seed', 4],
+        'label-index 2': ['--model', named, '--label-index', 2, '--number', 6, '--seed', 4],
+        'label-index 0': ['--model', named, '--label-index', 0, '--number', 6, '--seed', 4],
+        'interpolate IAC': ['--model', named, '--label', 'IAC', '--interpolate', K, '--number', 2, '--seed', 6],
+        'label on the demo model': ['--model', DEMO_MODEL, '--label', 'AIS'],
+        'unknown label': ['--model', named, '--label', 'SCC'],
+        'label without stored names': ['--model', nameless, '--label', 'MIA'],
+        'no label, names stored': ['--model', named],
+        'no label, no names stored': ['--model', nameless],
+    }
+    commands = {name: args + ['--outdir', out(name)] for name, args in commands.items()}
+    with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
+        futures = {name: pool.submit(run_script, SCRIPT, *args) for name, args in commands.items()}
+    runs = Runs()
+    runs.results = {name: future.result() for name, future in futures.items()}
+    runs.named, runs.nameless, runs.outdir = named, nameless, out
+    return runs
+
+
+def conditional_images(path, latents, labels):
+    """uint8 images of the pickle's Gs for these latents and per-image labels, through generation.py."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph):
+        Gs = legacy.load_network_pkl(path, which=('Gs',))
+        return generation.generate_images(Gs, latents, labels=labels)
+
+
+def one_hot_rows(number, index):
+    labels = np.zeros((number, len(LABEL_NAMES)), np.float32)
+    labels[:, index] = 1
+    return labels
+
+
+@pytest.mark.slow
+def test_label_by_name_writes_the_images_of_that_label_index(conditional_runs):
+    for name in ('label MIA', 'label-index 2', 'label-index 0'):
+        succeeded(conditional_runs, name)
+    by_name, by_index = conditional_runs.outdir('label MIA'), conditional_runs.outdir('label-index 2')
+    assert sorted(os.listdir(by_name)) == sorted('inference_img_%d.png' % i for i in range(6))
+    for i in range(6):
+        png = 'inference_img_%d.png' % i
+        assert file_bytes(os.path.join(by_name, png)) == file_bytes(os.path.join(by_index, png)), png
+
+    images = read_pngs(by_name, 'inference_img_%d.png', 6)
+    latents = generation.random_latents(6, LATENT_SIZE, seed=4)
+    assert np.array_equal(images, conditional_images(conditional_runs.named, latents, one_hot_rows(6, 2)))
+    # The class matters: the same latents as class 0 (AIS) are other nodules.
+    class_0 = read_pngs(conditional_runs.outdir('label-index 0'), 'inference_img_%d.png', 6)
+    assert np.array_equal(class_0, conditional_images(conditional_runs.named, latents, one_hot_rows(6, 0)))
+    assert all(np.mean(np.abs(a.astype(int) - b)) > 2 for a, b in zip(images, class_0))
+
+
+@pytest.mark.slow
+def test_interpolation_stays_within_the_chosen_class(conditional_runs):
+    succeeded(conditional_runs, 'interpolate IAC')
+    out = conditional_runs.outdir('interpolate IAC')
+    assert sorted(os.listdir(out)) == ['interpolation_0.png', 'interpolation_1.png']
+    strips = read_pngs(out, 'interpolation_%d.png', 2)
+    tiles = strips.reshape(2, SIZE, K + 2, SIZE).transpose(0, 2, 1, 3).reshape(-1, SIZE, SIZE)
+
+    latents = generation.interpolation_latents(generation.random_latents(4, LATENT_SIZE, seed=6), K)
+    iac = one_hot_rows(len(latents), LABEL_NAMES.index('IAC'))  # every image of every strip, both ends included
+    assert np.array_equal(tiles, conditional_images(conditional_runs.named, latents, iac))
+    # Another class at one end would show: the strips' ends as MIA are other images.
+    mia = one_hot_rows(len(latents), LABEL_NAMES.index('MIA'))
+    other = conditional_images(conditional_runs.named, latents, mia)
+    ends = [0, K + 1, K + 2, 2 * K + 3]
+    assert all(np.mean(np.abs(tiles[i].astype(int) - other[i])) > 2 for i in ends)
+
+
+def assert_one_line_refusal(runs, name, *fragments):
+    result = runs.results[name]
+    assert_clean_failure(result, *fragments)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not os.path.exists(runs.outdir(name))  # nothing written, not even the output directory
+
+
+@pytest.mark.slow
+def test_label_on_an_unconditional_generator_is_refused(conditional_runs):
+    assert_one_line_refusal(conditional_runs, 'label on the demo model', DEMO_MODEL,
+                            'this generator was trained without labels; --label does not apply')
+
+
+@pytest.mark.slow
+def test_unknown_label_lists_the_class_names(conditional_runs):
+    assert_one_line_refusal(conditional_runs, 'unknown label', conditional_runs.named, "'SCC'", 'AIS, IAC, MIA')
+
+
+@pytest.mark.slow
+def test_label_on_a_conditional_generator_without_names_points_to_label_index(conditional_runs):
+    assert_one_line_refusal(conditional_runs, 'label without stored names', conditional_runs.nameless,
+                            'stores no class names', '--label-index 0..2')
+
+
+@pytest.mark.slow
+def test_conditional_generator_without_a_class_asks_for_one(conditional_runs):
+    assert_one_line_refusal(conditional_runs, 'no label, names stored', conditional_runs.named,
+                            'conditional on 3 classes (AIS, IAC, MIA)', '--label AIS|IAC|MIA', '--label-index 0..2')
+    assert_one_line_refusal(conditional_runs, 'no label, no names stored', conditional_runs.nameless,
+                            'conditional on 3 classes', '--label-index 0..2')
+    assert '--label ' not in conditional_runs.results['no label, no names stored'].stderr
+
+
+def test_label_and_label_index_together_are_refused_when_parsing(tmp_path):
+    out = str(tmp_path / 'out')
+    result = run_script(SCRIPT, '--model', str(tmp_path / 'any.pkl'), '--label', 'MIA', '--label-index', '2',
+                        '--outdir', out)
+    assert_clean_failure(result, '--label-index', 'not allowed with', '--label')
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert os.listdir(str(tmp_path)) == []
+
+    result = run_script(SCRIPT, '-h')
+    text = ' '.join(result.stdout.split())
+    assert '[--label NAME | --label-index I]' in text
+    assert 'stored with networks trained by 3-train.py --conditional' in text
