@@ -354,7 +354,10 @@ def runs(tmp_path_factory):
         dataset.write_dataset(str(root / name), images)
     model = str(root / 'tiny.pkl')
     generated = tiny_pickle(model)
+    from test_inference import conditional_pickle
+    conditional = conditional_pickle(str(root / 'conditional.pkl'))
     commands = {
+        'label MIA': ['--real', root / 'S', '--fake', conditional, '--num', 8, '--seed', 3, '--label', 'MIA'],
         'datasets': ['--real', root / 'A', '--fake', root / 'B', '--num', 12, '--seed', 1],
         'pickle': ['--real', root / 'S', '--fake', model, '--num', 8, '--seed', 3],
         'missing': ['--real', root / 'nothing-here', '--halves'],
@@ -363,7 +366,8 @@ def runs(tmp_path_factory):
     with ThreadPoolExecutor(len(commands)) as pool:
         futures = {key: pool.submit(run_script, SCRIPT, *args) for key, args in commands.items()}
         results = {key: future.result() for key, future in futures.items()}
-    return {'root': root, 'sets': sets, 'generated': generated, 'results': results}
+    return {'root': root, 'sets': sets, 'generated': generated, 'results': results, 'model': model,
+            'conditional': conditional}
 
 
 def test_command_compares_two_datasets(runs):
@@ -402,6 +406,30 @@ def test_command_generates_from_a_network_pickle(runs):
     assert 'latent seed 3' in result.stdout
 
 
+def test_command_measures_one_class_of_a_conditional_pickle(runs):
+    import generation
+    import legacy
+    from tfcompat import tf
+    result = runs['results']['label MIA']
+    assert result.returncode == 0, result.stderr
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph):
+        Gs = legacy.load_network_pkl(runs['conditional'], which=('Gs',))
+        latents = generation.random_latents(8, Gs.input_shapes[0][1], 3)
+        labels = np.zeros((8, 3), np.float32)
+        labels[:, 2] = 1  # MIA, the third class
+        mia = generation.generate_images(Gs, latents, labels=labels)[:, np.newaxis]
+        labels = np.roll(labels, -1, axis=1)  # IAC, to show the class changes the measurement
+        iac = generation.generate_images(Gs, latents, labels=labels)[:, np.newaxis]
+    real = runs['sets']['S']
+    report = parse_report(result.stdout)
+    expected = metrics.sliced_wasserstein_distance(real, mia, seed=3)[1]
+    assert report['16x16'] == pytest.approx(expected, abs=6e-4)
+    assert abs(metrics.sliced_wasserstein_distance(real, iac, seed=3)[1] - expected) > 1e-2
+    assert report['fake'] == pytest.approx(metrics.ms_ssim_consecutive_pairs(mia), abs=6e-5)
+    assert 'generated images of class MIA, latent seed 3' in result.stdout
+
+
 def test_command_fails_cleanly_on_a_missing_dataset(runs):
     assert_clean_failure(runs['results']['missing'], 'nothing-here', 'no such dataset directory')
 
@@ -428,6 +456,13 @@ def test_command_reports_bad_input_as_user_errors(runs, capsys):
         (['--real', root / 'A', '--halves', '--num', 13], 'holds 24 images'),
         (['--real', root / 'A', '--fake', root / 'B', '--num', 25], 'holds 24 images'),
         (['--real', root / 'A', '--fake', root / 'S'], 'are 32x32 but the fake ones are 16x16'),
+        (['--real', root / 'S', '--fake', runs['model'], '--label', 'AIS'],
+         'trained without labels; --label does not apply'),
+        (['--real', root / 'S', '--fake', runs['conditional'], '--label', 'SCC'],
+         "no class 'SCC'; the classes of this generator are AIS, IAC, MIA"),
+        (['--real', root / 'S', '--fake', runs['conditional']], r'pass --label AIS\|IAC\|MIA or --label-index'),
+        (['--real', root / 'A', '--fake', root / 'B', '--label', 'AIS'], '--label applies to a network pickle'),
+        (['--real', root / 'A', '--halves', '--label-index', '0'], '--label-index applies to a network pickle'),
     ]
     for argv, message in cases:
         with pytest.raises(UserError, match=message):
