@@ -11,6 +11,12 @@ Two policies from the literature, adapted to single-channel lung-window CT patch
   1000), 0, 1), so p can go from 0 to 1 in 500k images.  Augmentations applied with p below about 0.8 do not leak
   into the generator: it cannot tell a flipped real from a real it should imitate flipped.
 
+  The ADA paper's discriminator outputs logits, whose zero is its decision threshold.  A WGAN critic's scores have
+  no such zero: only differences count, and the drift term holds the real scores' mean near 0 however well D
+  separates reals from fakes, so E[sign(D(real))] stays near 0 and p would never rise.  Given the fake scores too,
+  r_t measures each real score from the critic's threshold instead, the midpoint between the minibatch's mean real
+  and mean fake score: 1 when D puts every real above it (overfitting), about 0 when reals and fakes overlap.
+
 Everything happens inside the TensorFlow graph on NHWC float images in -1..1 of any size from 4x4 up, and is
 differentiable with respect to the images (the gradient penalty and the generator's loss differentiate through
 it).  Random parameters are drawn per sample for a whole minibatch (`draw`) and applied separately (`apply`), so a
@@ -98,8 +104,8 @@ class AugmentPipe(object):
     Build it once, before the graph is finalised; it owns four non-trainable variables under `name`/: `p`, `rt`
     (r_t of the last update) and the running sum and count of sign(D(real)) since then.  Per minibatch and role
     (reals, fakes, ...): `params = pipe.draw(minibatch, resolution)`, then `pipe.apply(images, params)`.  Run
-    `pipe.accumulate(real_scores)` with each discriminator step, and `pipe.update_op` on its own every 4
-    minibatches (ADA's interval): never in the same run as a draw, which reads p.
+    `pipe.accumulate(real_scores, fake_scores)` with each discriminator step, and `pipe.update_op` on its own every
+    4 minibatches (ADA's interval): never in the same run as a draw, which reads p.
     """
 
     def __init__(self, policy='ada',
@@ -302,13 +308,17 @@ class AugmentPipe(object):
     # ------------------------------------------------------------------------------------------------------------
     # The overfitting heuristic and p
 
-    def accumulate(self, real_scores):
-        """Op adding sign(D(real)) of a minibatch to the running sum; pass the scores of ALL devices in one list
-        (one update of the sums per step: separate ops per device could race on the variables)."""
-        if not isinstance(real_scores, (list, tuple)):
-            real_scores = [real_scores]
+    def accumulate(self, real_scores, fake_scores=None):
+        """Op adding the signs of a minibatch's real scores to the running sum: sign(D(real)) for a logistic
+        discriminator, sign(D(real) - threshold) for a WGAN critic when `fake_scores` are given, the threshold
+        being the midpoint of the minibatch's mean real and mean fake score.  Pass the scores of ALL devices in one
+        list each (one update of the sums per step: separate ops per device could race on the variables)."""
+        flat = lambda scores: tf.concat([tf.reshape(s, [-1]) for s in
+                                         (scores if isinstance(scores, (list, tuple)) else [scores])], axis=0)
         with tf.name_scope(self.name + '_accumulate'):
-            scores = tf.concat([tf.reshape(s, [-1]) for s in real_scores], axis=0)
+            scores = flat(real_scores)
+            if fake_scores is not None:
+                scores -= (tf.reduce_mean(scores) + tf.reduce_mean(flat(fake_scores))) * 0.5
             return tf.group(tf.assign_add(self._sign_sum, tf.reduce_sum(tf.sign(scores))),
                             tf.assign_add(self._sign_count, tf.cast(tf.size(scores), tf.float32)))
 

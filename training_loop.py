@@ -109,7 +109,8 @@ class TrainingGraphs(object):
     Adam optimizers.
 
     `augment_pipe` (an augment.AugmentPipe) augments every image on its way into D, reals and fakes alike; each D
-    step adds the signs of D's real scores to the pipe's overfitting statistic, and update_augment() (every
+    step adds the signs of D's real scores, measured from the midpoint of the mean real and mean fake score (a
+    critic's scores have no fixed zero), to the pipe's overfitting statistic, and update_augment() (every
     MINIBATCH_REPEATS minibatches) turns them into r_t and, for ada, a new p.
 
     With `full_resolution` every level's graph is built the original's way instead: networks at full resolution,
@@ -161,7 +162,7 @@ class TrainingGraphs(object):
         # groups (sample n in group n mod N/G) are then the same as on one device.
         count = len(devices)
         share = lambda x, t: x[t::count]
-        D_losses, G_losses, penalties, real_scores = [], [], [], []
+        D_losses, G_losses, penalties, real_scores, fake_scores = [], [], [], [], []
         for t, device in enumerate(devices):
             augment_share = losses.no_augmentation
             if pipe is not None and pipe.enabled:
@@ -177,11 +178,12 @@ class TrainingGraphs(object):
                 G_losses.append(tf.reduce_mean(G_loss))
                 penalties.append(tf.reduce_mean(terms['gradient_penalty']))
                 real_scores.append(terms['real_scores'])
+                fake_scores.append(terms['fake_scores'])
         D_step = _apply_if_finite(self.D_opt, _average_gradients(D_losses, list(D.trainables.values())))
         G_step = _apply_if_finite(self.G_opt, _average_gradients(G_losses, list(G.trainables.values())))
         if pipe is not None:  # one op for all devices' scores: separate ones could race on the running sums
             with tf.device('/cpu:0'):
-                D_step = tf.group(D_step, pipe.accumulate(real_scores))
+                D_step = tf.group(D_step, pipe.accumulate(real_scores, fake_scores))
         mean = lambda values: tf.add_n(values) / float(len(values))
         return {'D_step': tf.group(D_step, self.Gs_update), 'G_step': G_step, 'minibatch': minibatch,
                 'D_loss': mean(D_losses), 'G_loss': mean(G_losses), 'gradient_penalty': mean(penalties)}
@@ -565,7 +567,7 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
             seconds = time.time() - tick_start_time
             G_loss, D_loss, penalty = np.mean(stats, axis=0) if stats else (np.nan,) * 3
             sec_per_kimg = seconds / max((nimg - tick_start_nimg) / 1000.0, 1e-9)
-            # r_t, the mean sign of D's real scores over the last minibatches, rises towards 1 as D overfits.
+            # r_t, the mean sign of D's real scores from its threshold over the last minibatches: near 1, D overfits.
             run.log('tick %-4d kimg %-8.3f lod %-6.3f resolution %-4d minibatch %-3d sec/kimg %-8.2f '
                     'G_loss %-9.4f D_loss %-9.4f gradient_penalty %-8.4f augment_p %-7.4f r_t %.3f'
                     % (ticks, nimg / 1000.0, phase.lod, phase.resolution, phase.minibatch, sec_per_kimg, G_loss,

@@ -24,6 +24,7 @@ from PIL import Image
 
 from conftest import ROOT, assert_clean_failure, run_script
 from tfcompat import tf
+import augment
 import dataset
 import legacy
 import outputs
@@ -575,7 +576,7 @@ class _FixedDraws(object):
         return self._tf.constant(self._rng.uniform(minval, maxval, shape).astype(np.float32))
 
 
-def _one_training_step(num_devices, initial, reals, monkeypatch):
+def _one_training_step(num_devices, initial, reals, monkeypatch, augment_policy=None):
     with fresh_session(cpu_devices=num_devices, seed=9):
         G, D = tiny_networks()
         G.set_vars(initial['G'])
@@ -588,12 +589,17 @@ def _one_training_step(num_devices, initial, reals, monkeypatch):
         fixed = _FixedDraws(tf, seed=21)
         with monkeypatch.context() as patch:
             patch.setattr(training_loop, 'tf', fixed)
+            patch.setattr(augment, 'tf', fixed)
             patch.setattr(training_loop.dataset, 'training_batches',
                           lambda *args, **kwargs: (tf.constant(reals), tf.zeros([len(reals), 0])))
             schedule = training_loop.Schedule(16, initial_resolution=16, minibatch=len(reals))
-            graphs = training_loop.TrainingGraphs(G, D, Gs, '<unused>', schedule, devices)
+            # Every augmentation at p = 1, the bilinear ones included: the worst case for splitting the draws.
+            pipe = augment.AugmentPipe(augment_policy, initial_p=1.0, ada_target=None, cutout=True) \
+                if augment_policy else None
+            graphs = training_loop.TrainingGraphs(G, D, Gs, '<unused>', schedule, devices, augment_pipe=pipe)
         # The draws really are the fixed ones: no random op of the training graph is left.
-        assert sorted(kind for kind, _ in fixed.calls) == ['normal', 'normal', 'uniform']
+        if pipe is None:
+            assert sorted(kind for kind, _ in fixed.calls) == ['normal', 'normal', 'uniform']
         assert [op.name for op in tf.get_default_graph().get_operations()
                 if op.type.startswith('Random') and not op.name.startswith(('G/', 'D/', 'Gs/'))] == []
         tfutil.initialize_uninitialized_vars()
@@ -606,20 +612,26 @@ def _one_training_step(num_devices, initial, reals, monkeypatch):
             G_loss = tfutil.run([ops['G_step'], ops['G_loss']], {graphs.lr_in: 0.001})[1]
             results.append(dict(D_loss=D_values[0], penalty=D_values[1], G_loss=G_loss, after_D=after_D,
                                 G=trainable_values(G), Gs=trainable_values(Gs)))
+        if pipe is not None:  # r_t from the real scores of every device's share
+            results[-1]['rt'] = graphs.update_augment()[1]
         return results
 
 
 @pytest.mark.slow
-def test_two_devices_give_the_same_step_as_one(tiny_images, monkeypatch):
+@pytest.mark.parametrize('augment_policy', [None, 'ada'])
+def test_two_devices_give_the_same_step_as_one(tiny_images, monkeypatch, augment_policy):
     """Minibatch 8 with the minibatch-stddev layer on (group 4): split over two logical CPU devices (4 each) the
-    losses and the weights after two D and two G steps equal those of one device, to float tolerance."""
+    losses and the weights after two D and two G steps equal those of one device, to float tolerance; with every
+    augmentation on too (the draws are made for the whole minibatch and shared out with the images)."""
     reals = (tiny_images[:8].transpose(0, 2, 3, 1).astype(np.float32) / 127.5 - 1.0)
     with fresh_session(seed=8):
         G, D = tiny_networks()
         assert D.static_kwargs.get('mbstd_group_size', 4) == 4
         initial = {'G': G.get_vars(), 'D': D.get_vars()}
-    one = _one_training_step(1, initial, reals, monkeypatch)
-    two = _one_training_step(2, initial, reals, monkeypatch)
+    one = _one_training_step(1, initial, reals, monkeypatch, augment_policy)
+    two = _one_training_step(2, initial, reals, monkeypatch, augment_policy)
+    if augment_policy:
+        assert two[-1]['rt'] == one[-1]['rt']
     # Tolerances: the first step sees the same numbers summed in another order (a few 1e-7 apart); by the second,
     # Adam (which divides by the gradient's own size) has amplified those into the 1e-6 range.  Splitting the
     # minibatch into the wrong minibatch-stddev groups moves weights by about 2e-3 (2 * lr) on the first step.
@@ -1075,6 +1087,117 @@ def test_bad_input_fails_cleanly_without_a_run_directory(bad_runs, case):
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert run_dirs(outdir) == before, 'a run directory was left behind by a failed start'
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small-data training: ADA's p through a run and its resume, one conditional model of two classes
+
+ADA_STEP = 64 / 2000.0  # p moves by the images of 4 minibatches of 16 over ada_kimg 2 (2000 images) per update
+
+
+@pytest.fixture(scope='module')
+def labelled_data_dir(tmp_path_factory, tiny_images):
+    """The tiny images as two named classes, 16 each, as dataset_tool.py merge would label them."""
+    labels = np.zeros((len(tiny_images), 2), np.float32)
+    labels[np.arange(len(tiny_images)), np.arange(len(tiny_images)) // 16] = 1.0
+    return dataset.write_dataset(str(tmp_path_factory.mktemp('labelled') / 'two'), tiny_images, labels=labels,
+                                 metadata={'classes': ['AIS', 'MIA']})
+
+
+@pytest.fixture(scope='module')
+def ada_run(tmp_path_factory, labelled_data_dir):
+    """--conditional --augment ada with target -1, so that p rises with every update (r_t is never below -1),
+    ADA_STEP at a time; then a resume from its last snapshot for 0.256 kimg more."""
+    outdir = str(tmp_path_factory.mktemp('ada'))
+    first = check_ok(train('--data', labelled_data_dir, '--outdir', outdir, '--conditional', '--augment', 'ada',
+                           '--ada-target', -1, '--ada-kimg', 2, '--total-kimg', 1, '--tick-kimg', 0.25,
+                           '--snapshot-ticks', 2, *TINY_ARGS))
+    snapshot = os.path.join(outdir, run_dirs(outdir)[0], 'network-snapshot-000001.024.pkl')
+    resumed = check_ok(train('--outdir', outdir, '--resume', snapshot, '--total-kimg', 1.28))
+    first_dir, resumed_dir = [os.path.join(outdir, d) for d in run_dirs(outdir)]
+    return first_dir, resumed_dir, snapshot, first, resumed
+
+
+def stored_augment_p(pkl):
+    with fresh_session():
+        return legacy.load_network_pkl(pkl, which=('D',)).static_kwargs.get('augment_p')
+
+
+@pytest.mark.slow
+def test_ada_p_adapts_is_logged_and_travels_with_the_snapshots(ada_run):
+    first_dir, _, _, _, _ = ada_run
+    ticks = tick_lines(first_dir)
+    p = [t['augment_p'] for t in ticks]
+    updates = np.diff([0.0] + p) / ADA_STEP  # updates that moved p in each tick: 4 per tick at most
+    assert np.all(np.abs(updates - np.round(updates)) < 0.01) and np.all((updates >= 0) & (updates <= 4.01)), p
+    assert p[-1] > 8 * ADA_STEP, p  # it did adapt (16 updates in 1 kimg; r_t = -1 exactly stops one)
+    events = [n for n in os.listdir(first_dir) if n.startswith('events.out.tfevents.')]
+    logged = {}
+    for event in tf.train.summary_iterator(os.path.join(first_dir, events[0])):
+        for value in event.summary.value:
+            logged.setdefault(value.tag, []).append(value.simple_value)
+    np.testing.assert_allclose(logged['Progress/augment_p'], p, atol=6e-5)
+    assert len(logged['Loss/signs_real']) == len(ticks)
+    # Snapshots carry the p of their tick in D's static keywords, which the networks' builders ignore.
+    assert stored_augment_p(os.path.join(first_dir, 'network-snapshot-000000.512.pkl')) == pytest.approx(p[1],
+                                                                                                         abs=6e-5)
+    assert stored_augment_p(os.path.join(first_dir, 'network-final.pkl')) == pytest.approx(p[-1], abs=6e-5)
+    config = read_config(first_dir)
+    assert config['augment'] == 'ada' and config['ada_target'] == -1 and config['augment_p'] is None
+    assert config['augment_config']['augmentations'] == ['xflip', 'yflip', 'rotate90', 'translate', 'scale',
+                                                         'rotate', 'brightness', 'contrast']
+
+
+@pytest.mark.slow
+def test_resume_continues_ada_from_the_snapshots_p(ada_run):
+    _, resumed_dir, snapshot, _, _ = ada_run
+    stored = stored_augment_p(snapshot)
+    with open(os.path.join(resumed_dir, 'log.txt')) as f:
+        log_text = f.read()
+    assert 'augment: p = %.4f restored from %s' % (stored, snapshot) in log_text
+    resumed_p = tick_lines(resumed_dir)[0]['augment_p']  # 4 updates after the resume
+    assert stored - 1e-4 <= resumed_p <= stored + 4 * ADA_STEP + 1e-4
+    assert resumed_p > 4 * ADA_STEP + 1e-4  # more than p could reach from 0 in those 4 updates
+    assert read_config(resumed_dir)['augment'] == 'ada'  # restored with the other settings
+
+
+@pytest.mark.slow
+def test_conditional_run_stores_its_class_names_for_inference(ada_run, tmp_path):
+    first_dir, _, _, first, _ = ada_run
+    assert 'conditional on 2 classes: AIS, MIA' in first.stdout
+    final = os.path.join(first_dir, 'network-final.pkl')
+    with fresh_session():
+        for net in legacy.load_network_pkl(final):
+            assert net.static_kwargs['label_size'] == 2 and net.static_kwargs['label_names'] == ['AIS', 'MIA']
+    generated = {}
+    for name in ('AIS', 'MIA'):
+        outdir = str(tmp_path / name)
+        check_ok(run_script('2-inference.py', '--model', final, '--label', name, '--number', 4, '--outdir', outdir))
+        generated[name] = [read_png(os.path.join(outdir, 'inference_img_%d.png' % i))[1] for i in range(4)]
+    assert any(not np.array_equal(a, b) for a, b in zip(generated['AIS'], generated['MIA']))  # the label matters
+
+
+@pytest.mark.slow
+def test_labels_are_used_only_with_conditional(tmp_path, labelled_data_dir, ada_run):
+    """Without --conditional a labelled dataset trains one unconditional model (and the log says so); a
+    conditional snapshot cannot be resumed without its labels."""
+    outdir = str(tmp_path / 'plain')
+    result = check_ok(train('--data', labelled_data_dir, '--outdir', outdir, '--total-kimg', 0.128, *TINY_ARGS))
+    assert 'has labels; they are not used (train one model of every class with --conditional)' in result.stdout
+    with fresh_session():
+        Gs = legacy.load_network_pkl(os.path.join(outdir, run_dirs(outdir)[0], 'network-final.pkl'), which=('Gs',))
+        assert Gs.input_shapes[1] == [None, 0] and 'label_names' not in Gs.static_kwargs
+    _, _, snapshot, _, _ = ada_run
+    refused = train('--outdir', str(tmp_path / 'refused'), '--resume', snapshot, '--no-conditional',
+                    '--total-kimg', 2)
+    assert_clean_failure(refused, snapshot, 'label_size=2', '0')
+    assert not os.path.exists(str(tmp_path / 'refused'))
+
+
+def test_setting_lists_match_the_augment_module():
+    """training_config names the policies and augmentations without importing TensorFlow; they must be augment's."""
+    assert training_config.AUGMENT_POLICIES == augment.POLICIES
+    assert training_config.AUGMENTATIONS == augment.AUGMENTATIONS
 
 
 # ----------------------------------------------------------------------------------------------------------------
