@@ -637,6 +637,8 @@ def test_two_devices_give_the_same_step_as_one(tiny_images, monkeypatch, augment
     # minibatch into the wrong minibatch-stddev groups moves weights by about 2e-3 (2 * lr) on the first step.
     for step, (a, b) in enumerate(zip(one, two)):
         loss_rtol, weight_atol = (1e-5, 1e-6) if step == 0 else (1e-4, 1e-5)
+        if augment_policy:  # the bilinear resampling adds its own differently ordered sums (1.2e-6 on TF 1.12)
+            weight_atol *= 4
         for key in ('D_loss', 'penalty', 'G_loss'):
             assert np.isfinite(a[key])
             assert float(b[key]) == pytest.approx(float(a[key]), rel=loss_rtol, abs=1e-7), (step, key)
