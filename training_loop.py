@@ -525,7 +525,7 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
     networks = (graphs.G, graphs.D, graphs.Gs)
     tick_start_nimg, tick_start_time, ticks = nimg, time.time(), 0
     last_lod, stats, nonfinite = None, [], 0
-    augment_p = augment_rt = None
+    augment_p, rts = None, []
     with cli.progress((total_nimg - nimg) / 1000.0, 'training', unit='kimg') as bar:
         while nimg < total_nimg:
             phase = schedule.at(nimg / 1000.0)
@@ -558,7 +558,8 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
                         raise UserError('training diverged: losses were not finite for %d minibatches at kimg %.3f; '
                                         'the last good snapshot is %s'
                                         % (nonfinite, nimg / 1000.0, last_snapshot or 'none'))
-            augment_p, augment_rt = graphs.update_augment()
+            augment_p, rt = graphs.update_augment()
+            rts.append(rt)
             done = nimg >= total_nimg
             if nimg < tick_start_nimg + phase.tick_kimg * 1000 and not done:
                 continue
@@ -567,7 +568,8 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
             seconds = time.time() - tick_start_time
             G_loss, D_loss, penalty = np.mean(stats, axis=0) if stats else (np.nan,) * 3
             sec_per_kimg = seconds / max((nimg - tick_start_nimg) / 1000.0, 1e-9)
-            # r_t, the mean sign of D's real scores from its threshold over the last minibatches: near 1, D overfits.
+            # r_t, the mean sign of D's real scores from its threshold, here over the tick: near 1, D overfits.
+            augment_rt = np.mean(rts)
             run.log('tick %-4d kimg %-8.3f lod %-6.3f resolution %-4d minibatch %-3d sec/kimg %-8.2f '
                     'G_loss %-9.4f D_loss %-9.4f gradient_penalty %-8.4f augment_p %-7.4f r_t %.3f'
                     % (ticks, nimg / 1000.0, phase.lod, phase.resolution, phase.minibatch, sec_per_kimg, G_loss,
@@ -581,4 +583,4 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
                 store_augment_p(graphs.augment_pipe, graphs.D)
                 last_snapshot = run.save_snapshot(nimg, networks)
                 run.log_metrics(nimg)
-            tick_start_nimg, tick_start_time, stats = nimg, time.time(), []
+            tick_start_nimg, tick_start_time, stats, rts = nimg, time.time(), [], []
