@@ -15,6 +15,12 @@ Only numbers measured in this process are put side by side as ratios:
 * bfloat16 GEMM against float32 GEMM, with which bfloat16 hardware the CPU has: AMX, AVX-512-BF16 without AMX,
   or neither (on an AVX-512-BF16 Xeon without AMX the reviewer measured bfloat16 GEMM at 0.52x float32 and
   `2-inference.py --precision bfloat16` at 0.56x; only AMX's matrix units make bfloat16 reliably faster).
+* "--augment": one step at 64x64 with each augmentation policy against the same step without augmentation
+  (augment_pipe=None), the candidates timed in turn with the order rotated every round; each round's time is
+  divided by that round's baseline and the median of those ratios is reported.  The worst case is ada at p=1 with
+  every augmentation on, cutout included (the bilinear resampling for scale and rotation, gathers of four pixels
+  per output pixel, applied to reals, fakes, the penalty's mixed images and the G step's fakes); ADA's p update
+  runs every 4 steps as in the training loop.  The budget is +15% per step.
 Figures measured elsewhere are quoted as such, never divided by this run's numbers (see OUTSIDE_FIGURES).
 
 FLOP estimate: the forward multiply-adds per image of G and D at the trained resolution are counted layer by layer
@@ -29,6 +35,7 @@ ignored, so this is an estimate to about +-30%, good for orders of magnitude and
     python benchmarks/bench_training.py            # small configuration (fmap_base 1024, fmap_max 128)
     python benchmarks/bench_training.py --full     # also the default one (8192 / 512) at 16x16 and 64x64 (slow)
     python benchmarks/bench_training.py --quick    # fewer and shorter repeats
+    python benchmarks/bench_training.py --augment-only   # just the cost of --augment at 64x64
 """
 import argparse
 import os
@@ -44,6 +51,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 MINIBATCH = 16
+AUGMENT_BUDGET = 0.15  # --augment may add at most this much to a training step at 64x64
 SMALL = dict(fmap_base=1024, fmap_max=128)
 DEFAULT = dict(fmap_base=8192, fmap_max=512)
 # Measured elsewhere, quoted as such: the original PGGAN code and this code side by side on one machine.
@@ -115,6 +123,19 @@ def gemm_rate(tf, tfutil, dtype='float32', size=2048, chain=4, repeats=5):
     return statistics.median(rates), max(rates)
 
 
+def run_steps(graphs, level, steps):
+    """`steps` training steps as the training loop runs them: ADA's p (and r_t) updated every MINIBATCH_REPEATS
+    steps (a no-op without an augment pipe).  Returns the last step's losses."""
+    import training_loop
+    for index in range(steps):
+        values = graphs.step(level, 0.001)
+        if index % training_loop.MINIBATCH_REPEATS == training_loop.MINIBATCH_REPEATS - 1:
+            graphs.update_augment()
+    if not np.all(np.isfinite(values)):
+        raise RuntimeError('non-finite losses at level %d: %s' % (level, values))
+    return values
+
+
 def _seconds_per_step(graphs, level, lod, warmup):
     """Prepare `graphs` at one level and lod (warm-up included); returns the seconds one step takes."""
     graphs.set_lod(lod)
@@ -153,15 +174,12 @@ def measure_alternately(candidates, level, lod, warmup, repeats, seconds):
         for index, graphs in enumerate(candidates):
             graphs.set_lod(lod)
             start = time.time()
-            for _ in range(steps[index]):
-                values = graphs.step(level, 0.001)
+            run_steps(graphs, level, steps[index])
             rates[index].append(steps[index] * MINIBATCH / (time.time() - start))
-            if not np.all(np.isfinite(values)):
-                raise RuntimeError('non-finite losses at level %d: %s' % (level, values))
     return [(statistics.median(r), min(r), max(r)) for r in rates]
 
 
-def build_graphs(kwargs, resolutions, data_dir, full_resolution):
+def build_graphs(kwargs, resolutions, data_dir, full_resolution, augment_pipe=None):
     import tfutil
     import training_loop
     G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=64, **kwargs)
@@ -171,7 +189,7 @@ def build_graphs(kwargs, resolutions, data_dir, full_resolution):
     schedule = training_loop.Schedule(64, initial_resolution=min(resolutions), minibatch=MINIBATCH)
     graphs = training_loop.TrainingGraphs(G, D, G.clone('Gs'), data_dir, schedule,
                                           training_loop.available_devices(1), seed=1000,
-                                          full_resolution=full_resolution)
+                                          full_resolution=full_resolution, augment_pipe=augment_pipe)
     tfutil.initialize_uninitialized_vars()
     return G, D, graphs
 
@@ -209,6 +227,73 @@ def run_config(name, kwargs, resolutions, data_dir, args, peak):
             sys.stdout.flush()
 
 
+def augment_cases():
+    """(label, AugmentPipe or None) of each policy timed against no augmentation; built inside the current graph."""
+    import augment
+    worst = dict(initial_p=1.0, ada_target=None, cutout=True)  # every augmentation, cutout too, on every image
+    return [('none (augment_pipe=None)', None),
+            ('none (pipe: only r_t)', augment.AugmentPipe('none', name='AugmentNone')),
+            ('diffaugment', augment.AugmentPipe('diffaugment', name='AugmentDiff')),
+            ('ada p=0.2, all on', augment.AugmentPipe('ada', initial_p=0.2, ada_target=None, cutout=True,
+                                                      name='AugmentAda02')),
+            ('ada p=1, all on (worst)', augment.AugmentPipe('ada', name='AugmentAda1', **worst))]
+
+
+def measure_rotated(candidates, level, lod, warmup, repeats, seconds):
+    """Seconds per step of each of `candidates` (the first is the baseline) over `repeats` rounds: each round runs
+    the same number of steps of every candidate, starting with a different one each round.  Returns per
+    candidate the list of per-round seconds per step and the list of per-round ratios to the baseline."""
+    baseline = _seconds_per_step(candidates[0], level, lod, warmup)
+    for graphs in candidates[1:]:
+        _seconds_per_step(graphs, level, lod, warmup)
+    steps = max(1, int(round(seconds / baseline)))
+    times = [[] for _ in candidates]
+    for round_index in range(repeats):
+        order = list(range(len(candidates)))
+        shift = round_index % len(order)
+        for index in order[shift:] + order[:shift]:
+            graphs = candidates[index]
+            graphs.set_lod(lod)
+            start = time.time()
+            run_steps(graphs, level, steps)
+            times[index].append((time.time() - start) / steps)
+    ratios = [[t / b for t, b in zip(column, times[0])] for column in times]
+    return times, ratios, steps
+
+
+def run_augment(kwargs, data_dir, args):
+    """Print the cost of each --augment policy at 64x64 as ms/step and same-run ratios to no augmentation."""
+    import tfutil
+    from tfcompat import tf
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph, config=tfutil.session_config()) as session, \
+            session.as_default():
+        tf.set_random_seed(1000)
+        start = time.time()
+        cases = augment_cases()
+        candidates = [build_graphs(kwargs, [64], data_dir, full_resolution=False, augment_pipe=pipe)[2]
+                      for _, pipe in cases]
+        print('--augment at 64x64, small configuration (fmap_base %d, fmap_max %d, minibatch %d): one step = D step '
+              '+ G step, p update every 4 steps; graphs built in %.1f s'
+              % (kwargs['fmap_base'], kwargs['fmap_max'], MINIBATCH, time.time() - start))
+        sys.stdout.flush()
+        times, ratios, steps = measure_rotated(candidates, 6, 0.0, args.warmup, args.augment_repeats,
+                                               args.seconds)
+        print('%d rounds of %d step(s) per policy, order rotated every round; ratio = median over rounds of the '
+              'round\'s time / that round\'s none' % (args.augment_repeats, steps))
+        print('%-26s %9s %17s %8s %15s' % ('augment', 'ms/step', '(min..max)', 'ratio', '(min..max)'))
+        for (label, _), column, ratio in zip(cases, times, ratios):
+            print('%-26s %9.1f %17s %7.3fx %15s'
+                  % (label, 1000 * statistics.median(column), '(%.1f..%.1f)' % (1000 * min(column),
+                                                                                1000 * max(column)),
+                     statistics.median(ratio), '(%.2f..%.2f)' % (min(ratio), max(ratio))))
+        worst = statistics.median(ratios[-1])
+        print('worst case (%s): %+.1f%% per step, %s the %d%% budget'
+              % (cases[-1][0], 100 * (worst - 1), 'within' if worst <= 1 + AUGMENT_BUDGET else 'OVER',
+                 int(round(100 * AUGMENT_BUDGET))))
+        sys.stdout.flush()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -222,10 +307,15 @@ def main(argv=None):
     parser.add_argument('--seconds', type=float, help='length of one repeat in seconds (default 2, quick 0.5)')
     parser.add_argument('--warmup', type=int, help='untimed steps first (default 3, quick 2)')
     parser.add_argument('--images', type=int, default=256, help='synthetic 64x64 images in the dataset')
+    parser.add_argument('--augment-only', action='store_true',
+                        help='only the cost of --augment at 64x64 (no GEMM peak, no per-resolution table)')
+    parser.add_argument('--augment-repeats', type=int,
+                        help='rounds of the --augment comparison (default 9, quick 3): more rounds, less noise')
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.seconds = args.seconds or (0.5 if args.quick else 2.0)
     args.warmup = args.warmup or (2 if args.quick else 3)
+    args.augment_repeats = args.augment_repeats or (3 if args.quick else 9)
 
     import dataset
     import tfcompat
@@ -235,17 +325,19 @@ def main(argv=None):
     print('TensorFlow %s, Python %s, %d CPU(s), load average %.2f; minibatch %d; one step = D step with gradient '
           'penalty and Gs update + G step' % (tfcompat.TF_VERSION, sys.version.split()[0], os.cpu_count() or 0,
                                               load, MINIBATCH))
-    print('bfloat16 hardware: %s' % bfloat16_hardware())
-    repeats = 3 if args.quick else 5
-    peak, bf16_text = gemm_rates(tf, tfutil, tfcompat.TF_VERSION, repeats)
-    print(OUTSIDE_FIGURES)
-    print()
-    sys.stdout.flush()
-
     workdir = tempfile.mkdtemp(prefix='bench-training-')
     try:
         images = np.random.RandomState(0).randint(0, 256, size=(args.images, 1, 64, 64)).astype(np.uint8)
         data_dir = dataset.write_dataset(os.path.join(workdir, 'synthetic'), images)
+        if args.augment_only:
+            run_augment(SMALL, data_dir, args)
+            return
+        print('bfloat16 hardware: %s' % bfloat16_hardware())
+        repeats = 3 if args.quick else 5
+        peak, _ = gemm_rates(tf, tfutil, tfcompat.TF_VERSION, repeats)
+        print(OUTSIDE_FIGURES)
+        print()
+        sys.stdout.flush()
         run_config('small', SMALL, [4, 8, 16, 32, 64], data_dir, args, peak)
         if args.full:
             print()
@@ -255,6 +347,8 @@ def main(argv=None):
         if later_peak > 1.2 * peak:
             print('the float32 GEMM is %.2fx faster now than at the start: the machine was busier then, and the '
                   '"%% peak" column overstates the share (by up to that factor)' % (later_peak / peak))
+        print()
+        run_augment(SMALL, data_dir, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
