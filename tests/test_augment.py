@@ -408,3 +408,26 @@ def test_orientation_statistics_see_flips_and_rotations():
 def test_orientation_statistics_refuse_a_wrong_shape():
     with pytest.raises(ValueError, match=r'\[N, C, H, W\]'):
         augment.orientation_statistics(np.zeros((4, 8, 8)))
+
+
+def test_critic_scores_are_signed_from_the_midpoint_of_real_and_fake_means(tf_session):
+    """For a WGAN critic (fake scores given) r_t is the mean sign of real - (mean real + mean fake) / 2 over the
+    whole step, all devices together: the same for any shift of the scores, which a critic is free to make."""
+    rng = np.random.RandomState(5)
+    reals = [rng.randn(4, 1).astype(np.float32) + 2.5 for _ in range(2)]
+    fakes = [rng.randn(4, 1).astype(np.float32) + 1.5 for _ in range(2)]
+    all_reals, all_fakes = np.concatenate(reals), np.concatenate(fakes)
+    expected = np.mean(np.sign(all_reals - (all_reals.mean() + all_fakes.mean()) / 2))
+    assert expected != np.mean(np.sign(all_reals))  # the threshold matters for these scores
+    real_in = [tf.placeholder(tf.float32, [4, 1]) for _ in range(2)]
+    fake_in = [tf.placeholder(tf.float32, [4, 1]) for _ in range(2)]
+    pipe = augment.AugmentPipe('none')
+    accumulate = pipe.accumulate(real_in, fake_in)
+    tf_session.run(tf.global_variables_initializer())
+    measured = []
+    for shift in (0.0, 100.0, -3.5):
+        feed = dict(zip(real_in + fake_in, [x + np.float32(shift) for x in reals + fakes]))
+        tf_session.run(accumulate, feed)
+        tf_session.run(pipe.update_op)
+        measured.append(tf_session.run(pipe.rt))
+    np.testing.assert_allclose(measured, [expected] * 3, rtol=1e-6)
