@@ -27,14 +27,7 @@ def parse_args(argv=None):
     parser.add_argument('--precision', choices=['float32', 'bfloat16', 'float16'], default='float32',
                         help='compute precision; reduced ones are faster on hardware that has them '
                              '(default: %(default)s)')
-    label = parser.add_mutually_exclusive_group()
-    label.add_argument('--label', metavar='NAME',
-                       help='class to generate, by name (e.g. MIA), for conditional generators: the class names '
-                            'are stored with networks trained by 3-train.py --conditional; with --interpolate, '
-                            'every image of a strip is of this class')
-    label.add_argument('--label-index', type=cli.nonnegative_int, metavar='I',
-                       help='class to generate, by label column 0..K-1, for conditional generators (also those '
-                            'that store no class names)')
+    cli.add_label_options(parser, '; with --interpolate, every image of a strip is of this class')
     cli.add_image_output_options(parser)
     return parser.parse_args(argv)
 

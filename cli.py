@@ -17,6 +17,17 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(1, '%s: error: %s (see -h)\n' % (self.prog, message))
 
 
+def add_label_options(parser, label_note=''):
+    """--label NAME or --label-index I: the class a conditional generator is asked for (one or the other)."""
+    label = parser.add_mutually_exclusive_group()
+    label.add_argument('--label', metavar='NAME',
+                       help='class to generate from a conditional generator, by name (e.g. MIA): the class names '
+                            'are stored with networks trained by 3-train.py --conditional' + label_note)
+    label.add_argument('--label-index', type=nonnegative_int, metavar='I',
+                       help='class to generate from a conditional generator, by label column 0..K-1 (also in '
+                            'pickles that store no class names)')
+
+
 def add_image_output_options(parser):
     """--grid and --overwrite, as every script that writes a set of PNGs offers them."""
     parser.add_argument('--grid', metavar='FILE.png',

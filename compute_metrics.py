@@ -49,13 +49,7 @@ def parse_args(argv=None):
                         help='comma-separated subset of %s (default: all)' % ','.join(METRICS))
     parser.add_argument('--batch-size', type=cli.positive_int, default=32,
                         help='images generated per step from a network pickle (default: %(default)s)')
-    label = parser.add_mutually_exclusive_group()
-    label.add_argument('--label', metavar='NAME',
-                       help='class to generate from a conditional network pickle, by name (e.g. MIA; the names '
-                            'are stored with networks trained by 3-train.py --conditional): per-class metrics '
-                            'against that class\'s dataset as --real')
-    label.add_argument('--label-index', type=cli.nonnegative_int, metavar='I',
-                       help='class to generate from a conditional network pickle, by label column 0..K-1')
+    cli.add_label_options(parser, '; measures that class against --real, its own dataset')
     return parser.parse_args(argv)
 
 
