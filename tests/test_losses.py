@@ -195,19 +195,26 @@ def test_gradient_penalty_matches_finite_differences(mbstd_group_size):
 # How the terms are composed
 
 
+def small_minibatch(seed, N=4):
+    """Latents, 8x8 reals, interpolation factors and (empty) labels of an unconditional minibatch."""
+    rng = np.random.RandomState(seed)
+    return (rng.randn(N, LATENT).astype(np.float32), rng.uniform(-1, 1, (N, 8, 8, 1)).astype(np.float32),
+            rng.uniform(0, 1, (N, 1, 1, 1)).astype(np.float32), np.zeros((N, 0), np.float32))
+
+
+def small_networks():
+    G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=8, latent_size=LATENT, fmap_base=32, fmap_max=8)
+    D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=8, fmap_base=32, fmap_max=8)
+    G.init_vars()
+    D.init_vars()
+    return G, D
+
+
 def test_D_and_G_losses_are_composed_as_in_wgan_gp():
     """D loss = D(G(z)) - D(x) + 10 * GP + 0.001 * D(x)^2 per sample; G loss = -D(G(z))."""
-    rng = np.random.RandomState(11)
-    N = 4
-    latents = rng.randn(N, LATENT).astype(np.float32)
-    reals = rng.uniform(-1, 1, (N, 8, 8, 1)).astype(np.float32)
-    mixing = rng.uniform(0, 1, (N, 1, 1, 1)).astype(np.float32)
-    labels = np.zeros((N, 0), np.float32)
+    latents, reals, mixing, labels = small_minibatch(seed=11)
     with new_session(seed=4):
-        G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=8, latent_size=LATENT, fmap_base=32, fmap_max=8)
-        D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=8, fmap_base=32, fmap_max=8)
-        G.init_vars()
-        D.init_vars()
+        G, D = small_networks()
         D_loss, terms = losses.D_wgangp(G, D, tf.constant(latents), tf.constant(reals), tf.constant(labels),
                                         tf.constant(mixing))
         G_loss = losses.G_wgan(G, D, tf.constant(latents), tf.constant(labels))
@@ -227,12 +234,7 @@ def test_every_image_D_sees_goes_through_augment_with_its_role():
     of D's loss and the fakes of G's loss, each with its own role.  Distinct transforms per role (NumPy
     references in NHWC) show which image went where; the gradient penalty differentiates through the augmentation
     with respect to the interpolated image itself (for a sign flip its norm is D's gradient norm at -x)."""
-    rng = np.random.RandomState(12)
-    N = 4
-    latents = rng.randn(N, LATENT).astype(np.float32)
-    reals = rng.uniform(-1, 1, (N, 8, 8, 1)).astype(np.float32)
-    mixing = rng.uniform(0, 1, (N, 1, 1, 1)).astype(np.float32)
-    labels = np.zeros((N, 0), np.float32)
+    latents, reals, mixing, labels = small_minibatch(seed=12)
     transforms = {'reals': (lambda x: tf.reverse(x, [2]), lambda x: x[:, :, ::-1]),
                   'fakes': (lambda x: tf.transpose(x, [0, 2, 1, 3]), lambda x: x.transpose(0, 2, 1, 3)),
                   'mixed': (lambda x: -x, lambda x: -x),
@@ -244,10 +246,7 @@ def test_every_image_D_sees_goes_through_augment_with_its_role():
         return transforms[role][0](images)
 
     with new_session(seed=5):
-        G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=8, latent_size=LATENT, fmap_base=32, fmap_max=8)
-        D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=8, fmap_base=32, fmap_max=8)
-        G.init_vars()
-        D.init_vars()
+        G, D = small_networks()
         D_loss, terms = losses.D_wgangp(G, D, tf.constant(latents), tf.constant(reals), tf.constant(labels),
                                         tf.constant(mixing), augment=augment)
         G_loss = losses.G_wgan(G, D, tf.constant(latents), tf.constant(labels), augment=augment)
