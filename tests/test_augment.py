@@ -469,8 +469,8 @@ def test_augmenting_everything_d_sees_keeps_the_reals_orientation(tmp_path):
     each flipped).  D sees 25% right-bright reals, but also a quarter of every fake flipped, so the only way for G
     to match is to make every image left-bright: the flips must not leak.  Were the fakes not flipped (the flips
     applied to the reals only, as --mirror does), G would be pushed to make a quarter of its images right-bright.
-    Measured at 6 kimg: generated left_right 1.10-1.50 against the reals' 1.52, every image left-bright, on
-    both stacks and five seeds."""
+    Measured at 6 kimg: generated left_right 1.10-1.50 against the reals' 1.52, every image left-bright, with
+    seeds 2 and 3 on both stacks."""
     reals = left_bright_images(200)
     data_dir = dataset.write_dataset(str(tmp_path / 'left-bright'), reals)
     outdir = str(tmp_path / 'run')
