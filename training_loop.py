@@ -142,6 +142,7 @@ class TrainingGraphs(object):
         graph_resolution = None if full_resolution else resolution
         latent_size, label_size = G.input_shapes[0][1], G.input_shapes[1][1]
         pipe = self.augment_pipe
+        augmenting = pipe is not None and bool(pipe.enabled)
         with tf.device('/cpu:0'):
             reals, real_labels = dataset.training_batches(data_dir, level, minibatch, labels, mirror, seed)
             reals = fade_reals(reals, D.lod, schedule.resolution_log2 - level)
@@ -155,7 +156,7 @@ class TrainingGraphs(object):
                 fake_labels = tf.gather(tf.constant(np.asarray(labels, np.float32)), rows)
             else:
                 fake_labels = tf.zeros([minibatch, 0])
-            if pipe is not None and pipe.enabled:  # drawn for the whole minibatch, shared out like the images
+            if augmenting:  # drawn for the whole minibatch, shared out like the images
                 augment_params = {role: pipe.draw(minibatch, D.input_shapes[0][1] if full_resolution else resolution)
                                   for role in AUGMENT_ROLES}
         # Device t takes samples t, t+T, t+2T, ...: with equal group sizes the discriminator's minibatch-stddev
@@ -165,7 +166,7 @@ class TrainingGraphs(object):
         D_losses, G_losses, penalties, real_scores, fake_scores = [], [], [], [], []
         for t, device in enumerate(devices):
             augment_share = losses.no_augmentation
-            if pipe is not None and pipe.enabled:
+            if augmenting:
                 augment_share = lambda images, role, t=t: pipe.apply(images, share(augment_params[role], t))
             with tf.device(device), tf.name_scope('device%d' % t):
                 D_loss, terms = losses.D_wgangp(G, D, share(latents_D, t), share(reals, t), share(real_labels, t),
