@@ -126,9 +126,10 @@ def parse_args(argv=None):
     parser.add_argument('--augment-disable', type=augmentation_list, metavar='LIST',
                         help='augmentations to take out of the policy\'s, e.g. rotate90,yflip')
     parser.add_argument('--ada-target', type=setting_type('ada_target', float),
-                        help='ada: p rises while r_t = E[sign(D(real))] (1 when D scores every real positive, '
-                             'a sign of overfitting) is above this, and falls while below ' + default('ada_target',
-                                                                                                      RESTORED))
+                        help='ada: p rises while r_t, the mean sign of D\'s real scores measured from its '
+                             'threshold (midway between the mean real and mean fake score; 1 when D puts every '
+                             'real above it, a sign of overfitting), is above this, and falls while below '
+                             + default('ada_target', RESTORED))
     parser.add_argument('--ada-kimg', type=setting_type('ada_kimg', float),
                         help='ada: kimg for p to go from 0 to 1 at the fastest ' + default('ada_kimg', RESTORED))
     parser.add_argument('--augment-p', type=setting_type('augment_p', float),

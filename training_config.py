@@ -40,7 +40,7 @@ DEFAULTS = collections.OrderedDict([
     ('augment_enable', []),             # augmentations added to the policy's own
     ('augment_disable', []),            # augmentations taken out of the policy's own
     ('augment_p', None),                # ada: fixed probability p; None: p adapts, starting from 0
-    ('ada_target', 0.6),                # ada: target of r_t = E[sign(D(real))]
+    ('ada_target', 0.6),                # ada: target of r_t, the mean sign of real scores from D's threshold
     ('ada_kimg', 500.0),                # ada: kimg for p to move from 0 to 1
 ])
 METRICS = ('swd',)
@@ -70,6 +70,9 @@ def _optional(rule):
     return lambda value: value is None or rule(value)
 
 
+_AUGMENTATION_LIST = ('a list of augmentations (%s)' % ', '.join(AUGMENTATIONS),
+                      lambda v: isinstance(v, (list, tuple)) and all(a in AUGMENTATIONS for a in v))
+
 _RULES = {
     'data_dir': ('a directory name', lambda v: isinstance(v, str) and v != ''),
     'total_kimg': ('a number > 0', lambda v: _real(v) and v > 0),
@@ -94,10 +97,8 @@ _RULES = {
     'resume_kimg': ('a number >= 0', _optional(lambda v: _real(v) and v >= 0)),
     'conditional': ('true or false', lambda v: isinstance(v, bool)),
     'augment': ('one of %s' % ', '.join(AUGMENT_POLICIES), lambda v: v in AUGMENT_POLICIES),
-    'augment_enable': ('a list of augmentations (%s)' % ', '.join(AUGMENTATIONS),
-                       lambda v: isinstance(v, (list, tuple)) and all(a in AUGMENTATIONS for a in v)),
-    'augment_disable': ('a list of augmentations (%s)' % ', '.join(AUGMENTATIONS),
-                        lambda v: isinstance(v, (list, tuple)) and all(a in AUGMENTATIONS for a in v)),
+    'augment_enable': _AUGMENTATION_LIST,
+    'augment_disable': _AUGMENTATION_LIST,
     'augment_p': ('a number from 0 to 1', _optional(lambda v: _real(v) and 0 <= v <= 1)),
     'ada_target': ('a number from -1 to 1', lambda v: _real(v) and -1 <= v <= 1),
     'ada_kimg': ('a number > 0', lambda v: _real(v) and v > 0),
