@@ -1,5 +1,5 @@
 """Save the first images of a TFRecords dataset file as PNGs, to see what a dataset holds."""
-import cli
+from nodules.util import cli
 
 
 def parse_args(argv=None):
@@ -18,8 +18,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import dataset  # TensorFlow loads here, after -h and argument errors have had their say
-    import outputs
+    from nodules.data import dataset  # TensorFlow loads here, after -h and argument errors have had their say
+    from nodules.util import outputs
     outputs.check_outdir(args.outdir)
     images = dataset.read_images(args.tfrecords, args.number)
     if args.rgb and images.shape[1] == 3:

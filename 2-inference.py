@@ -1,8 +1,8 @@
 """Generate nodule patches from trained weights (a PGGAN network pickle) and save them as PNGs."""
-import cli
-from errors import UserError
-import generation
-import outputs
+from nodules.util import cli
+from nodules.util.errors import UserError
+from nodules import generation
+from nodules.util import outputs
 
 DEFAULT_NUMBER = 10
 

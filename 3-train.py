@@ -1,10 +1,10 @@
 """Train a progressive-growing WGAN-GP nodule generator on a multi-resolution TFRecord dataset."""
 import argparse
 
-import cli
-import training_config
+from nodules.util import cli
+from nodules.training import settings as training_settings
 
-DEFAULTS = training_config.DEFAULTS
+DEFAULTS = training_settings.DEFAULTS
 
 
 def setting_type(name, convert):
@@ -15,7 +15,7 @@ def setting_type(name, convert):
         except ValueError:
             raise argparse.ArgumentTypeError('%r is not a %s' % (text, 'whole number' if convert is int else 'number'))
         try:
-            return training_config.check_value(name, value)
+            return training_settings.check_value(name, value)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error))
     parse.__name__ = name  # argparse names the type in some messages
@@ -30,7 +30,7 @@ def resolution_map(text):
     except ValueError:
         raise argparse.ArgumentTypeError('expected RES:SIZE pairs like 4:64,8:32, got %r' % text)
     try:
-        return training_config.check_value('minibatch_dict', value)
+        return training_settings.check_value('minibatch_dict', value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error))
 
@@ -38,11 +38,11 @@ def resolution_map(text):
 def augmentation_list(text):
     """'xflip,cutout' -> ['xflip', 'cutout'], each a known augmentation."""
     names = [name.strip() for name in text.split(',') if name.strip()]
-    unknown = [name for name in names if name not in training_config.AUGMENTATIONS]
+    unknown = [name for name in names if name not in training_settings.AUGMENTATIONS]
     if unknown or not names:
         raise argparse.ArgumentTypeError('%r: expected comma-separated augmentations among %s'
-                                         % (text, ', '.join(training_config.AUGMENTATIONS)))
-    return sorted(set(names), key=training_config.AUGMENTATIONS.index)
+                                         % (text, ', '.join(training_settings.AUGMENTATIONS)))
+    return sorted(set(names), key=training_settings.AUGMENTATIONS.index)
 
 
 def default(name, note=''):
@@ -102,7 +102,7 @@ def parse_args(argv=None):
                              'settings); "latest" picks the newest snapshot under OUTDIR')
     parser.add_argument('--resume-kimg', type=setting_type('resume_kimg', float),
                         help='schedule position of --resume (default: read from its file name)')
-    parser.add_argument('--metrics', choices=list(training_config.METRICS) + ['none'], action='append',
+    parser.add_argument('--metrics', choices=list(training_settings.METRICS) + ['none'], action='append',
                         help='compute at every snapshot and log: swd = sliced Wasserstein distance to the reals; '
                              'none = no metrics (default: none%s)' % RESTORED)
     parser.add_argument('--metric-images', type=setting_type('metric_images', int),
@@ -114,7 +114,7 @@ def parse_args(argv=None):
                              '--label (default: off%s)' % RESTORED)
     parser.add_argument('--no-conditional', dest='conditional', action='store_false', default=None,
                         help='ignore the labels of a labelled dataset, also when resuming')
-    parser.add_argument('--augment', choices=training_config.AUGMENT_POLICIES,
+    parser.add_argument('--augment', choices=training_settings.AUGMENT_POLICIES,
                         help='augment every image D sees, real and generated, for small datasets: diffaugment = '
                              'always translate (up to 1/8 of the side), brightness (+-0.05, 37.5 HU), contrast '
                              '(x0.91-1.1) and cutout (half the side); ada = each of x/y flips, quarter turns, '
@@ -122,7 +122,7 @@ def parse_args(argv=None):
                              'one probability p that adapts to how much D overfits ' + default('augment', RESTORED))
     parser.add_argument('--augment-enable', type=augmentation_list, metavar='LIST',
                         help='augmentations to add to the policy\'s, e.g. cutout (known: %s)'
-                             % ', '.join(training_config.AUGMENTATIONS))
+                             % ', '.join(training_settings.AUGMENTATIONS))
     parser.add_argument('--augment-disable', type=augmentation_list, metavar='LIST',
                         help='augmentations to take out of the policy\'s, e.g. rotate90,yflip')
     parser.add_argument('--ada-target', type=setting_type('ada_target', float),
@@ -170,9 +170,9 @@ def network_kwargs(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    settings, resume, resume_kimg, origins = training_config.resolve_settings(explicit_settings(args), args.outdir)
+    settings, resume, resume_kimg, origins = training_settings.resolve_settings(explicit_settings(args), args.outdir)
     G_kwargs, D_kwargs = network_kwargs(args)
-    import training_loop  # TensorFlow: only once the arguments are known to be good
+    from nodules.training import loop as training_loop  # TensorFlow: only once the arguments are known to be good
     training_loop.train(settings, args.outdir, resume=resume, resume_kimg=resume_kimg, G_kwargs=G_kwargs,
                         D_kwargs=D_kwargs, origins=origins)
 

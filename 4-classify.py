@@ -4,8 +4,8 @@ import os
 import sys
 import time
 
-import cli
-from errors import UserError
+from nodules.util import cli
+from nodules.util.errors import UserError
 
 DEFAULT_DATA = ['processData/AIS', 'processData/MIA', 'processData/IAC']
 EPILOG = """\
@@ -16,7 +16,7 @@ arms (--arms, any comma-separated subset; the same folds for all, always tested 
   classic+gan  both, augmenting real and generated patches alike
   synthetic    generated patches only ("classification accuracy score": train on generated, test on real)
 
-the classifier (classifier.py): space-to-depth 4x4 stem, then three stages of two 3x3 convolutions with batch
+the classifier (nodules/classification/cnn.py): space-to-depth 4x4 stem, then three stages of two 3x3 convolutions with batch
 normalisation and ReLU (default widths 32, 64, 128; 2x2 max-pooling between stages), global average pooling,
 dropout, a dense softmax layer; Adam, minibatches of 64, optional class-balanced cross-entropy, early stopping on
 the validation nodules held out of the training folds (the best epoch's weights are kept).
@@ -34,21 +34,21 @@ examples:
 
 
 def arms_list(text):
-    import classify
+    from nodules.classification import experiment
     arms = [arm.strip() for arm in text.split(',') if arm.strip()]
-    unknown = [arm for arm in arms if arm not in classify.ARMS]
+    unknown = [arm for arm in arms if arm not in experiment.ARMS]
     if unknown or not arms:
         raise argparse.ArgumentTypeError('unknown arm %r (choose from %s)' % (unknown[0] if unknown else text,
-                                                                             ', '.join(classify.ARMS)))
+                                                                             ', '.join(experiment.ARMS)))
     if len(set(arms)) != len(arms):
         raise argparse.ArgumentTypeError('an arm is listed twice in %r' % text)
     return arms
 
 
 def generated_count(text):
-    import classify
+    from nodules.classification import experiment
     try:
-        return classify.parse_generated_count(text)
+        return experiment.parse_generated_count(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error))
 
@@ -139,10 +139,10 @@ def parse_args(argv=None):
     if args.gan_labels is not None and not args.gan_model:
         parser.error('--gan-labels goes with --gan-model')
     has_gan = bool(args.gan or args.gan_model)
-    import classify
+    from nodules.classification import experiment
     if args.arms is None:
-        args.arms = list(classify.ARMS) if has_gan else ['none', 'classic']
-    needs_gan = [arm for arm in args.arms if arm in classify.GENERATED_ARMS]
+        args.arms = list(experiment.ARMS) if has_gan else ['none', 'classic']
+    needs_gan = [arm for arm in args.arms if arm in experiment.GENERATED_ARMS]
     if needs_gan and not has_gan:
         parser.error('--arms %s needs generated patches: give --gan (one pickle per class) or --gan-model'
                      % ','.join(needs_gan))
@@ -157,33 +157,33 @@ def format_duration(seconds):
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
-    import classifier
-    import classify
-    import outputs
-    paths = [os.path.join(args.outdir, name) for name in classify.OUTPUT_FILES]
+    from nodules.classification import cnn
+    from nodules.classification import experiment
+    from nodules.util import outputs
+    paths = [os.path.join(args.outdir, name) for name in experiment.OUTPUT_FILES]
     outputs.check_targets(paths)
-    existing = [name for name in classify.OUTPUT_FILES if os.path.exists(os.path.join(args.outdir, name))]
+    existing = [name for name in experiment.OUTPUT_FILES if os.path.exists(os.path.join(args.outdir, name))]
     if existing and not args.overwrite:
         raise UserError('%s: already holds %s of an earlier run; nothing was done (use --overwrite or another '
                         '--outdir)' % (args.outdir, ', '.join(existing)))
     try:
-        classifier.conv_layers(args.resolution, args.widths)
+        cnn.conv_layers(args.resolution, args.widths)
     except ValueError as error:
         raise UserError('--resolution %d: %s' % (args.resolution, error))
 
-    data = classify.load_patch_data(args.data, args.resolution)
-    classify.check_foldable(data, args.folds)
+    data = experiment.load_patch_data(args.data, args.resolution)
+    experiment.check_foldable(data, args.folds)
     print('%s: %s; %d-fold cross-validation x %d repeat(s), arms %s'
           % (', '.join(data.sources), ', '.join('%s %d patches / %d nodules' % (
-              c, (data.labels == i).sum(), (classify.group_classes(data) == i).sum())
+              c, (data.labels == i).sum(), (experiment.group_classes(data) == i).sum())
               for i, c in enumerate(data.class_names)), args.folds, args.repeats, ','.join(args.arms)))
     sys.stdout.flush()
     generators = None
-    if any(arm in classify.GENERATED_ARMS for arm in args.arms):
-        generators = classify.GeneratorSet(data.class_names, args.resolution, args.gan, args.gan_model,
+    if any(arm in experiment.GENERATED_ARMS for arm in args.arms):
+        generators = experiment.GeneratorSet(data.class_names, args.resolution, args.gan, args.gan_model,
                                            args.gan_labels)
         generators.check()
-    settings = classify.Settings(
+    settings = experiment.Settings(
         arms=tuple(args.arms), folds=args.folds, repeats=args.repeats, epochs=args.epochs, patience=args.patience,
         validation_fraction=args.validation_fraction, seed=args.seed, class_weighting=args.class_weighting,
         generated=args.synthetic_per_class, widths=tuple(args.widths), dropout=args.dropout, learning_rate=args.lr,
@@ -191,12 +191,12 @@ def main(argv=None):
     total_epochs = args.repeats * args.folds * len(args.arms) * args.epochs
     try:
         with cli.progress(total_epochs, 'training', unit='epoch') as bar:
-            results, folds, pooled = classify.run_experiment(data, settings, generators, progress=bar.update,
+            results, folds, pooled = experiment.run_experiment(data, settings, generators, progress=bar.update,
                                                              log=cli.progress_write)
     finally:
         if generators is not None:
             generators.close()
-    files = classify.report_files(results, folds, pooled)
+    files = experiment.report_files(results, folds, pooled)
     with outputs.FileSet(paths, overwrite=args.overwrite) as staged:
         for path in paths:
             staged.write(path, files[os.path.basename(path)])

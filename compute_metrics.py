@@ -5,13 +5,13 @@
     python compute_metrics.py --real processData/AIS --halves                          # baseline: two halves
     python compute_metrics.py --real processData/MIA --fake all.pkl --label MIA        # one class of a conditional model
 
-Everything is computed offline in NumPy (metrics.py); nothing is downloaded.
+Everything is computed offline in NumPy (nodules/metrics/swd.py); nothing is downloaded.
 """
 import argparse
 import os
 
-import cli
-from errors import UserError
+from nodules.util import cli
+from nodules.util.errors import UserError
 
 METRICS = ('swd', 'msssim')
 
@@ -66,7 +66,7 @@ def _need(path, available, number, what='images'):
 
 def dataset_images(dataset_dir):
     """uint8 [N, C, H, W]: every image of the dataset's full-resolution TFRecords file."""
-    import dataset
+    from nodules.data import dataset
     files = dataset.list_tfrecords(dataset_dir)
     return dataset.read_images(files[max(files)])
 
@@ -89,7 +89,7 @@ def load_sets(args):
         _need(args.fake, len(fake), number)
         return (real[:number], fake[:number], '%s, images 0..%d' % (args.real, number - 1),
                 '%s, images 0..%d' % (args.fake, number - 1))
-    import generation
+    from nodules import generation
     number = args.num or len(real)
     _need(args.real, len(real), number)
     with cli.progress(number, 'generating') as bar:
@@ -117,12 +117,12 @@ def main(argv=None):
     real, fake, real_text, fake_text = load_sets(args)
     try:
         report(args, real, fake, real_text, fake_text)
-    except ValueError as error:  # what metrics.py refuses (sizes, shapes) is the user's input
+    except ValueError as error:  # what nodules/metrics/swd.py refuses (sizes, shapes) is the user's input
         raise UserError(str(error))
 
 
 def report(args, real, fake, real_text, fake_text):
-    import metrics
+    from nodules.metrics import msssim, swd
     if real.shape[2:] != fake.shape[2:]:
         raise UserError('the real images are %dx%d but the fake ones are %dx%d; metrics compare one size'
                             % (real.shape[3], real.shape[2], fake.shape[3], fake.shape[2]))
@@ -131,12 +131,12 @@ def report(args, real, fake, real_text, fake_text):
     print('fake: %s (%s)' % (fake_text, _shape_text(fake)))
 
     if 'swd' in args.metrics:
-        resolutions = metrics.swd_resolutions(size)
+        resolutions = swd.swd_resolutions(size)
         if not resolutions:
             raise UserError('SWD needs images of at least %dx%d, these are %dx%d'
-                                % (metrics.SWD_MIN_RESOLUTION, metrics.SWD_MIN_RESOLUTION, size, size))
+                                % (swd.SWD_MIN_RESOLUTION, swd.SWD_MIN_RESOLUTION, size, size))
         with cli.progress(len(resolutions) * 2 * len(real), 'SWD') as bar:
-            per_level, average = metrics.sliced_wasserstein_distance(real, fake, seed=args.seed,
+            per_level, average = swd.sliced_wasserstein_distance(real, fake, seed=args.seed,
                                                                      progress=bar.update)
         print('')
         print('Sliced Wasserstein distance x1e3 (seed %d, %d images per set; lower = closer)'
@@ -146,7 +146,7 @@ def report(args, real, fake, real_text, fake_text):
         print('  %-9s %10.3f' % ('average', average))
 
     if 'msssim' in args.metrics:
-        smallest = 2 ** (len(metrics.MS_SSIM_WEIGHTS) - 1)
+        smallest = 2 ** (len(msssim.MS_SSIM_WEIGHTS) - 1)
         if size < smallest:
             raise UserError('MS-SSIM needs images of at least %dx%d, these are %dx%d'
                                 % (smallest, smallest, size, size))
@@ -155,8 +155,8 @@ def report(args, real, fake, real_text, fake_text):
         print('')
         print('MS-SSIM of consecutive pairs (0,1), (2,3), ... (%d pairs per set; lower = more diverse)'
               % (len(real) // 2))
-        print('  %-9s %10.4f' % ('fake', metrics.ms_ssim_consecutive_pairs(fake)))
-        print('  %-9s %10.4f' % ('real', metrics.ms_ssim_consecutive_pairs(real)))
+        print('  %-9s %10.4f' % ('fake', msssim.ms_ssim_consecutive_pairs(fake)))
+        print('  %-9s %10.4f' % ('real', msssim.ms_ssim_consecutive_pairs(real)))
 
 
 if __name__ == '__main__':

@@ -19,8 +19,8 @@ import sys
 
 import numpy as np
 
-import cli
-from errors import UserError
+from nodules.util import cli
+from nodules.util.errors import UserError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 MAX_RESOLUTION = 1024            # the largest image a progressive GAN of this kind is built for
@@ -128,7 +128,7 @@ def check_dataset_size(count, channels, resolution, what, bytes_per_value=1):
 
 
 def create_phantoms(args):
-    import phantoms
+    from nodules.data import phantoms
     count = args.nodules * args.views
     check_dataset_size(count, 1, args.resolution, '--nodules %d --views %d' % (args.nodules, args.views))
     with cli.progress(count, 'drawing %s phantoms' % args.subtype) as bar:
@@ -178,7 +178,7 @@ def read_image(path):
 def to_8bit(images, input_range, source):
     """High-bit-depth grayscale [N, 1, H, W] -> uint8 by the linear map of `input_range` (LOW, HIGH) onto
     0..255 (default: the lowest and highest value present); returns (images, the range used)."""
-    import outputs
+    from nodules.util import outputs
     if input_range is None:
         low, high = float(images.min()), float(images.max())
         if low == high:
@@ -217,7 +217,7 @@ def nodule_groups(files, pattern, classes=None):
 
 
 def create_from_images(args):
-    import dataset
+    from nodules.data import dataset
     if args.input_range is not None and not (np.all(np.isfinite(args.input_range))
                                              and args.input_range[0] < args.input_range[1]):
         raise UserError('--input-range needs finite LOW < HIGH, got %g %g' % tuple(args.input_range))
@@ -267,7 +267,7 @@ def _depth(array):
 
 
 def create_from_ct(args):
-    import ct_patches
+    from nodules.data import ct_patches
     images, labels, groups, metadata = ct_patches.patches_from_ct(
         args.scans, args.annotations, label=args.label, spacing=args.spacing, window=tuple(args.window),
         slices=args.slices, augment=args.augment, resolution=args.resolution)
@@ -275,7 +275,7 @@ def create_from_ct(args):
 
 
 def _write(args, images, labels=None, groups=None, metadata=None):
-    import dataset
+    from nodules.data import dataset
     with cli.progress(len(images), 'writing %s' % args.out_dir) as bar:
         dataset.write_dataset(args.out_dir, images, labels=labels, metadata=metadata, groups=groups,
                               overwrite=args.overwrite, progress=bar.update)
@@ -306,7 +306,7 @@ def check_merge_arguments(args):
 
 
 def merge(args):
-    import dataset
+    from nodules.data import dataset
     check_merge_arguments(args)
     parts, shape, owner = [], None, {}
     for path in args.inputs:
@@ -362,7 +362,7 @@ def merge(args):
 def _merge_input(path):
     """One dataset to merge, checked and read whole: its levels, classes, the class of each image (an index into
     its classes) and its nodule groups renumbered 0, 1, ... in order of first appearance."""
-    import dataset
+    from nodules.data import dataset
     summary = dataset.check_dataset(path)
     levels = dict((log2, dataset.read_images(file_path)) for log2, file_path in summary.files.items())
     metadata = dataset.read_metadata(path)
@@ -395,7 +395,7 @@ def _merge_input(path):
 
 def _labelled_classes(path, labels, metadata):
     """The class names of a labelled dataset (its metadata's `classes`), after checking that labels are one-hot."""
-    import dataset
+    from nodules.data import dataset
     not_one_hot = np.flatnonzero(~(np.all((labels == 0) | (labels == 1), axis=1) & (labels.sum(axis=1) == 1)))
     if len(not_one_hot):
         raise UserError('%s: row %d is not one-hot (%s); merge needs one class per image'
@@ -415,7 +415,7 @@ def _labelled_classes(path, labels, metadata):
 
 
 def info(args):
-    import dataset
+    from nodules.data import dataset
     files = dataset.list_tfrecords(args.dataset_dir)
     print('dataset %s' % args.dataset_dir)
     count = 0
@@ -458,8 +458,8 @@ def _short(value, width=100):
 
 
 def extract(args):
-    import dataset
-    import outputs
+    from nodules.data import dataset
+    from nodules.util import outputs
     files = dataset.list_tfrecords(args.dataset_dir)
     log2 = max(files) if args.resolution is None else int(np.log2(args.resolution))
     if log2 not in files or 2 ** log2 != (args.resolution or 2 ** log2):
@@ -484,7 +484,7 @@ def extract(args):
 
 
 def compare(args):
-    import dataset
+    from nodules.data import dataset
     files_a, files_b = dataset.list_tfrecords(args.dataset_a), dataset.list_tfrecords(args.dataset_b)
     problems = []
     if sorted(files_a) != sorted(files_b):
@@ -519,7 +519,7 @@ def main(argv=None):
     if args.command == 'merge':
         check_merge_arguments(args)
     if args.command.startswith('create_') or args.command == 'merge':
-        import dataset
+        from nodules.data import dataset
         dataset.check_new_dataset_dir(args.out_dir, args.overwrite)  # before minutes of work, not after
     args.func(args)
 

@@ -1,4 +1,4 @@
-"""Cost of the discriminator augmentation (augment.py) at 64x64, as ratios to discriminator work in the same run.
+"""Cost of the discriminator augmentation (nodules/gan/augment.py) at 64x64, as ratios to discriminator work in the same run.
 
 On a minibatch of 16 images of 64x64 and a small discriminator (fmap_base 1024, fmap_max 128, as the small
 configuration of bench_training.py), it times, over interleaved rounds after warm-up (median and best round):
@@ -88,9 +88,9 @@ def main(argv=None):
                              'shared machine disturbs less (default %(default)s)')
     args = parser.parse_args(argv)
 
-    from tfcompat import TF_VERSION, tf
-    import augment
-    import tfutil
+    from nodules.util.tfcompat import TF_VERSION, tf
+    from nodules.gan import augment
+    from nodules.gan import tfutil
     tfutil.init_tf(seed=1)
     ops = build(tf, tfutil, augment)
     tfutil.run(tf.global_variables_initializer())

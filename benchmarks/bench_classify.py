@@ -3,7 +3,7 @@ machine's float32 GEMM peak measured in the same process.
 
 One step is what `Classifier.fit` runs per minibatch: forward pass in training mode (batch statistics), softmax
 cross-entropy, backward pass, Adam update and the moving averages of batch normalisation, with the 64 patches fed
-from NumPy.  Arithmetic per patch is counted from the architecture (classifier.training_flops: forward, weight
+from NumPy.  Arithmetic per patch is counted from the architecture (cnn.training_flops: forward, weight
 gradients and input gradients of every convolution and the dense layer; element-wise work is not counted), so the
 share of the GEMM peak says how close training runs to matrix-multiply speed, overheads included.
 
@@ -36,8 +36,8 @@ class Gemm(object):
     """float32 size x size matmuls (`chain` independent products per run) in their own graph and session."""
 
     def __init__(self, num_threads=0, size=2048, chain=2):
-        import tfutil
-        from tfcompat import tf
+        from nodules.gan import tfutil
+        from nodules.util.tfcompat import tf
         self.flops = chain * 2.0 * size ** 3
         self.graph = tf.Graph()
         with self.graph.as_default():
@@ -108,15 +108,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     repeats, seconds, warmup = (3, 1.0, 3) if args.quick else (7, 2.0, 5)
 
-    import classifier
-    import tfcompat
-    widths = tuple(int(w) for w in args.widths.split(',')) if args.widths else classifier.DEFAULT_WIDTHS
-    flops = classifier.training_flops(args.resolution, CLASSES, widths)
+    from nodules.classification import cnn
+    from nodules.util import tfcompat
+    widths = tuple(int(w) for w in args.widths.split(',')) if args.widths else cnn.DEFAULT_WIDTHS
+    flops = cnn.training_flops(args.resolution, CLASSES, widths)
     print('TensorFlow %s, Python %s, %d CPU(s)' % (tfcompat.TF_VERSION, sys.version.split()[0], os.cpu_count() or 0))
     print('classifier %dx%d, widths %s: %d weights, %.1f M multiply-adds forward, %.1f MFLOP per patch per training '
           'step' % (args.resolution, args.resolution, ','.join(map(str, widths)),
-                    classifier.num_weights(args.resolution, CLASSES, widths),
-                    classifier.multiply_adds(args.resolution, CLASSES, widths) / 1e6, flops / 1e6))
+                    cnn.num_weights(args.resolution, CLASSES, widths),
+                    cnn.multiply_adds(args.resolution, CLASSES, widths) / 1e6, flops / 1e6))
     sys.stdout.flush()
     rng = np.random.RandomState(1)
     batch = (rng.randint(0, 256, size=(args.batch, args.resolution, args.resolution)).astype(np.uint8),
@@ -125,7 +125,7 @@ def main(argv=None):
     for title, threads, clock, unit in [('wall clock, all cores', 0, time.perf_counter, 's'),
                                         ('CPU time, one thread', 1, time.process_time, 'CPU-s')]:
         gemm = Gemm(num_threads=threads)
-        net = classifier.Classifier(args.resolution, CLASSES, widths, num_threads=threads)
+        net = cnn.Classifier(args.resolution, CLASSES, widths, num_threads=threads)
         try:
             rates, peaks = measure(net, gemm, batch, repeats, seconds, warmup, clock)
             if threads == 0:
@@ -138,7 +138,7 @@ def main(argv=None):
             net.close()
             gemm.close()
         report(title, rates, peaks, flops, unit, args.batch)
-    print('inference (batches of %d, all cores): %.0f patches/s' % (classifier.EVAL_BATCH_SIZE, inference))
+    print('inference (batches of %d, all cores): %.0f patches/s' % (cnn.EVAL_BATCH_SIZE, inference))
 
 
 if __name__ == '__main__':

@@ -130,8 +130,8 @@ def median(values):
 def isolated_session(config=None):
     """A graph and session of their own: on TensorFlow 1.12 one op without a kernel (bfloat16 convolutions)
     makes every later run of its session fail, so each precision is measured apart."""
-    import tfutil
-    from tfcompat import native_stderr_captured, tf
+    from nodules.gan import tfutil
+    from nodules.util.tfcompat import native_stderr_captured, tf
     graph = tf.Graph()
     with native_stderr_captured():  # CUDA probing on GPU-less machines logs errors that are not ours
         session = tf.Session(graph=graph, config=config or tfutil.session_config())
@@ -153,7 +153,7 @@ def gemm_rate(n, dtype, repeats, budget):
 
 
 def _gemm_rate(session, n, dtype, repeats, budget):
-    from tfcompat import tf
+    from nodules.util.tfcompat import tf
     rng = np.random.RandomState(0)
     a = tf.Variable(rng.standard_normal((n, n)).astype(np.float32), name='gemm_a')
     b = tf.Variable(rng.standard_normal((n, n)).astype(np.float32), name='gemm_b')
@@ -233,7 +233,7 @@ def generator_gflop(weights, resolution=64):
 
 def default_generator(weights=None):
     """The default 64x64 Gs in the current graph, with `weights` or freshly initialised."""
-    import tfutil
+    from nodules.gan import tfutil
     Gs = tfutil.Network('Gs', 'G_paper', resolution=64)
     if weights is None:
         Gs.init_vars()
@@ -243,7 +243,7 @@ def default_generator(weights=None):
 
 
 def measure_generation(weights, args, peaks):
-    import outputs
+    from nodules.util import outputs
     gflop_per_image = generator_gflop(weights)
     largest = max(args.batch_sizes + [args.images_per_run])
     latent_size = weights['4x4/Dense/weight'].shape[0]
@@ -315,8 +315,8 @@ def measure_generation(weights, args, peaks):
 def last_axis_pixel_norm():
     """Graphs built inside average pixel norm's squares over the last NHWC axis: faster to write, but the
     channel sum then rounds differently from the original's channel-first one."""
-    import networks
-    from tfcompat import tf
+    from nodules.gan import networks
+    from nodules.util.tfcompat import tf
     exact = networks.channel_mean
     networks.channel_mean = lambda x: tf.reduce_mean(x, axis=-1, keepdims=True)
     try:
@@ -327,7 +327,7 @@ def last_axis_pixel_norm():
 
 def memory_optimizer_on_config():
     """tfutil.session_config with Grappler's memory optimizer back at its default (on)."""
-    import tfutil
+    from nodules.gan import tfutil
     config = tfutil.session_config()
     rewrite_options = config.graph_options.rewrite_options
     rewrite_options.memory_optimization = rewrite_options.DEFAULT_MEM_OPT
@@ -337,8 +337,8 @@ def memory_optimizer_on_config():
 def pixel_norm_seconds(weights, batch, rounds):
     """Seconds per pass of the generator's pixel norms alone (one per layer, on random features of each layer's
     shape), channel-first as shipped and over the last axis: the whole-network ratio hides this under noise."""
-    import networks
-    from tfcompat import tf
+    from nodules.gan import networks
+    from nodules.util.tfcompat import tf
     shapes = [(batch, int(name.split('x')[0]), int(name.split('x')[0]), value.shape[0])
               for name, value in weights.items() if name.endswith('/bias') and not name.startswith('ToRGB')]
     with isolated_session() as session:
@@ -359,7 +359,7 @@ def pixel_norm_seconds(weights, batch, rounds):
 
 def measure_exactness(weights, args):
     """The generator as shipped against each inexact shortcut, float32, timed in alternation in this process."""
-    import outputs
+    from nodules.util import outputs
     batch = args.exactness_batch
     count = max(batch, args.images_per_run)
     rounds = 3 if args.quick else 5
@@ -418,8 +418,8 @@ def wall_clock(command, repeats, cwd):
 
 
 def measure_files(weights, args, generation_rates):
-    import legacy
-    import tfutil
+    from nodules.gan import legacy
+    from nodules.gan import tfutil
     say()
     say('Files (a full-size pickle like the published AIS/MIA/IAC weights):')
     directory = tempfile.mkdtemp(prefix='bench_inference_')
@@ -477,7 +477,7 @@ def measure_files(weights, args, generation_rates):
 def main(argv=None):
     args = parse_args(argv)
     started = time.time()
-    import tfcompat
+    from nodules.util import tfcompat
     say('nodule-pggan inference benchmark%s' % (' (--quick)' if args.quick else ''))
     say('Python %s, TensorFlow %s, NumPy %s; %s, %s logical CPUs; load average %s'
         % (platform.python_version(), tfcompat.TF_VERSION, np.__version__, cpu_name(), os.cpu_count(),

@@ -1,4 +1,4 @@
-"""How fast phantoms.py draws 64x64 patches, as a ratio to the previous (single-view) implementation measured in
+"""How fast nodules/data/phantoms.py draws 64x64 patches, as a ratio to the previous (single-view) implementation measured in
 the same run.
 
 The previous implementation is read from git history (`git show BASELINE:phantoms.py`, default the commit that
@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import phantoms  # noqa: E402
+from nodules.data import phantoms  # noqa: E402
 
 BASELINE = 'dc577c8'   # the commit whose phantoms.py drew one unrelated patch per nodule
 
@@ -33,13 +33,13 @@ def parse_args(argv=None):
     parser.add_argument('--views', type=int, default=10, help='views per nodule for the new drawing (default: '
                                                               '%(default)s; 1 is also measured)')
     parser.add_argument('--resolution', type=int, default=64, help='patch size (default: %(default)s)')
-    parser.add_argument('--baseline', default=BASELINE, help='git revision of the old phantoms.py '
+    parser.add_argument('--baseline', default=BASELINE, help='git revision of the old nodules/data/phantoms.py '
                                                              '(default: %(default)s)')
     return parser.parse_args(argv)
 
 
 def load_baseline(revision):
-    """The old phantoms.py as a module, or None (with the reason) if git cannot provide it."""
+    """The old nodules/data/phantoms.py as a module, or None (with the reason) if git cannot provide it."""
     try:
         source = subprocess.run(['git', 'show', '%s:phantoms.py' % revision], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, check=True).stdout

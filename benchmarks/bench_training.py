@@ -126,7 +126,7 @@ def gemm_rate(tf, tfutil, dtype='float32', size=2048, chain=4, repeats=5):
 def run_steps(graphs, level, steps):
     """`steps` training steps as the training loop runs them: ADA's p (and r_t) updated every MINIBATCH_REPEATS
     steps (a no-op without an augment pipe).  Returns the last step's losses."""
-    import training_loop
+    from nodules.training import loop as training_loop
     for index in range(steps):
         values = graphs.step(level, 0.001)
         if index % training_loop.MINIBATCH_REPEATS == training_loop.MINIBATCH_REPEATS - 1:
@@ -180,8 +180,8 @@ def measure_alternately(candidates, level, lod, warmup, repeats, seconds):
 
 
 def build_graphs(kwargs, resolutions, data_dir, full_resolution, augment_pipe=None):
-    import tfutil
-    import training_loop
+    from nodules.gan import tfutil
+    from nodules.training import loop as training_loop
     G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=64, **kwargs)
     D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=64, **kwargs)
     G.init_vars()
@@ -196,8 +196,8 @@ def build_graphs(kwargs, resolutions, data_dir, full_resolution, augment_pipe=No
 
 def run_config(name, kwargs, resolutions, data_dir, args, peak):
     """Print one table: img/s of each resolution's step, ours and full-resolution, and the share of `peak`."""
-    import tfutil
-    from tfcompat import tf
+    from nodules.gan import tfutil
+    from nodules.util.tfcompat import tf
     graph = tf.Graph()
     with graph.as_default(), tf.Session(graph=graph, config=tfutil.session_config()) as session, \
             session.as_default():
@@ -229,7 +229,7 @@ def run_config(name, kwargs, resolutions, data_dir, args, peak):
 
 def augment_cases():
     """(label, AugmentPipe or None) of each policy timed against no augmentation; built inside the current graph."""
-    import augment
+    from nodules.gan import augment
     worst = dict(initial_p=1.0, ada_target=None, cutout=True)  # every augmentation, cutout too, on every image
     return [('none (augment_pipe=None)', None),
             ('none (pipe: only r_t)', augment.AugmentPipe('none', name='AugmentNone')),
@@ -263,8 +263,8 @@ def measure_rotated(candidates, level, lod, warmup, repeats, seconds):
 
 def run_augment(kwargs, data_dir, args):
     """Print the cost of each --augment policy at 64x64 as ms/step and same-run ratios to no augmentation."""
-    import tfutil
-    from tfcompat import tf
+    from nodules.gan import tfutil
+    from nodules.util.tfcompat import tf
     graph = tf.Graph()
     with graph.as_default(), tf.Session(graph=graph, config=tfutil.session_config()) as session, \
             session.as_default():
@@ -317,10 +317,10 @@ def main(argv=None):
     args.warmup = args.warmup or (2 if args.quick else 3)
     args.augment_repeats = args.augment_repeats or (3 if args.quick else 9)
 
-    import dataset
-    import tfcompat
-    import tfutil
-    from tfcompat import tf
+    from nodules.data import dataset
+    from nodules.util import tfcompat
+    from nodules.gan import tfutil
+    from nodules.util.tfcompat import tf
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     print('TensorFlow %s, Python %s, %d CPU(s), load average %.2f; minibatch %d; one step = D step with gradient '
           'penalty and Gs update + G step' % (tfcompat.TF_VERSION, sys.version.split()[0], os.cpu_count() or 0,

@@ -6,8 +6,13 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+TESTS = os.path.join(ROOT, 'tests')
+# The project root (for `nodules` and the scripts), and every folder of tests: test modules share builders of
+# test data (published-style pickles, forged TFRecords) by importing each other by name.
+for folder in [ROOT] + sorted(os.path.join(TESTS, d) for d in os.listdir(TESTS)
+                              if os.path.isdir(os.path.join(TESTS, d)) and not d.startswith(('.', '_'))):
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 
 def pytest_configure(config):
@@ -46,7 +51,7 @@ def directory_contents(directory):
 def read_records(path):
     """uint8 [N, C, H, W] read with TensorFlow's own TFRecord reader and decoded in the test."""
     import numpy as np
-    from tfcompat import tf, tfrecord_iterator
+    from nodules.util.tfcompat import tf, tfrecord_iterator
     images = []
     for serialized in tfrecord_iterator(str(path)):
         features = tf.train.Example.FromString(serialized).features.feature
@@ -58,7 +63,7 @@ def read_records(path):
 @pytest.fixture
 def tf_session():
     """A fresh graph and session per test, so tests never see each other's variables."""
-    from tfcompat import tf
+    from nodules.util.tfcompat import tf
     graph = tf.Graph()
     with graph.as_default(), tf.Session(graph=graph) as session:
         yield session

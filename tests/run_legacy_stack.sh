@@ -28,5 +28,5 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   "$venv/bin/python" -m pip install -q -r requirements-legacy.txt
   touch "$venv/.complete"
 fi
-echo "legacy stack: $("$venv/bin/python" --version 2>&1), tensorflow $("$venv/bin/python" -c 'import tfcompat; print(tfcompat.TF_VERSION)' 2>/dev/null)"
+echo "legacy stack: $("$venv/bin/python" --version 2>&1), tensorflow $("$venv/bin/python" -c 'from nodules.util import tfcompat; print(tfcompat.TF_VERSION)' 2>/dev/null)"
 "$venv/bin/python" -m pytest tests

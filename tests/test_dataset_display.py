@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, assert_clean_failure, read_records, run_script
-from tfcompat import tf, TFRecordWriter
+from nodules.util.tfcompat import tf, TFRecordWriter
 
 SCRIPT = '1-dataset_display.py'
 
@@ -183,7 +183,7 @@ def test_rgb_records_with_and_without_rgb_flag(tmp_path):
 
 
 def test_lower_resolution_file_of_a_dataset_and_default_number(tmp_path):
-    import dataset
+    from nodules.data import dataset
     directory = str(tmp_path / 'AIS')
     dataset.write_dataset(directory, random_images(12, size=32, seed=3))
     path = os.path.join(directory, 'AIS-r03.tfrecords')

@@ -171,7 +171,7 @@ def made(tmp_path_factory):
         ok(result)
 
     # A copy of gray, and a gray set that differs in one pixel of one image, written through the library.
-    import dataset
+    from nodules.data import dataset
     shutil.copytree(str(m.sets / 'gray'), str(root / 'copies' / 'gray'))
     changed = m.gray.copy()
     changed[4, 0, 15, 15] ^= 0x80
@@ -430,7 +430,7 @@ def test_existing_out_dir_needs_overwrite(bad_runs):
 
 
 def test_create_phantoms_writes_the_generators_views_and_nodules(tmp_path):
-    import phantoms
+    from nodules.data import phantoms
     sets = tmp_path / 'sets'
     common = ('--subtype', 'MIA', '--nodules', 3, '--views', 2, '--resolution', 16)
     results = run_all([(SCRIPT, 'create_phantoms', sets / 'one', '--seed', 1) + common,
@@ -500,7 +500,7 @@ def test_groups_from_refuses_patterns_that_name_no_nodule(tmp_path, pattern, fra
 
 
 def class_set(root, name, images, groups=None, metadata=None, labels=None):
-    import dataset
+    from nodules.data import dataset
     return dataset.write_dataset(str(root / name), images, labels=labels, groups=groups, metadata=metadata)
 
 
@@ -563,7 +563,7 @@ def test_merge_takes_labelled_inputs_with_their_class_names(merged):
 
 def merge_error(*argv):
     import dataset_tool
-    from errors import UserError
+    from nodules.util.errors import UserError
     with pytest.raises(UserError) as error:
         dataset_tool.main(['merge'] + [str(arg) for arg in argv])
     assert '\n' not in str(error.value)
@@ -571,7 +571,7 @@ def merge_error(*argv):
 
 
 def test_merge_refuses_inputs_it_cannot_combine(merged, tmp_path):
-    import dataset
+    from nodules.data import dataset
     a, b = merged.inputs[:2]
     rs = np.random.RandomState(21)
     small = class_set(tmp_path, 'small', rs.randint(0, 256, (2, 1, 8, 8)).astype(np.uint8))
@@ -627,7 +627,7 @@ def write_16bit_pngs(folder, arrays):
 
 
 def test_create_from_16bit_pngs_uses_their_range_and_records_it(tmp_path):
-    import dataset
+    from nodules.data import dataset
     values = np.random.RandomState(11).randint(1000, 3001, (3, 16, 16))   # e.g. HU + 1024 of lung and tissue
     values[0, 0, 0], values[2, 5, 5] = 1000, 3000                       # the set's extremes
     write_16bit_pngs(tmp_path / 'wide', values)
@@ -690,7 +690,7 @@ EXTRACT_COUNT = 3000
 @pytest.fixture(scope='module')
 def many(tmp_path_factory):
     """A dataset of EXTRACT_COUNT 8x8 images (the extract below writes as many PNGs)."""
-    import dataset
+    from nodules.data import dataset
     directory = str(tmp_path_factory.mktemp('many') / 'many')
     dataset.write_dataset(directory, np.random.RandomState(14).randint(0, 256, (EXTRACT_COUNT, 1, 8, 8))
                           .astype(np.uint8))

@@ -1,5 +1,5 @@
-"""Seeded fuzzing of the two file readers a user points at arbitrary files: TFRecords (dataset.py) and network
-pickles (legacy.py).
+"""Seeded fuzzing of the two file readers a user points at arbitrary files: TFRecords (nodules/data/dataset.py) and network
+pickles (nodules/gan/legacy.py).
 
 Mutants of a small valid file of each kind -- flipped bytes, truncations, inserted bytes, length fields (with
 valid checksums, so TensorFlow would trust them), memo indices, frame lengths, protocol numbers -- go through
@@ -210,11 +210,14 @@ def write_cases(directory, prefix, mutants, suffix):
 
 
 READER = """
-import json, resource, sys
+import json
+import resource
+import sys
 sys.path.insert(0, %(root)r)
-import dataset, legacy
-from errors import UserError
-from tfcompat import tf
+from nodules.data import dataset
+from nodules.gan import legacy
+from nodules.util.errors import UserError
+from nodules.util.tfcompat import tf
 
 def data_segment_bytes():
     with open('/proc/self/status') as f:

@@ -1,12 +1,12 @@
-"""generation.py: reduced-precision generation agrees with float32, or fails with one clear line where the
+"""nodules/generation.py: reduced-precision generation agrees with float32, or fails with one clear line where the
 TensorFlow build has no such kernels (TF 1.12 on a CPU has no bfloat16 convolutions)."""
 import numpy as np
 import pytest
 
-from errors import UserError
-from tfcompat import TF_VERSION, tf
-import generation
-import tfutil
+from nodules.util.errors import UserError
+from nodules.util.tfcompat import TF_VERSION, tf
+from nodules import generation
+from nodules.gan import tfutil
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_label_on_an_unconditional_generator_is_refused(tiny_generator):
 
 def test_class_names_round_trip_through_a_network_pickle(tmp_path):
     from test_inference import LABEL_NAMES, conditional_pickle
-    import legacy
+    from nodules.gan import legacy
     path = conditional_pickle(str(tmp_path / 'all.pkl'))
     graph = tf.Graph()
     with graph.as_default(), tf.Session(graph=graph):

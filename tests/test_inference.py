@@ -1,7 +1,7 @@
 """2-inference.py end to end, as a user runs it: a real network pickle, a fresh interpreter per command, PNGs.
 
 The model is a tiny generator (16x16, at most 16 feature maps, latent size 16) with fixed weights, saved by
-legacy.py.  The images the command writes are compared with the same pickle loaded here and run in this process,
+nodules/gan/legacy.py.  The images the command writes are compared with the same pickle loaded here and run in this process,
 converted to 8 bits in NumPy by the formula of the original script.  Every command of this file is started once,
 concurrently (importing TensorFlow dominates each run), and the tests then look at what each one did.
 """
@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, assert_clean_failure, run_script
-import generation
-import legacy
-import tfutil
-from tfcompat import tf
+from nodules import generation
+from nodules.gan import legacy
+from nodules.gan import tfutil
+from nodules.util.tfcompat import tf
 
 SCRIPT = '2-inference.py'
 TINY = {'num_channels': 1, 'resolution': 16, 'label_size': 0, 'fmap_base': 64, 'fmap_max': 16}
@@ -462,7 +462,7 @@ def conditional_runs(tmp_path_factory):
 
 
 def conditional_images(path, latents, labels):
-    """uint8 images of the pickle's Gs for these latents and per-image labels, through generation.py."""
+    """uint8 images of the pickle's Gs for these latents and per-image labels, through nodules/generation.py."""
     graph = tf.Graph()
     with graph.as_default(), tf.Session(graph=graph):
         Gs = legacy.load_network_pkl(path, which=('Gs',))

@@ -48,7 +48,7 @@ def test_regenerating_a_shipped_dataset_gives_identical_files(tmp_path, command)
 
 @pytest.mark.parametrize('name, nodules, views', SHIPPED)
 def test_shipped_datasets_record_their_nodules(name, nodules, views):
-    import dataset
+    from nodules.data import dataset
     directory = os.path.join(ROOT, 'processData', name)
     summary = dataset.check_dataset(directory)
     assert summary.num_images == nodules * views >= 300 and summary.shape == [1, 64, 64]
@@ -59,7 +59,7 @@ def test_shipped_datasets_record_their_nodules(name, nodules, views):
 
 
 def test_shipped_datasets_say_they_are_synthetic():
-    import dataset
+    from nodules.data import dataset
     for name in ('AIS', 'MIA', 'IAC'):
         metadata = dataset.read_metadata(os.path.join(ROOT, 'processData', name))
         assert 'NOT patient data' in metadata['source'] and metadata['subtype'] == name
@@ -67,8 +67,8 @@ def test_shipped_datasets_say_they_are_synthetic():
 
 @pytest.mark.parametrize('name', ['AIS', 'MIA', 'IAC'])
 def test_demo_weights_load_safely_and_generate_at_full_resolution(name, tf_session):
-    import generation
-    import legacy
+    from nodules import generation
+    from nodules.gan import legacy
     path = os.path.join(ROOT, 'demo', 'weight', '%s.pkl' % name)
     assert os.path.getsize(path) <= 20 * 2 ** 20
     G, D, Gs = legacy.load_network_pkl(path)

@@ -1,0 +1,1 @@
+"""Subtype classification: the CNN, the cross-validated experiment, and its statistics and reports."""

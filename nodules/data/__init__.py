@@ -1,0 +1,1 @@
+"""Datasets (multi-resolution TFRecords), synthetic CT phantoms, and patches cut from CT scans."""

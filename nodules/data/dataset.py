@@ -1,0 +1,595 @@
+"""Multi-resolution TFRecord datasets in the layout of the PGGAN dataset tool.
+
+A dataset is a directory D holding `D/<name>-rNN.tfrecords` for NN = log2(resolution) from 02 up to the full
+size, all with the same images in the same order, plus
+  D/<name>-groups.npy   int64 [N]: which nodule each image shows (equal numbers: views of one nodule), in record
+                        order; every dataset written here has one (one nodule per image when nothing better is
+                        known), datasets of other tools or earlier versions may lack it;
+  D/<name>-rxx.labels   optional float32 [N, label_size] one-hot class labels (.npy, PGGAN's name);
+  D/<name>-meta.json    optional: where the images came from.
+Each record is a tf.train.Example with `shape` (int64 [C, H, W]) and `data` (the raw uint8 bytes in C, H, W
+order).
+"""
+import binascii
+import collections
+import errno
+import json
+import os
+import re
+import shutil
+import stat
+import struct
+import time
+
+import numpy as np
+
+from nodules.util import outputs
+from nodules.util.errors import UserError, check_regular_file
+from nodules.util.tfcompat import tf, tfrecord_iterator, TFRecordWriter
+
+_TFRECORD_NAME = re.compile(r'^(?P<base>.+)-r(?P<log2>\d\d)\.tfrecords$')
+
+
+def dataset_name(dataset_dir):
+    return os.path.basename(os.path.normpath(dataset_dir))
+
+
+def tfrecord_path(dataset_dir, resolution_log2):
+    return os.path.join(dataset_dir, '%s-r%02d.tfrecords' % (dataset_name(dataset_dir), resolution_log2))
+
+
+def labels_path(dataset_dir):
+    return os.path.join(dataset_dir, '%s-rxx.labels' % dataset_name(dataset_dir))
+
+
+def groups_path(dataset_dir):
+    return os.path.join(dataset_dir, '%s-groups.npy' % dataset_name(dataset_dir))
+
+
+def metadata_path(dataset_dir):
+    return os.path.join(dataset_dir, '%s-meta.json' % dataset_name(dataset_dir))
+
+
+def list_tfrecords(dataset_dir):
+    """{log2(resolution): path} of the dataset's TFRecord files; a clear error when there are none."""
+    if not os.path.isdir(dataset_dir):
+        raise UserError('%s: no such dataset directory' % dataset_dir)
+    found = {}
+    for name in sorted(os.listdir(dataset_dir)):
+        match = _TFRECORD_NAME.match(name)
+        if match:
+            found[int(match.group('log2'))] = os.path.join(dataset_dir, name)
+    if not found:
+        raise UserError('%s: no *-rNN.tfrecords files in this directory' % dataset_dir)
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def decode_example(serialized, path, index):
+    """Parse one serialized tf.train.Example into a uint8 array [C, H, W]; errors name the file and record."""
+    where = '%s: record %d' % (path, index)
+    try:
+        example = tf.train.Example.FromString(serialized)
+    except Exception:
+        raise UserError('%s is not a tf.train.Example' % where)
+    features = example.features.feature
+    if 'shape' not in features or 'data' not in features:
+        raise UserError('%s lacks the `shape` and `data` features of an image dataset' % where)
+    shape = list(features['shape'].int64_list.value)
+    data = features['data'].bytes_list.value
+    if len(shape) != 3 or min(shape) <= 0 or len(data) != 1:
+        raise UserError('%s has shape %s; expected [channels, height, width] and one data value' % (where, shape))
+    if len(data[0]) != shape[0] * shape[1] * shape[2]:
+        raise UserError('%s holds %d bytes of data but its shape %s needs %d'
+                        % (where, len(data[0]), shape, shape[0] * shape[1] * shape[2]))
+    return np.frombuffer(data[0], dtype=np.uint8).reshape(shape)
+
+
+# A TFRecords file is a sequence of records, each framed as
+#     uint64 length | uint32 masked CRC32C of the length | length bytes of data | uint32 masked CRC32C of the data
+# (little-endian).  TensorFlow's reader trusts a length whose checksum matches and then reads that many bytes: a
+# length far beyond the end of the file crashes the whole process (SIGSEGV) instead of raising an error.  So every
+# reader walks the record headers first (check_record_framing) and lets TensorFlow read only files whose records
+# all lie inside the file; TensorFlow then checks the data checksums.
+_RECORD_HEADER = struct.Struct('<QI')
+_RECORD_FOOTER_SIZE = 4
+
+
+def _crc32c_table():
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)  # the reflected Castagnoli polynomial
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def masked_crc32c(data):
+    """The checksum TFRecords store: CRC32C (Castagnoli), rotated right by 15 bits plus a constant."""
+    crc = 0xFFFFFFFF
+    for byte in bytearray(data):
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _check_readable_file(path):
+    """A clear error unless `path` is an existing, readable regular file (not a directory, device or pipe)."""
+    check_regular_file(path, 'TFRecords file')
+    if not os.access(path, os.R_OK):
+        raise UserError('%s: file is not readable' % path)
+
+
+def check_record_framing(path):
+    """Walk the record headers of a TFRecords file (lengths and their checksums, without reading the data) and
+    return how many records it holds.  Refuses files whose records do not exactly fill the file."""
+    _check_readable_file(path)
+    try:
+        with open(path, 'rb') as f:
+            size = os.fstat(f.fileno()).st_size
+            offset = count = 0
+            while offset < size:
+                header = f.read(_RECORD_HEADER.size)
+                if len(header) < _RECORD_HEADER.size:
+                    raise UserError('%s: truncated: record %d at byte %d is cut off inside its header'
+                                    % (path, count, offset))
+                length, length_checksum = _RECORD_HEADER.unpack(header)
+                if masked_crc32c(header[:8]) != length_checksum:
+                    if count == 0:
+                        raise UserError('%s: not a TFRecords file (the length field of its first record fails its '
+                                        'checksum)' % path)
+                    raise UserError('%s: corrupt: record %d at byte %d has a length field that fails its checksum'
+                                    % (path, count, offset))
+                end = offset + _RECORD_HEADER.size + length + _RECORD_FOOTER_SIZE
+                if end > size:
+                    raise UserError('%s: truncated or corrupt: record %d at byte %d claims %d bytes of data but the '
+                                    'file ends %d bytes later' % (path, count, offset, length, size - offset))
+                f.seek(end)
+                offset, count = end, count + 1
+    except OSError as error:
+        raise UserError('%s: cannot read (%s)' % (path, error.strerror or error))
+    return count
+
+
+def _serialized_records(path):
+    """TensorFlow's own TFRecord reader, after the framing check (the reader checks the data checksums)."""
+    check_record_framing(path)
+    index = 0
+    try:
+        for serialized in tfrecord_iterator(path):
+            yield index, serialized
+            index += 1
+    except tf.errors.DataLossError:
+        raise UserError('%s: corrupt: record %d fails its data checksum' % (path, index))
+    except tf.errors.OpError as error:
+        raise UserError('%s: cannot read (%s)' % (path, error.message.splitlines()[0]))
+
+
+def iterate_images(path):
+    """Yield (index, uint8 [C, H, W]) for every record of one TFRecords file."""
+    for index, serialized in _serialized_records(path):
+        yield index, decode_example(serialized, path, index)
+
+
+def count_records(path):
+    """How many records the file holds; reads (and so checks) every record."""
+    count = 0
+    for _ in _serialized_records(path):
+        count += 1
+    return count
+
+
+def read_images(path, number=None):
+    """The first `number` images (all when None) of a TFRecords file as uint8 [N, C, H, W].
+
+    Asking for more than the file holds is an error (saying how many there are), never a silent short read.
+    """
+    images = []
+    for index, image in iterate_images(path):
+        if number is not None and index >= number:
+            break
+        if images and image.shape != images[0].shape:
+            raise UserError('%s: record %d has shape %s but record 0 has %s'
+                            % (path, index, list(image.shape), list(images[0].shape)))
+        images.append(image)
+    if not images:
+        raise UserError('%s: holds no records' % path)
+    if number is not None and len(images) < number:
+        raise UserError('%s: holds only %d images, %d were asked for' % (path, len(images), number))
+    return np.stack(images)
+
+
+def read_labels(dataset_dir):
+    """float32 [N, label_size] one-hot labels, or None when the dataset has none.
+
+    The .npy header is checked against the file size before the array is read, so a header that promises more
+    than the file holds cannot make NumPy allocate it.
+    """
+    path = labels_path(dataset_dir)
+    if not os.path.exists(path):
+        return None
+    labels = _load_npy(path)
+    if labels.ndim != 2:
+        raise UserError('%s: labels must be [N, label_size], got shape %s' % (path, list(labels.shape)))
+    if labels.dtype.kind not in 'biuf':
+        raise UserError('%s: labels must be numbers, not %s' % (path, labels.dtype))
+    labels = labels.astype(np.float32)
+    if not np.all(np.isfinite(labels)):
+        raise UserError('%s: labels hold NaN or infinite values' % path)
+    return labels
+
+
+def read_groups(dataset_dir, count=None):
+    """int64 [N] nodule numbers of the dataset's images, or None when it has no groups file (the caller decides
+    whether to warn).  With `count`, the file must list exactly that many images."""
+    path = groups_path(dataset_dir)
+    if not os.path.lexists(path):
+        return None
+    return check_groups(_load_npy(path), count, path)
+
+
+def check_groups(groups, count=None, source='groups'):
+    """Validated int64 [N] nodule numbers: whole numbers from 0 up, one per image (`count` when given)."""
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or groups.dtype.kind not in 'iu':
+        raise UserError('%s: nodule groups must be a 1-D integer array [N], got %s %s'
+                        % (source, groups.dtype, list(groups.shape)))
+    if count is not None and len(groups) != count:
+        raise UserError('%s: lists nodule groups for %d images but the dataset has %d' % (source, len(groups), count))
+    if groups.size and (groups.min() < 0 or groups.max() > np.iinfo(np.int64).max):
+        raise UserError('%s: nodule groups must be whole numbers from 0 to 2**63 - 1, got %d..%d'
+                        % (source, groups.min(), groups.max()))
+    return groups.astype(np.int64)
+
+
+def _load_npy(path):
+    """The array in a .npy file, after checking (without reading the data) that its header matches its size."""
+    _check_npy_file(path)
+    try:
+        with open(path, 'rb') as f:
+            return np.load(f, allow_pickle=False)
+    except Exception:
+        raise UserError('%s: not a NumPy .npy array' % path)
+
+
+def _check_npy_file(path):
+    """Refuse a file that is not a regular .npy file whose header matches its size, so that a header promising
+    more than the file holds cannot make NumPy allocate it."""
+    if not os.path.isfile(path):
+        raise UserError('%s: is not a regular file' % path)
+    try:
+        with open(path, 'rb') as f:
+            size = os.fstat(f.fileno()).st_size
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError('unknown .npy version')
+            shape, _, dtype = read_header(f)
+            header_size = f.tell()
+    except OSError as error:
+        raise UserError('%s: cannot read (%s)' % (path, error.strerror or error))
+    except Exception:
+        raise UserError('%s: not a NumPy .npy array' % path)
+    expected = dtype.itemsize
+    for extent in shape:
+        expected *= int(extent)
+    if dtype.hasobject or expected != size - header_size:
+        raise UserError('%s: damaged: its header describes %s %s values but the file holds %d bytes of data'
+                        % (path, list(shape), dtype, size - header_size))
+
+
+def read_metadata(dataset_dir):
+    path = metadata_path(dataset_dir)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            metadata = json.load(f)
+    except OSError as error:
+        raise UserError('%s: cannot read (%s)' % (path, error.strerror or error))
+    except ValueError as error:  # not UTF-8, or not JSON
+        raise UserError('%s: not a JSON file (%s)' % (path, str(error).splitlines()[0] or type(error).__name__))
+    if not isinstance(metadata, dict):
+        raise UserError('%s: holds a JSON %s, not an object of named fields' % (path, type(metadata).__name__))
+    return metadata
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checking a whole dataset
+
+
+DatasetSummary = collections.namedtuple('DatasetSummary', ['files', 'num_images', 'shape', 'labels', 'groups'])
+DatasetSummary.__doc__ = (
+    'What check_dataset found: files {log2(resolution): path}, num_images (records per file), shape [C, H, W] '
+    'at the top resolution, labels (float32 [N, label_size]) or None, groups (int64 [N] nodule numbers) or None.')
+
+
+def check_dataset(dataset_dir):
+    """Read every record of every resolution of a dataset and check that the files agree; returns a summary.
+
+    Checks, each failure a UserError naming the file: every *-rNN.tfrecords file is well framed and passes
+    TensorFlow's checksums; every record is an image of that file's resolution, with the same number of channels
+    (1 or 3) everywhere; the resolutions run from 4x4 up without gaps; all files hold the same number of
+    records; and the labels and nodule groups files, when there are, have one entry per image.  Training calls
+    this before it creates anything, so a damaged dataset is reported in its first second instead of after hours.
+    """
+    files = list_tfrecords(dataset_dir)
+    top = max(files)
+    missing = [k for k in range(2, top) if k not in files]
+    if missing:
+        raise UserError('%s: lacks the resolutions %s (a dataset has one file per resolution from 4x4 up)'
+                        % (dataset_dir, ', '.join('%dx%d' % (2 ** k, 2 ** k) for k in missing)))
+    counts, channels = {}, None
+    for log2 in sorted(files, reverse=True):
+        path, size = files[log2], 2 ** log2
+        count = 0
+        for index, image in iterate_images(path):
+            if channels is None:
+                channels = image.shape[0]
+                if channels not in (1, 3):
+                    raise UserError('%s: record 0 has %d channels; images need 1 or 3' % (path, channels))
+            if list(image.shape) != [channels, size, size]:
+                raise UserError('%s: record %d has shape %s; this file should hold [%d, %d, %d] images'
+                                % (path, index, list(image.shape), channels, size, size))
+            count = index + 1
+        if count == 0:
+            raise UserError('%s: holds no records' % path)
+        counts[log2] = count
+        if count != counts[top]:
+            raise UserError('%s: holds %d records but %s holds %d; every resolution must hold the same images'
+                            % (path, count, os.path.basename(files[top]), counts[top]))
+    labels = read_labels(dataset_dir)
+    _check_label_rows(dataset_dir, labels, counts[top])
+    groups = read_groups(dataset_dir, counts[top])
+    return DatasetSummary(files, counts[top], [channels, 2 ** top, 2 ** top], labels, groups)
+
+
+def _check_label_rows(dataset_dir, labels, num_images):
+    if labels is not None and len(labels) != num_images:
+        raise UserError('%s: has %d label rows for %d images; a labels file needs one row per image'
+                        % (labels_path(dataset_dir), len(labels), num_images))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def build_pyramid(images):
+    """{log2(res): uint8 [N, C, res, res]} from full-resolution uint8 [N, C, H, W] down to 4x4.
+
+    Each level is the 2x2 box average of the unquantised float32 level above (summed in PGGAN's order, so the
+    bytes match its dataset tool), then rounded, clipped and stored as uint8.
+    """
+    images = np.asarray(images)
+    resolution_log2 = int(np.log2(images.shape[-1]))
+    levels = {resolution_log2: images.astype(np.uint8)}
+    level = images
+    for log2 in range(resolution_log2 - 1, 1, -1):
+        level = level.astype(np.float32)
+        level = (level[:, :, 0::2, 0::2] + level[:, :, 0::2, 1::2]
+                 + level[:, :, 1::2, 0::2] + level[:, :, 1::2, 1::2]) * np.float32(0.25)
+        levels[log2] = np.clip(np.rint(level), 0, 255).astype(np.uint8)
+    return levels
+
+
+def serialize_image(image):
+    """uint8 [C, H, W] -> serialized tf.train.Example; deterministic so that equal images give equal bytes."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    example = tf.train.Example(features=tf.train.Features(feature={
+        'shape': tf.train.Feature(int64_list=tf.train.Int64List(value=list(image.shape))),
+        'data': tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()]))}))
+    return example.SerializeToString(deterministic=True)
+
+
+def check_image_batch(images, source='images'):
+    """Validate uint8 [N, C, H, W] with C in (1, 3) and square power-of-two H = W >= 4."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise UserError('%s: expected a non-empty batch [N, C, H, W], got shape %s' % (source, list(images.shape)))
+    channels, height, width = images.shape[1:]
+    if channels not in (1, 3):
+        raise UserError('%s: images need 1 or 3 channels, not %d' % (source, channels))
+    if height != width:
+        raise UserError('%s: images must be square, got %dx%d' % (source, width, height))
+    if height < 4 or height & (height - 1):
+        raise UserError('%s: image size must be a power of two of at least 4, got %d' % (source, height))
+    return images
+
+
+def check_new_dataset_dir(out_dir, overwrite=False):
+    """Fail before any work when `out_dir` may not receive a new dataset."""
+    if os.path.exists(out_dir):
+        if not os.path.isdir(out_dir):
+            raise UserError('%s: exists and is not a directory' % out_dir)
+        if os.listdir(out_dir) and not overwrite:
+            raise UserError('%s: already exists and is not empty; nothing was written (use --overwrite)' % out_dir)
+
+
+def _new_hidden_dir(parent, name):
+    """Create a new uniquely named hidden directory `parent/.name.PID-XXXXXXXX.tmp`.
+
+    The process id in the name lets outputs.remove_stale_temporaries() recognise what a killed run left behind.
+    Unlike tempfile.mkdtemp (mode 0700), it gets the permissions of any directory the user makes (0777 minus
+    the umask): the staging directory is renamed into the finished dataset and keeps its mode.
+    """
+    for _ in range(100):
+        path = os.path.join(parent, '.%s.%d-%s.tmp' % (name, os.getpid(),
+                                                       binascii.hexlify(os.urandom(4)).decode('ascii')))
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, 'no unused temporary name', parent)
+
+
+# Staging directories of earlier versions carried no process id: `.NAME.XXXXXXXX.tmp` (8 hex digits) and
+# `.NAME.XXXXXXXX.old`.  They are removed once they are as old as outputs lets untagged staging folders get.
+_UNTAGGED_STAGING = re.compile(r'^\.(?P<name>.+)\.[0-9a-z_]{8}\.(tmp|old)$')
+
+
+def remove_stale_staging(parent, name):
+    """Remove what killed writers of datasets (or of anything else) left in `parent`; returns the names removed.
+
+    Folders tagged with a process id go as soon as that process has ended (outputs.remove_stale_temporaries);
+    untagged ones of dataset `name`, from earlier versions, once they are an hour old.
+    """
+    removed = outputs.remove_stale_temporaries(parent)
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for entry in names:
+        match = _UNTAGGED_STAGING.match(entry)
+        path = os.path.join(parent, entry)
+        if not match or match.group('name') != name or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        try:
+            if time.time() - os.lstat(path).st_mtime > outputs.UNTAGGED_STAGING_MAX_AGE_SECONDS:
+                shutil.rmtree(path)
+                removed.append(entry)
+        except OSError:
+            pass  # removed by someone else meanwhile, or not ours to remove
+    return removed
+
+
+def write_dataset(out_dir, images, labels=None, metadata=None, groups=None, overwrite=False, progress=None):
+    """Write the full multi-resolution set for uint8 [N, C, H, W] `images` into the new directory `out_dir`.
+
+    The lower resolutions are built by build_pyramid.  `groups` (int64 [N], which nodule each image shows)
+    defaults to one nodule per image.  Everything is written into a temporary sibling directory first and renamed
+    at the end, so an interrupted run leaves nothing behind (and what a killed one leaves, the next removes); an
+    existing non-empty `out_dir` is an error unless `overwrite` is set.  `progress`, when given, is called with
+    the number of images just written.
+    """
+    images = check_image_batch(images, out_dir)
+    return write_levels(out_dir, build_pyramid(images), labels=labels, metadata=metadata, groups=groups,
+                        overwrite=overwrite, progress=progress)
+
+
+def write_levels(out_dir, levels, labels=None, metadata=None, groups=None, overwrite=False, progress=None):
+    """write_dataset for ready-made levels {log2(res): uint8 [N, C, res, res]} from 4x4 up (copied as they are)."""
+    top = max(levels)
+    images = check_image_batch(levels[top], out_dir)
+    if sorted(levels) != list(range(2, top + 1)) or any(
+            levels[log2].shape != images.shape[:2] + (2 ** log2, 2 ** log2) for log2 in levels):
+        raise UserError('%s: levels must run from 4x4 up to %dx%d with %d images each'
+                        % (out_dir, 2 ** top, 2 ** top, len(images)))
+    count = images.shape[0]
+    out_dir = os.path.normpath(out_dir)
+    check_new_dataset_dir(out_dir, overwrite)
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.float32)
+        if labels.ndim != 2 or labels.shape[0] != count:
+            raise UserError('%s: labels must be [%d, label_size], got %s' % (out_dir, count, list(labels.shape)))
+    groups = np.arange(count, dtype=np.int64) if groups is None else check_groups(groups, count, out_dir)
+    final_name = os.path.basename(out_dir)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        remove_stale_staging(parent, final_name)
+        staging = _new_hidden_dir(parent, final_name)
+        if os.path.isdir(out_dir):  # the user's own (empty, or --overwrite) directory keeps its permissions
+            os.chmod(staging, stat.S_IMODE(os.stat(out_dir).st_mode))
+    except OSError as error:
+        raise UserError('%s: cannot write here (%s)' % (parent, error.strerror or error))
+    retired = None
+    try:
+        # Files inside the staging folder are named after the final folder, not after the temporary one.
+        staged = lambda path: os.path.join(staging, os.path.basename(path))
+        writers = {log2: TFRecordWriter(staged(tfrecord_path(final_name, log2))) for log2 in levels}
+        chunk = 256
+        for start in range(0, count, chunk):
+            for log2, writer in writers.items():
+                for image in levels[log2][start:start + chunk]:
+                    writer.write(serialize_image(image))
+            if progress is not None:
+                progress(min(chunk, count - start))
+        for writer in writers.values():
+            writer.close()
+        with open(staged(groups_path(final_name)), 'wb') as f:
+            np.save(f, groups)
+        if labels is not None:
+            with open(staged(labels_path(final_name)), 'wb') as f:
+                np.save(f, labels)
+        if metadata is not None:
+            with open(staged(metadata_path(final_name)), 'w', encoding='utf-8') as f:
+                json.dump(metadata, f, indent=2, sort_keys=True)
+                f.write('\n')
+        with outputs.interrupts_deferred():  # Ctrl-C cannot stop the swap half-way
+            if os.path.isdir(out_dir):  # --overwrite: swap the new set in before deleting the old one
+                retired = _new_hidden_dir(parent, final_name)
+                os.rename(out_dir, os.path.join(retired, final_name))
+                try:
+                    os.rename(staging, out_dir)
+                except OSError:
+                    os.rename(os.path.join(retired, final_name), out_dir)  # the old set back in its place
+                    raise
+            else:
+                os.rename(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if retired is not None:
+            try:
+                os.rmdir(retired)  # empty again when the old set went back (or never left)
+            except OSError:
+                pass  # it still holds the old set: leave it for the user rather than delete it
+        raise
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training input
+
+
+def training_batches(dataset_dir, resolution_log2, minibatch, labels=None, mirror=False, seed=None,
+                     shuffle_buffer=4096):
+    """Endless shuffled minibatches of one resolution as graph tensors, with no feeding from Python.
+
+    Returns (images, labels): float32 NHWC in the networks' range -1..1, and float32 [minibatch, label_size]
+    (label_size 0 without labels).  `mirror` flips half of the images horizontally at random.
+    """
+    files = list_tfrecords(dataset_dir)
+    if resolution_log2 not in files:
+        raise UserError('%s: has no %dx%d file (%s)' % (dataset_dir, 2 ** resolution_log2, 2 ** resolution_log2,
+                                                       os.path.basename(tfrecord_path(dataset_dir, resolution_log2))))
+    path, top = files[resolution_log2], max(files)
+    # tf.data stops at the shorter of zipped inputs: without these checks a short file or labels file would
+    # silently shrink the training set.  Counting the framed records costs no reading of the data.
+    count, top_count = check_record_framing(path), check_record_framing(files[top])
+    if count != top_count:
+        raise UserError('%s: holds %d records but %s holds %d; every resolution must hold the same images'
+                        % (path, count, os.path.basename(files[top]), top_count))
+    _check_label_rows(dataset_dir, labels, count)
+    shape = list(read_images(path, 1)[0].shape)
+    features = {'shape': tf.FixedLenFeature([3], tf.int64), 'data': tf.FixedLenFeature([], tf.string)}
+
+    def parse(record):
+        data = tf.decode_raw(tf.parse_single_example(record, features)['data'], tf.uint8)
+        return tf.cast(tf.reshape(data, shape), tf.float32)
+
+    images = tf.data.TFRecordDataset(path).map(parse).cache()
+    label_array = np.zeros((0, 0), np.float32) if labels is None else np.asarray(labels, np.float32)
+    if labels is None:
+        data = images.map(lambda image: (image, tf.zeros([0], tf.float32)))
+    else:
+        data = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(label_array)))
+    data = data.shuffle(shuffle_buffer, seed=seed).repeat().batch(minibatch, drop_remainder=True).prefetch(2)
+    image_batch, label_batch = data.make_one_shot_iterator().get_next()
+    image_batch = tf.transpose(image_batch, [0, 2, 3, 1]) / 127.5 - 1.0
+    if mirror:
+        flip = tf.random_uniform([minibatch], 0.0, 1.0, seed=seed) < 0.5
+        image_batch = tf.where(flip, tf.reverse(image_batch, axis=[2]), image_batch)
+    image_batch.set_shape([minibatch] + shape[1:] + shape[:1])
+    label_batch.set_shape([minibatch, label_array.shape[1] if labels is not None else 0])
+    return image_batch, label_batch

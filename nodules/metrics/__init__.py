@@ -1,0 +1,1 @@
+"""Quality metrics of generated nodules, in NumPy (no TensorFlow): callers bring the images."""

@@ -1,0 +1,1 @@
+"""Progressive training: the settings of a run and the loop that trains it."""

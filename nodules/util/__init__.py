@@ -1,0 +1,1 @@
+"""Shared utilities: user errors, atomic outputs, the command-line helpers and the TensorFlow import."""

@@ -1,0 +1,429 @@
+"""nodules/util/outputs.py: all-or-nothing file sets, atomic single files, 8-bit conversion, mosaics and PNGs."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nodules.util import cli
+from nodules.util.errors import UserError
+from conftest import directory_contents as listing
+from nodules.util import outputs
+
+
+def read_png(path):
+    with Image.open(path) as image:
+        image.load()
+        return image.mode, np.array(image)
+
+
+def contains_tile(mosaic, tile):
+    """Whether `tile` appears somewhere in `mosaic` as a contiguous block."""
+    h, w = tile.shape[:2]
+    return any(np.array_equal(mosaic[y:y + h, x:x + w], tile)
+               for y in range(mosaic.shape[0] - h + 1) for x in range(mosaic.shape[1] - w + 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FileSet: all files or none
+
+
+def write_set(files, overwrite=False):
+    """Write {path: bytes} as one FileSet."""
+    with outputs.FileSet(list(files), overwrite) as staged:
+        for path, data in files.items():
+            staged.write(path, data)
+
+
+def test_file_set_commits_together(tmp_path):
+    out = tmp_path / 'a' / 'b'   # created, parents too
+    one, two = str(out / 'one.bin'), str(out / 'two.bin')
+    with outputs.FileSet([one, two]) as staged:
+        staged.write(one, b'1')
+        staged.write(two, b'22')
+        assert not os.path.exists(one)   # nothing lands before the end
+    assert listing(str(out)) == {'one.bin': b'1', 'two.bin': b'22'}
+
+
+def test_file_set_spanning_two_folders(tmp_path):
+    write_set({str(tmp_path / 'x' / 'one.bin'): b'1', str(tmp_path / 'y' / 'z' / 'two.bin'): b'2'})
+    assert listing(str(tmp_path)) == {'x/': None, 'y/': None, 'y/z/': None, 'x/one.bin': b'1', 'y/z/two.bin': b'2'}
+
+
+def test_file_set_error_inside_block_writes_nothing_and_removes_the_folders_it_made(tmp_path):
+    out = tmp_path / 'new' / 'deeper'
+    with pytest.raises(RuntimeError):
+        with outputs.FileSet([str(out / 'one.bin'), str(out / 'two.bin')]) as staged:
+            staged.write(str(out / 'one.bin'), b'1')
+            raise RuntimeError('boom')
+    assert listing(str(tmp_path)) == {}
+
+
+def test_file_set_identical_existing_files_are_left_alone(tmp_path):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'one.bin').write_bytes(b'1')
+    before = os.stat(str(out / 'one.bin'))
+    write_set({str(out / 'one.bin'): b'1', str(out / 'two.bin'): b'2'})
+    assert listing(str(out)) == {'one.bin': b'1', 'two.bin': b'2'}
+    after = os.stat(str(out / 'one.bin'))
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)   # not even rewritten
+
+
+def test_file_set_differing_existing_file_stops_everything(tmp_path):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'two.bin').write_bytes(b'old')
+    (out / 'other.txt').write_bytes(b'keep')
+    before = listing(str(out))
+    with pytest.raises(UserError) as error:
+        write_set({str(out / 'one.bin'): b'1', str(out / 'two.bin'): b'new', str(out / 'three.bin'): b'3'})
+    assert os.path.join(str(out), 'two.bin') in str(error.value)
+    assert 'nothing was written' in str(error.value)
+    assert listing(str(out)) == before
+
+
+def test_file_set_overwrite_replaces(tmp_path):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'two.bin').write_bytes(b'old')
+    (out / 'other.txt').write_bytes(b'keep')
+    write_set({str(out / 'one.bin'): b'1', str(out / 'two.bin'): b'new'}, overwrite=True)
+    assert listing(str(out)) == {'one.bin': b'1', 'two.bin': b'new', 'other.txt': b'keep'}
+
+
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_file_set_directory_in_the_way_is_refused_before_anything_changes(tmp_path, overwrite):
+    out = tmp_path / 'out'
+    (out / 'b.bin').mkdir(parents=True)
+    (out / 'a.bin').write_bytes(b'old a')
+    (out / 'c.bin').write_bytes(b'old c')
+    before = listing(str(out))
+    with pytest.raises(UserError) as error:
+        write_set({str(out / name): b'new' for name in ('a.bin', 'b.bin', 'c.bin')}, overwrite=overwrite)
+    assert 'b.bin' in str(error.value) and 'directory' in str(error.value)
+    assert listing(str(out)) == before
+
+
+@pytest.mark.parametrize('case', ['trailing slash', 'named twice', 'under a file', 'special file'])
+def test_file_set_targets_that_can_never_be_written(tmp_path, case):
+    (tmp_path / 'file').write_bytes(b'x')
+    paths = [str(tmp_path / 'out' / 'one.bin')]
+    if case == 'trailing slash':
+        paths.append(str(tmp_path / 'out' / 'two') + '/')
+    elif case == 'named twice':
+        paths.append(str(tmp_path / 'out' / '.' / 'one.bin'))
+    elif case == 'under a file':
+        paths.append(str(tmp_path / 'file' / 'two.bin'))
+    else:
+        os.mkfifo(str(tmp_path / 'fifo'))   # opening it to compare contents would block forever
+        paths.append(str(tmp_path / 'fifo'))
+    before = sorted(os.listdir(str(tmp_path)))   # names only: reading the fifo would block
+    with pytest.raises(UserError) as error:
+        outputs.FileSet(paths)
+    assert paths[1] in str(error.value)
+    assert sorted(os.listdir(str(tmp_path))) == before   # not even the output folder was made
+    assert (tmp_path / 'file').read_bytes() == b'x'
+
+
+def test_file_set_commit_failure_puts_back_what_was_replaced(tmp_path):
+    """A rename that fails half-way (here: a staged file removed behind the set's back) restores the old files."""
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    first.mkdir()
+    second.mkdir()
+    (first / 'a.bin').write_bytes(b'old a')
+    (second / 'b.bin').write_bytes(b'old b')
+    before = listing(str(tmp_path))
+    with pytest.raises(UserError) as error:
+        with outputs.FileSet([str(first / 'a.bin'), str(second / 'b.bin')], overwrite=True) as staged:
+            staged.write(str(first / 'a.bin'), b'new a')
+            staged.write(str(second / 'b.bin'), b'new b')
+            stage, = [name for name in os.listdir(str(second)) if name.startswith('.staging-')]
+            os.remove(str(second / stage / 'b.bin'))
+    assert 'nothing was changed' in str(error.value)
+    assert listing(str(tmp_path)) == before   # a.bin is old again, and no staging folder is left
+
+
+def test_staging_folders_are_hidden_and_carry_the_process_id(tmp_path):
+    out = tmp_path / 'out'
+    with outputs.FileSet([str(out / 'one.bin')]) as staged:
+        staged.write(str(out / 'one.bin'), b'1')
+        hidden = [name for name in os.listdir(str(out)) if name.startswith('.staging-%d-' % os.getpid())]
+        assert len(hidden) == 1 and os.listdir(str(out / hidden[0])) == ['one.bin']
+    assert os.listdir(str(out)) == ['one.bin']
+
+
+def test_check_outdir_does_not_create_anything(tmp_path):
+    outputs.check_outdir(str(tmp_path / 'new' / 'deeper'))
+    assert os.listdir(str(tmp_path)) == []
+    (tmp_path / 'file').write_bytes(b'x')
+    with pytest.raises(UserError):
+        outputs.check_outdir(str(tmp_path / 'file'))
+    with pytest.raises(UserError):
+        outputs.check_outdir(str(tmp_path / 'file' / 'sub'))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What killed writers leave behind
+
+
+def dead_pid():
+    """The id of a process that has ended (and been reaped)."""
+    process = subprocess.Popen([sys.executable, '-c', 'pass'])
+    process.wait()
+    return process.pid
+
+
+def test_remove_stale_temporaries(tmp_path):
+    dead = dead_pid()
+    old = time.time() - outputs.UNTAGGED_STAGING_MAX_AGE_SECONDS - 60
+    entries = {
+        '.staging-%d-abc123' % dead: 'removed',           # a killed run's staging folder
+        '.staging-%d-abc123' % os.getpid(): 'kept',       # a running one's (this process)
+        '.staging-k2j4h5g6': 'removed',                   # an earlier version's, untagged, old
+        '.staging-a1b2c3d4': 'kept',                      # ... untagged but recent: may be running
+        '.mosaic.png.%d-x8y7z6.tmp' % dead: 'removed',    # write_file_atomic's temporary of a killed run
+        '.mosaic.png.%d-x8y7z6.tmp' % os.getpid(): 'kept',
+        '.my-own-notes.tmp': 'kept',                      # not a name this module makes
+        '.staging-notes': 'kept',
+    }
+    for name in entries:
+        path = tmp_path / name
+        if 'staging' in name:
+            path.mkdir()
+            (path / 'img0.png').write_bytes(b'partial')
+        else:
+            path.write_bytes(b'partial')
+    os.utime(str(tmp_path / '.staging-k2j4h5g6'), (old, old))
+    removed = outputs.remove_stale_temporaries(str(tmp_path))
+    assert sorted(removed) == sorted(name for name, fate in entries.items() if fate == 'removed')
+    assert sorted(os.listdir(str(tmp_path))) == sorted(name for name, fate in entries.items() if fate == 'kept')
+
+
+def test_a_new_set_cleans_up_after_a_killed_one(tmp_path):
+    out = tmp_path / 'out'
+    stale = out / ('.staging-%d-abcdef' % dead_pid())
+    stale.mkdir(parents=True)
+    (stale / 'img0.png').write_bytes(b'partial')
+    write_set({str(out / 'img0.png'): b'complete'})
+    assert listing(str(out)) == {'img0.png': b'complete'}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interrupts
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_interrupts_are_held_until_the_block_ends(signum):
+    def terminate(number, frame):
+        raise cli.Terminated()
+    previous = signal.signal(signal.SIGTERM, terminate)  # as cli.run installs it
+    try:
+        finished = []
+        with pytest.raises(KeyboardInterrupt):
+            with outputs.interrupts_deferred():
+                os.kill(os.getpid(), signum)
+                for _ in range(1000):   # plenty of bytecodes at which Python would run a handler
+                    pass
+                finished.append(True)
+        assert finished == [True]
+        assert signal.getsignal(signal.SIGTERM) is terminate   # handlers are back as they were
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# write_file_atomic
+
+
+def test_write_file_atomic_creates_and_replaces(tmp_path):
+    path = str(tmp_path / 'result.bin')
+    outputs.write_file_atomic(path, b'first')
+    assert listing(str(tmp_path)) == {'result.bin': b'first'}
+    outputs.write_file_atomic(path, b'second, longer')
+    assert listing(str(tmp_path)) == {'result.bin': b'second, longer'}
+
+
+def test_write_file_atomic_temporary_name_is_hidden_and_tagged(tmp_path, monkeypatch):
+    """While the data is flushed, the folder holds `.NAME.PID-XXXX.tmp` (what remove_stale_temporaries knows)."""
+    directory = str(tmp_path)
+    seen = []
+    real_fsync = os.fsync
+
+    def fsync_and_look(fd):  # the real fsync, plus a look at the folder at that moment
+        seen.extend(os.listdir(directory))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', fsync_and_look)
+    outputs.write_file_atomic(os.path.join(directory, 'result.bin'), b'data')
+    assert len(seen) == 1 and re.match(r'^\.result\.bin\.%d-\w+\.tmp$' % os.getpid(), seen[0]), seen
+    assert os.listdir(directory) == ['result.bin']
+
+
+def test_write_file_atomic_failure_keeps_old_file_and_leaves_no_temporary(tmp_path):
+    path = str(tmp_path / 'result.bin')
+    outputs.write_file_atomic(path, b'first')
+    with pytest.raises(TypeError):
+        outputs.write_file_atomic(path, u'text is not bytes')
+    assert listing(str(tmp_path)) == {'result.bin': b'first'}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# float_to_uint8
+
+
+def reference_uint8(x):
+    x = np.asarray(x, dtype=np.float64)
+    return np.clip(np.rint((x + 1) / 2 * 255), 0, 255).astype(np.uint8)
+
+
+def test_float_to_uint8_formula():
+    special = np.array([-1.0, 1.0, 0.0, -2.0, 3.0, -1e6, 1e6, 0.5, -0.5, 1.0 / 255, -1.0 / 255, 0.999, -0.999],
+                       dtype=np.float32)
+    got = outputs.float_to_uint8(special)
+    assert got.dtype == np.uint8
+    assert got.tolist() == reference_uint8(special).tolist()
+    assert got[:5].tolist() == [0, 255, 128, 0, 255]   # 127.5 rounds half to even
+    grid = (np.arange(256, dtype=np.float64) / 127.5 - 1).astype(np.float32)   # exactly the 256 grey levels
+    assert outputs.float_to_uint8(grid).tolist() == list(range(256))
+    x = np.random.RandomState(0).uniform(-1.3, 1.3, size=(4, 1, 16, 16)).astype(np.float32)
+    got = outputs.float_to_uint8(x)
+    assert got.shape == x.shape
+    np.testing.assert_array_equal(got, reference_uint8(x))
+
+
+def test_float_to_uint8_other_range():
+    assert outputs.float_to_uint8([0.0, 127.6, 255.0, 300.0], drange=(0, 255)).tolist() == [0, 128, 255, 255]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# image_grid
+
+
+def tiles(n, h, w, channels=None):
+    shape = (n, h, w) if channels is None else (n, h, w, channels)
+    return (np.arange(int(np.prod(shape))) % 250 + 1).astype(np.uint8).reshape(shape)
+
+
+def test_image_grid_default_layout():
+    images = tiles(5, 2, 3)
+    grid = outputs.image_grid(images)
+    assert grid.dtype == np.uint8
+    assert grid.shape == (2 * 2, 3 * 3)     # ceil(sqrt(5)) = 3 columns, 2 rows
+    for index in range(5):
+        row, col = divmod(index, 3)
+        np.testing.assert_array_equal(grid[row * 2:row * 2 + 2, col * 3:col * 3 + 3], images[index])
+    assert not grid[2:4, 6:9].any()         # the empty sixth slot is black
+
+
+def test_image_grid_columns_and_padding():
+    images = tiles(5, 2, 3)
+    grid = outputs.image_grid(images, columns=2, padding=1)
+    assert grid.shape == (3 * 3 - 1, 2 * 4 - 1)
+    mask = np.zeros(grid.shape, dtype=bool)
+    for index in range(5):
+        row, col = divmod(index, 2)
+        np.testing.assert_array_equal(grid[row * 3:row * 3 + 2, col * 4:col * 4 + 3], images[index])
+        mask[row * 3:row * 3 + 2, col * 4:col * 4 + 3] = True
+    assert not grid[~mask].any()            # padding and empty slots are black
+
+
+def test_image_grid_rgb_and_single():
+    images = tiles(4, 2, 2, channels=3)
+    grid = outputs.image_grid(images)
+    assert grid.shape == (4, 4, 3)
+    np.testing.assert_array_equal(grid[2:4, 0:2], images[2])
+    np.testing.assert_array_equal(outputs.image_grid(tiles(1, 3, 3)), tiles(1, 3, 3)[0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PNGs
+
+
+def test_png_bytes_grayscale_and_rgb(tmp_path):
+    gray = np.random.RandomState(1).randint(0, 256, (16, 16)).astype(np.uint8)
+    path = str(tmp_path / 'g.png')
+    outputs.write_file_atomic(path, outputs.png_bytes(gray))
+    mode, array = read_png(path)
+    assert mode == 'L'
+    assert array.dtype == np.uint8
+    np.testing.assert_array_equal(array, gray)
+    colour = np.random.RandomState(2).randint(0, 256, (8, 8, 3)).astype(np.uint8)
+    path = str(tmp_path / 'c.png')
+    outputs.write_file_atomic(path, outputs.png_bytes(colour))
+    mode, array = read_png(path)
+    assert mode == 'RGB'
+    np.testing.assert_array_equal(array, colour)
+    with pytest.raises(ValueError):
+        outputs.png_bytes(gray.astype(np.float32))
+
+
+def test_write_pngs_are_8bit_grayscale_and_exact(tmp_path):
+    images = np.random.RandomState(3).randint(0, 256, (4, 16, 16)).astype(np.uint8)
+    images[0] = 0
+    images[1] = 255
+    out = str(tmp_path / 'pngs')
+    written = outputs.write_pngs(images, out, 'img_%d.png', grid='mosaic.png')
+    assert written == [os.path.join(out, 'img_%d.png' % i) for i in range(4)] + [os.path.join(out, 'mosaic.png')]
+    assert sorted(os.listdir(out)) == ['img_0.png', 'img_1.png', 'img_2.png', 'img_3.png', 'mosaic.png']
+    for index in range(4):
+        mode, array = read_png(os.path.join(out, 'img_%d.png' % index))
+        assert mode == 'L'
+        np.testing.assert_array_equal(array, images[index])
+    mode, mosaic = read_png(os.path.join(out, 'mosaic.png'))
+    assert mode == 'L'
+    assert all(contains_tile(mosaic, image) for image in images)
+    # Same call again: identical files, fine.  Different images: refused, nothing changed.
+    before = listing(out)
+    outputs.write_pngs(images, out, 'img_%d.png', grid='mosaic.png')
+    assert listing(out) == before
+    changed = images.copy()
+    changed[3, 0, 0] ^= 1
+    with pytest.raises(UserError):
+        outputs.write_pngs(changed, out, 'img_%d.png')
+    assert listing(out) == before
+    outputs.write_pngs(changed, out, 'img_%d.png', overwrite=True)
+    np.testing.assert_array_equal(read_png(os.path.join(out, 'img_3.png'))[1], changed[3])
+
+
+def test_write_pngs_grid_elsewhere(tmp_path):
+    images = np.random.RandomState(4).randint(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    grid_path = str(tmp_path / 'grid.png')
+    outputs.write_pngs(images, str(tmp_path / 'out'), 'x%d.png', grid=grid_path)
+    assert sorted(os.listdir(str(tmp_path))) == ['grid.png', 'out']
+    assert sorted(os.listdir(str(tmp_path / 'out'))) == ['x0.png', 'x1.png', 'x2.png']
+    mode, array = read_png(os.path.join(str(tmp_path / 'out'), 'x1.png'))
+    assert mode == 'RGB'
+    np.testing.assert_array_equal(array, images[1])
+    mode, mosaic = read_png(grid_path)
+    assert mode == 'RGB'
+    assert all(contains_tile(mosaic, image) for image in images)
+
+
+@pytest.mark.parametrize('case', ['exists with other contents', 'equals an image name', 'under a file',
+                                  'ends in a slash', 'is a directory'])
+def test_write_pngs_mosaic_conflicts_leave_everything_as_it_was(tmp_path, case):
+    images = np.random.RandomState(5).randint(0, 256, (3, 8, 8)).astype(np.uint8)
+    out = tmp_path / 'out'
+    (tmp_path / 'notes').write_bytes(b'a file')
+    grid = str(tmp_path / 'mosaic.png')
+    if case == 'exists with other contents':
+        (tmp_path / 'mosaic.png').write_bytes(b'an earlier mosaic')
+    elif case == 'equals an image name':
+        grid = 'x1.png'
+    elif case == 'under a file':
+        grid = str(tmp_path / 'notes' / 'mosaic.png')
+    elif case == 'ends in a slash':
+        grid = str(tmp_path / 'mosaics') + '/'
+    else:
+        (tmp_path / 'mosaic.png').mkdir()
+    before = listing(str(tmp_path))
+    with pytest.raises(UserError) as error:
+        outputs.write_pngs(images, str(out), 'x%d.png', grid=grid)
+    assert os.path.basename(grid.rstrip('/')) in str(error.value)
+    assert listing(str(tmp_path)) == before   # no image, no output folder, no staging folder
