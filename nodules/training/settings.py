@@ -228,9 +228,6 @@ def saved_settings(snapshot):
     if not isinstance(config, dict):
         raise UserError('%s: not a run configuration (a JSON object)' % path)
     settings = {name: config[name] for name in DEFAULTS if name in config}
-    for name in ('minibatch_dict', 'loss_kwargs'):  # earlier versions wrote null for "none"
-        if name in settings and settings[name] is None:
-            settings[name] = {}
     if isinstance(settings.get('minibatch_dict'), dict):  # JSON object keys are strings
         try:
             settings['minibatch_dict'] = {int(r): s for r, s in settings['minibatch_dict'].items()}

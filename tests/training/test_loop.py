@@ -338,12 +338,12 @@ def test_resume_takes_the_runs_settings_unless_given(tmp_path):
     with pytest.raises(training_settings.UserError, match='cannot be split evenly over 3 devices'):
         training_settings.resolve_settings({'resume': snapshot, 'num_devices': 3})  # the restored minibatch 8
 
-    # A config.json of an earlier version: "no overrides" written as null, no loss_kwargs at all.
+    # A config.json with some settings only: the others take their defaults.
     with open(config, 'w') as f:
-        json.dump(dict(total_kimg=3, lod_training_kimg=0.3, minibatch_dict=None, resume=None), f)
+        json.dump(dict(total_kimg=3, lod_training_kimg=0.3, resume=None), f)
     settings, _, _, origins = training_settings.resolve_settings({'resume': snapshot})
     assert settings == dict(training_settings.DEFAULTS, total_kimg=3.0, lod_training_kimg=0.3)
-    assert sorted(origins) == ['lod_training_kimg', 'minibatch_dict', 'total_kimg']
+    assert sorted(origins) == ['lod_training_kimg', 'total_kimg']
 
 
 @pytest.mark.parametrize('contents, fragment', [
@@ -352,6 +352,7 @@ def test_resume_takes_the_runs_settings_unless_given(tmp_path):
     (b'[1, 2]', 'not a run configuration'),
     (b'{"total_kimg": NaN}', 'total_kimg must be a number > 0'),
     (b'{"minibatch_dict": {"x": 4}}', 'minibatch_dict'),
+    (b'{"minibatch_dict": null}', 'minibatch_dict'),
     (b'{"lr": "fast"}', 'lr must be'),
     (b'{"metrics": "swd"}', 'metrics must be'),
 ])
