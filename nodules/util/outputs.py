@@ -427,12 +427,16 @@ def write_mosaic(path, images, columns=None, padding=0):
 GRID_PADDING = 2  # pixels between the tiles of a --grid mosaic
 
 
-def png_set_paths(outdir, name_pattern, count, grid=None):
+def png_set_paths(outdir, name_pattern, count, grid=None, numbers=None):
     """The paths write_pngs() will write, checked as a set (see check_targets): (image paths, mosaic path).
 
-    `grid` is a file name inside `outdir` or a path.  Call it before long work to fail early.
+    Image i is named `name_pattern % numbers[i]` (default: `% i`).  `grid` is a file name inside `outdir` or a
+    path.  Call it before long work to fail early.
     """
-    paths = [os.path.join(outdir, name_pattern % index) for index in range(count)]
+    numbers = range(count) if numbers is None else numbers
+    if len(numbers) != count:
+        raise ValueError('%d numbers for %d images' % (len(numbers), count))
+    paths = [os.path.join(outdir, name_pattern % number) for number in numbers]
     grid_path = None
     if grid:
         grid = str(grid)
@@ -446,13 +450,14 @@ def png_set_paths(outdir, name_pattern, count, grid=None):
     return paths, grid_path
 
 
-def write_pngs(images, outdir, name_pattern, grid=None, overwrite=False, grid_columns=None):
-    """Write uint8 images [N, H, W] (or [N, H, W, 3]) as `outdir/name_pattern % i`, plus an optional mosaic.
+def write_pngs(images, outdir, name_pattern, grid=None, overwrite=False, grid_columns=None, numbers=None):
+    """Write uint8 images [N, H, W] (or [N, H, W, 3]) as `outdir/name_pattern % i` (or `% numbers[i]`), plus an
+    optional mosaic.
 
     All files land together or none do (see FileSet).  `grid` is a file name inside `outdir` or a path.
     Returns the paths written (the mosaic last).
     """
-    paths, grid_path = png_set_paths(outdir, name_pattern, len(images), grid)
+    paths, grid_path = png_set_paths(outdir, name_pattern, len(images), grid, numbers)
     targets = paths + ([grid_path] if grid_path else [])
     with FileSet(targets, overwrite) as files:
         for path, image in zip(paths, images):
