@@ -1,6 +1,7 @@
 """Turning a trained generator into nodule images: the one path from a network pickle to 8-bit images.
 
-latents (random_latents, load_latents, interpolation_latents) -> generate_images(Gs, latents) -> uint8 images.
+latents (random_latents, seed_latents, load_latents, interpolation_latents) -> generate_images(Gs, latents)
+-> uint8 images.
 2-inference.py, compute_metrics.py and the training loop's image grids all generate through generate_images.
 """
 import os
@@ -28,6 +29,18 @@ def random_latents(number, latent_size, seed):
     """Standard-normal latent vectors; the same seed gives the same vectors on every stack (RandomState)."""
     check_image_count(number, 'latent vectors')
     return np.random.RandomState(seed).randn(number, latent_size).astype(np.float32)
+
+
+def seed_latents(seeds, latent_size):
+    """One latent vector per seed, each drawn on its own: row i is random_latents(1, latent_size, seeds[i]), so an
+    image depends on its seed only, not on the other seeds asked for (it is also the first of `--seed S`)."""
+    check_image_count(len(seeds), 'latent vectors')
+    latents = np.empty((len(seeds), latent_size), np.float32)
+    rng = np.random.RandomState(0)
+    for row, seed in enumerate(seeds):
+        rng.seed(seed)  # the numbers of RandomState(seed), without the cost of a new generator per seed
+        latents[row] = rng.randn(latent_size)
+    return latents
 
 
 def read_latents(path, max_count=MAX_IMAGES):
@@ -201,6 +214,22 @@ def generate_images(Gs, latents, label_index=None, batch_size=32, precision='flo
         output = outputs.float_to_uint8(output)
         images[start:stop] = output[..., 0] if channels == 1 else output
     return images
+
+
+def generate_images_each_alone(Gs, latents, batch_size=32, progress=None, **kwargs):
+    """generate_images() with every minibatch full (the last one padded with zero latents), so that each image
+    depends on its latent (and batch_size) only, not on how many images share its minibatch: TensorFlow's CPU
+    kernels round every image of a batch alike, but a few pixels by a grey level differently at other sizes."""
+    count = len(latents)
+    padding = -count % batch_size
+    latents = np.concatenate([np.asarray(latents, np.float32), np.zeros((padding, latents.shape[1]), np.float32)])
+    done = [0]
+
+    def report(made):  # the padding is not progress
+        if progress is not None:
+            progress(max(0, min(made, count - done[0])))
+        done[0] += made
+    return generate_images(Gs, latents, batch_size=batch_size, progress=report, **kwargs)[:count]
 
 
 def channels_first(images):

@@ -122,7 +122,22 @@ FAILURES = ['missing model', 'not a pickle', 'truncated pickle', 'pickle of some
             'existing different image', 'latents of strings', 'latents of a structured dtype', 'latents in an npz',
             'latents of objects', 'latents beyond float32', 'seed 2**32', 'number 1e11', 'interpolate 1e11',
             'label index without labels', 'grid exists with other contents', 'grid is an image name',
-            'grid under a file', 'grid ends in a slash', 'overwrite onto a directory']
+            'grid under a file', 'grid ends in a slash', 'overwrite onto a directory',
+            'seeds with seed', 'seeds with number', 'seeds with latents', 'seeds with interpolate',
+            'seeds not a list', 'seeds range backwards', 'seeds beyond 2**32', 'seeds twice', 'seeds too many']
+# --seeds LIST: (extra arguments, fragments of the one-line refusal)
+SEEDS_REFUSALS = {
+    'seeds with seed': (['--seeds', '0-3', '--seed', '1'], ['--seeds', 'not allowed with', '--seed']),
+    'seeds with number': (['--seeds', '0-3', '--number', '4'], ['--seeds', 'not allowed with', '--number']),
+    'seeds with latents': (['--seeds', '0-3', '--latents', 'z.npy'], ['--seeds', 'not allowed with', '--latents']),
+    'seeds with interpolate': (['--interpolate', '2', '--seeds', '0-3'], ['--seeds', 'not allowed with',
+                                                                          '--interpolate']),
+    'seeds not a list': (['--seeds', '0-3;5'], ['--seeds', "'0-3;5' is not a seed N or a range A-B"]),
+    'seeds range backwards': (['--seeds', '1,9-4'], ['--seeds', 'the range 9-4 ends before it starts']),
+    'seeds beyond 2**32': (['--seeds', '4294967290-4294967296'], ['--seeds', 'seed 4294967296 must be below 2**32']),
+    'seeds twice': (['--seeds', '0-9,5'], ['--seeds', 'lists seed 5 twice']),
+    'seeds too many': (['--seeds', '0-4294967295'], ['--seeds', 'lists 4294967296 seeds', 'at most 100000']),
+}
 
 
 def snapshot(directory):
@@ -231,6 +246,9 @@ def prepare_failures(model, root):
             for index in (0, 9):
                 write(os.path.join(out, 'inference_img_%d.png' % index), b'earlier results')
             args, fragments = args + ['--overwrite'], ['inference_img_5.png', 'directory']
+        elif name in SEEDS_REFUSALS:
+            extra, fragments = SEEDS_REFUSALS[name]
+            args = args + extra
         cases[name] = (d, args, fragments)
     return cases
 
@@ -258,6 +276,9 @@ def runs(model, tmp_path_factory):
         'seed 1, batch 7': ['--model', model.path, '--outdir', out('batch7'), '--seed', '1', '--batch-size', '7'],
         'latents': ['--model', model.path, '--outdir', out('latents'), '--latents', latents_file],
         'interpolate': ['--model', model.path, '--outdir', out('strips'), '--interpolate', str(K), '--number', '2'],
+        'seeds': ['--model', model.path, '--outdir', out('seeds'), '--seeds', '120,0-1', '--grid', 'mosaic.png'],
+        'seed 1 of the list alone': ['--model', model.path, '--outdir', out('seed1'), '--seeds', '1'],
+        'seeds, batch 2': ['--model', model.path, '--outdir', out('seeds2'), '--seeds', '120,0-1', '--batch-size', '2'],
     }
     runs.failures = prepare_failures(model, os.path.join(root, 'failures'))
     runs.before = {name: snapshot(d) for name, (d, _, _) in runs.failures.items()}
@@ -277,9 +298,10 @@ def succeeded(runs, name):
 
 
 def read_pngs(directory, pattern, count):
-    """The `count` PNGs of `directory` named by `pattern`, checked to be 8-bit grayscale, as uint8 arrays."""
+    """The PNGs of `directory` named by `pattern` % 0..count-1 (or % each of a list of numbers), checked to be
+    8-bit grayscale, as uint8 arrays."""
     images = []
-    for index in range(count):
+    for index in (range(count) if isinstance(count, int) else count):
         image = Image.open(os.path.join(directory, pattern % index))
         assert image.format == 'PNG' and image.mode == 'L', (pattern % index, image.format, image.mode)
         images.append(np.asarray(image))
@@ -300,18 +322,26 @@ def test_help_and_defaults(runs):
     text = ' '.join(result.stdout.split())  # independent of how argparse wraps lines
     assert '2-inference.py [-h] [--model MODEL] [--number NUMBER] [--outdir OUTDIR]' in text
     for fragment in ('Nodule generation pipeline', 'the model weight file path', 'set the number of output images',
-                     'the output path'):
+                     'the output path', '[--seeds LIST]'):
         assert fragment in text, fragment
+    for fragment in ('the model weight file path (default: demo/weight/AIS.pkl)', 'the output path (default: '
+                     'demo/output)', 'set the number of output images (default: 10,', 'same images (default: 0)'):
+        assert fragment in text, fragment  # the defaults, as the original's help never said them
 
-    spec = importlib.util.spec_from_file_location('inference_script', os.path.join(ROOT, SCRIPT))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script()
     args = script.parse_args([])
     assert args.model == 'demo/weight/AIS.pkl'
     assert args.outdir == 'demo/output'
     assert args.number in (None, 10)  # None stands for "10, or as many as --latents holds"; 10 files: next test
     args = script.parse_args(['--model', 'm.pkl', '--number', '3', '--outdir', 'o'])
     assert (args.model, args.number, args.outdir) == ('m.pkl', 3, 'o')
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location('inference_script', os.path.join(ROOT, SCRIPT))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
 
 
 def test_default_command_writes_the_generators_images(runs, model):
@@ -557,3 +587,59 @@ def test_label_and_label_index_together_are_refused_when_parsing(tmp_path):
     text = ' '.join(result.stdout.split())
     assert '[--label NAME | --label-index I]' in text
     assert 'stored with networks trained by 3-train.py --conditional' in text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --seeds LIST: one image per seed, named after it, each the image of its seed alone
+
+
+def test_seeds_write_one_image_per_seed_named_after_it(runs, model):
+    result = succeeded(runs, 'seeds')
+    out = runs.outdir('seeds')
+    assert sorted(os.listdir(out)) == ['mosaic.png', 'seed0000.png', 'seed0001.png', 'seed0120.png']
+    assert 'wrote 4 file(s)' in result.stdout
+    images = read_pngs(out, 'seed%04d.png', [120, 0, 1])
+    # Each image is the generator on its seed's own latent vector, RandomState(seed).randn(latent_size), computed
+    # in a minibatch of the script's size (32) whatever else the minibatch holds.
+    latents = np.stack([np.random.RandomState(s).randn(LATENT_SIZE) for s in (120, 0, 1)]).astype(np.float32)
+    padded = np.concatenate([latents, np.random.RandomState(7).randn(29, LATENT_SIZE).astype(np.float32)])
+    assert np.array_equal(images, model.images(padded, minibatch_size=32)[:3])
+    # Seed 0's image is also the first image of --seed 0 (the default command), up to TensorFlow's rounding at
+    # another batch size.
+    defaults = read_pngs(runs.outdir('defaults'), 'inference_img_%d.png', 1)[0]
+    assert np.abs(images[1].astype(int) - defaults).max() <= 1
+    mosaic = np.asarray(Image.open(os.path.join(out, 'mosaic.png')))
+    assert np.array_equal(mosaic[:SIZE, :SIZE], images[0])  # the mosaic keeps the order of the list
+
+
+def test_a_seeds_image_does_not_depend_on_the_other_seeds(runs):
+    succeeded(runs, 'seed 1 of the list alone')
+    assert os.listdir(runs.outdir('seed1')) == ['seed0001.png']
+    # Byte for byte: a list that overlaps an earlier one can be written into the same folder (identical files are
+    # left alone), as StyleGAN's generate.py users expect.
+    assert file_bytes(os.path.join(runs.outdir('seed1'), 'seed0001.png')) == \
+        file_bytes(os.path.join(runs.outdir('seeds'), 'seed0001.png'))
+
+
+def test_seeds_at_another_batch_size_differ_at_most_by_rounding(runs):
+    succeeded(runs, 'seeds, batch 2')
+    at_32, at_2 = (read_pngs(runs.outdir(d), 'seed%04d.png', [120, 0, 1]).astype(int) for d in ('seeds', 'seeds2'))
+    assert np.abs(at_32 - at_2).max() <= 1
+
+
+def test_seed_latents_are_drawn_per_seed_alike_on_every_stack():
+    latents = generation.seed_latents([0, 120, 2 ** 32 - 1], 4)
+    assert latents.dtype == np.float32
+    assert latents.tolist() == [  # RandomState(seed).randn(4) as float32: NumPy keeps this stream stable
+        [1.764052391052246, 0.40015721321105957, 0.978738009929657, 2.2408931255340576],
+        [0.1474497765302658, 2.0248403549194336, -0.4268803596496582, 2.3102903366088867],
+        [0.6484086513519287, 0.6693235039710999, -1.0805437564849854, 0.2845010459423065]]
+    odd = generation.seed_latents([5, 3, 5], 7)  # odd sizes leave a cached normal behind in a generator: not here
+    assert np.array_equal(odd[0], odd[2])
+    assert np.array_equal(odd[1], generation.random_latents(1, 7, 3)[0])
+
+
+@pytest.mark.parametrize('text, seeds', [('5', [5]), ('0-3,7', [0, 1, 2, 3, 7]), (' 9 , 2-3 ', [9, 2, 3]),
+                                         ('4294967295', [2 ** 32 - 1]), ('0-99999', list(range(100000)))])
+def test_seed_lists_parse_in_the_order_given(text, seeds):
+    assert load_script().parse_args(['--seeds', text]).seeds == seeds

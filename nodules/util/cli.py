@@ -1,6 +1,7 @@
 """What the command-line scripts share: errors a user can fix, how they are reported, argument types, progress bars."""
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
@@ -106,6 +107,45 @@ def seed(text):
     if value >= SEED_LIMIT:
         raise argparse.ArgumentTypeError('must be below 2**32 = %d, got %d' % (SEED_LIMIT, value))
     return value
+
+
+_SEED_ITEM = re.compile(r'\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?\Z')  # 7 or 0-99
+
+
+def seed_list(max_count):
+    """argparse type factory for lists of seeds such as '0-99,120': single seeds and ranges A-B (both ends
+    included), comma-separated, in the order given; at most `max_count` seeds, none twice, each a seed()."""
+    def parse(text):
+        bounds = []
+        for item in text.split(','):
+            match = _SEED_ITEM.match(item)
+            if not match:
+                raise argparse.ArgumentTypeError('%r: %r is not a seed N or a range A-B of seeds'
+                                                 % (text, item.strip()))
+            first = _seed_in(text, match.group(1))
+            last = _seed_in(text, match.group(2)) if match.group(2) else first
+            if last < first:
+                raise argparse.ArgumentTypeError('%r: the range %d-%d ends before it starts' % (text, first, last))
+            bounds.append((first, last))
+        count = sum(last - first + 1 for first, last in bounds)  # counted before any list is made
+        if count > max_count:
+            raise argparse.ArgumentTypeError('%r lists %d seeds; one command generates at most %d images'
+                                             % (text, count, max_count))
+        seeds = [value for first, last in bounds for value in range(first, last + 1)]
+        seen = set()
+        for value in seeds:
+            if value in seen:  # its image file would be written twice
+                raise argparse.ArgumentTypeError('%r lists seed %d twice' % (text, value))
+            seen.add(value)
+        return seeds
+    return parse
+
+
+def _seed_in(text, number):
+    try:
+        return seed(number)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError('%r: seed %s %s' % (text, number, error))
 
 
 def power_of_two(minimum, maximum):
