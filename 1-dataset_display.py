@@ -6,10 +6,10 @@ def parse_args(argv=None):
     parser = cli.ArgumentParser(
         description='Dataset demo pipeline: transform picture from tfrecords file to png format')
     parser.add_argument('--tfrecords', default='processData/AIS/AIS-r06.tfrecords',
-                        help='the tfrecords file path')
+                        help='the tfrecords file path (default: %(default)s)')
     parser.add_argument('--number', type=cli.positive_int, default=10,
-                        help='set the number of dataset images to show')
-    parser.add_argument('--outdir', default='demo/output', help='the output path')
+                        help='set the number of dataset images to show (default: %(default)s)')
+    parser.add_argument('--outdir', default='demo/output', help='the output path (default: %(default)s)')
     parser.add_argument('--rgb', action='store_true',
                         help='save 3-channel records in colour (default: channel 0 as 8-bit grayscale)')
     cli.add_image_output_options(parser)

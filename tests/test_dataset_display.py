@@ -111,11 +111,11 @@ def test_help_text():
     assert result.returncode == 0, result.stderr
     text = ' '.join(result.stdout.split())   # argparse may wrap lines
     assert 'Dataset demo pipeline: transform picture from tfrecords file to png format' in text
-    for option, help_text in [('--tfrecords', 'the tfrecords file path'),
-                              ('--number', 'set the number of dataset images to show'),
-                              ('--outdir', 'the output path')]:
+    for option, help_text in [('--tfrecords', 'the tfrecords file path (default: processData/AIS/AIS-r06.tfrecords)'),
+                              ('--number', 'set the number of dataset images to show (default: 10)'),
+                              ('--outdir', 'the output path (default: demo/output)')]:
         assert option in text
-        assert help_text in text
+        assert help_text in text  # the original's words, then the default
 
 
 def load_display_module():
