@@ -1,7 +1,11 @@
 """Shared test set-up: the project root on sys.path and helpers to run the command-line scripts for real."""
+import contextlib
+import importlib.util
+import io
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -21,6 +25,51 @@ def pytest_configure(config):
 
 
 def run_script(script, *args, **kwargs):
+    """Run one of the project's scripts in this interpreter, as its command line does: `cli.run(main, argv)`.
+
+    Returns a CompletedProcess (exit status, stdout and stderr as text), so a test reads the same whether the
+    script ran here or in its own process.  In-process is what keeps the tests fast (a fresh interpreter spends
+    seconds importing TensorFlow); a few smoke tests per script use run_script_process instead, and so does
+    anything that needs a real process: signals, resource limits, what an import loads, a timeout.
+    """
+    if kwargs:
+        return run_script_process(script, *args, **kwargs)
+    from nodules.util import cli
+    argv = [str(a) for a in args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with _IN_PROCESS:  # one at a time: helpers that start commands from a thread pool share sys.stdout and the cwd
+        cwd, program = os.getcwd(), sys.argv
+        os.chdir(ROOT)
+        sys.argv = [os.path.join(ROOT, script)] + argv  # argparse names the program after sys.argv[0]
+        try:
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                try:
+                    cli.run(load_script(script).main, argv)
+                    status = 0
+                except SystemExit as exit:
+                    status = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        finally:
+            os.chdir(cwd)
+            sys.argv = program
+    return subprocess.CompletedProcess([script] + argv, status, stdout.getvalue(), stderr.getvalue())
+
+
+_SCRIPTS = {}
+_IN_PROCESS = threading.Lock()
+
+
+def load_script(script):
+    """The module of a script (their names start with a digit, so `import` cannot name them), loaded once."""
+    if script not in _SCRIPTS:
+        name = 'script_' + os.path.splitext(script)[0].replace('-', '_')
+        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, script))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _SCRIPTS[script] = module
+    return _SCRIPTS[script]
+
+
+def run_script_process(script, *args, **kwargs):
     """Run one of the project's scripts in a fresh interpreter; returns the CompletedProcess (text output)."""
     command = [sys.executable, os.path.join(ROOT, script)] + [str(a) for a in args]
     return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
