@@ -444,7 +444,8 @@ def info(args):
     metadata = dataset.read_metadata(args.dataset_dir)
     if metadata:
         for key in sorted(metadata):
-            print('  %s: %s' % (key, _short(metadata[key])))
+            if key != 'nodules' or groups is None:  # else counted from the groups file just above
+                print('  %s: %s' % (key, _short(metadata[key])))
 
 
 def _short(value, width=100):
