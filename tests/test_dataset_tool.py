@@ -270,7 +270,7 @@ def test_info(made):
         assert len(lines) == 1, text
         assert '5' in lines[0].split(), lines[0]              # the number of records
         assert '%d' % 2 ** log2 in lines[0], lines[0]          # the resolution
-    assert '  nodules: 5 (1 image each)' in text.splitlines()
+    assert [line for line in text.splitlines() if 'nodules' in line] == ['  nodules: 5 (1 image each)']  # once
     assert '  nodules: 3 (1 to 3 images each)' in ok(made.later['info_viewed']).stdout.splitlines()
 
 
@@ -390,10 +390,10 @@ def bad_runs(tmp_path_factory):
         (root / 'sets').mkdir()
         named = BAD_INPUTS[name](root / 'images')
         prepared.append((name, root, named))
-    # And a good folder aimed at an existing, non-empty OUT_DIR.
+    # And a good folder aimed at an existing dataset.
+    from nodules.data import dataset
     root = tmp_path_factory.mktemp('existing')
-    (root / 'sets' / 'out').mkdir(parents=True)
-    (root / 'sets' / 'out' / 'keep.txt').write_bytes(b'earlier work')
+    dataset.write_dataset(str(root / 'sets' / 'out'), np.zeros((3, 1, 4, 4), np.uint8))
     write_pngs(root / 'images', gray_arrays(2, seed=10))
     prepared.append(('existing', root, str(root / 'sets' / 'out')))
     results = run_all([(SCRIPT, 'create_from_images', root / 'sets' / 'out', root / 'images')
@@ -413,9 +413,9 @@ def test_create_from_bad_images(bad_runs, case):
 def test_existing_out_dir_needs_overwrite(bad_runs):
     root, out, result = bad_runs['existing']
     assert_clean_failure(result, out)
-    one_error_line(result)
-    assert os.listdir(out) == ['keep.txt']
-    assert (root / 'sets' / 'out' / 'keep.txt').read_bytes() == b'earlier work'
+    assert one_error_line(result) == 'error: %s: already holds a dataset; nothing was written (use --overwrite to ' \
+                                     'replace it)' % out
+    assert sorted(os.listdir(out)) == ['out-groups.npy', 'out-r02.tfrecords']
     no_leftovers(root / 'sets', ['out'])
 
     ok(run_script(SCRIPT, 'create_from_images', out, root / 'images', '--overwrite'))
@@ -423,6 +423,74 @@ def test_existing_out_dir_needs_overwrite(bad_runs):
                        for name in sorted(os.listdir(str(root / 'images')))])
     assert_dataset(root / 'sets' / 'out', images, extra_files=['-meta.json'])
     no_leftovers(root / 'sets', ['out'])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --overwrite replaces only a dataset this tool wrote: never a folder with other content, an input or its parent
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A user's project folder (src/, .git/), a folder of images, a dataset, CT inputs, all inside `tmp_path`."""
+    from nodules.data import dataset
+    (tmp_path / 'project' / 'src').mkdir(parents=True)
+    (tmp_path / 'project' / 'src' / 'main.py').write_bytes(b'precious code')
+    (tmp_path / 'project' / '.git').mkdir()
+    (tmp_path / 'project' / '.git' / 'HEAD').write_bytes(b'ref: refs/heads/main')
+    write_pngs(tmp_path / 'data' / 'images', gray_arrays(2, size=8, seed=1))
+    for name in ('dsA', 'dsB'):
+        dataset.write_dataset(str(tmp_path / 'data' / name), np.full((2, 1, 8, 8), 7, np.uint8))
+    (tmp_path / 'data' / 'nodules.csv').write_bytes(b'seriesuid,coordX,coordY,coordZ,diameter_mm\n')
+    return tmp_path
+
+
+OVERWRITE_REFUSALS = {  # argv (relative to the fixture's folder) -> the start of the message after 'OUT_DIR: '
+    'project folder, create_phantoms': (['create_phantoms', 'project', '--subtype', 'AIS', '--nodules', '1'],
+                                        'holds .git, src, which are not part of a dataset'),
+    'project folder, create_from_images': (['create_from_images', 'project', 'data/images'],
+                                           'holds .git, src, which are not part of a dataset'),
+    'project folder, merge': (['merge', 'project', 'data/dsA', 'data/dsB'], 'holds .git, src'),
+    'OUT_DIR is IMAGE_DIR': (['create_from_images', 'data/images', 'data/images'],
+                             'OUT_DIR is also the input IMAGE_DIR (data/images)'),
+    'OUT_DIR holds IMAGE_DIR': (['create_from_images', 'data', 'data/images'],
+                                'OUT_DIR contains the input IMAGE_DIR (data/images)'),
+    'OUT_DIR holds the merged': (['merge', 'data', 'data/dsA', 'data/dsB'],
+                                 'OUT_DIR contains the input DIR (data/dsA)'),
+    'OUT_DIR is a merged one': (['merge', 'data/dsB', 'data/dsA', 'data/dsB'],
+                                'OUT_DIR is also the input DIR (data/dsB)'),
+    'OUT_DIR is --scans': (['create_from_ct', 'data', '--scans', 'data', '--annotations', 'data/nodules.csv'],
+                           'OUT_DIR is also the input --scans (data)'),
+    'OUT_DIR holds --annotations': (['create_from_ct', 'data/dsA/..', '--scans', 'project',
+                                     '--annotations', 'data/nodules.csv'],
+                                    'OUT_DIR contains the input --annotations (data/nodules.csv)'),
+    'OUT_DIR is a dataset holding IMAGE_DIR': (['create_from_images', 'data/dsA', 'data/dsA/x'],
+                                               'OUT_DIR contains the input IMAGE_DIR'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(OVERWRITE_REFUSALS))
+def test_overwrite_never_replaces_foreign_folders_inputs_or_their_parents(project, monkeypatch, case):
+    from conftest import directory_contents
+    argv, expected = OVERWRITE_REFUSALS[case]
+    monkeypatch.chdir(str(project))
+    if case == 'OUT_DIR is a dataset holding IMAGE_DIR':
+        write_pngs(project / 'data' / 'dsA' / 'x', gray_arrays(2, size=8, seed=2))
+    out = argv[1]
+    before = directory_contents(str(project))
+    for overwrite in ([], ['--overwrite']):
+        message = refusal(*(argv + overwrite))
+        assert message.startswith('%s: %s' % (out, expected)), message
+        assert directory_contents(str(project)) == before   # checked before any work: nothing changed
+
+
+def test_overwrite_replaces_a_dataset_this_tool_wrote(project, monkeypatch):
+    monkeypatch.chdir(str(project))
+    import dataset_tool
+    dataset_tool.main(['create_from_images', 'data/dsA', 'data/images', '--overwrite'])
+    images = np.stack([read_png(project / 'data' / 'images' / name)[1][np.newaxis]
+                       for name in sorted(os.listdir(str(project / 'data' / 'images')))])
+    assert_dataset(project / 'data' / 'dsA', images, extra_files=['-meta.json'])
+    no_leftovers(project / 'data', ['dsA', 'dsB', 'images', 'nodules.csv'])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -561,13 +629,18 @@ def test_merge_takes_labelled_inputs_with_their_class_names(merged):
     assert read_json(directory / 'more-meta.json')['classes'] == ['AIS', 'MIA', 'IAC', 'LPA']
 
 
-def merge_error(*argv):
+def refusal(*argv):
+    """The one-line message dataset_tool.main(argv) refuses with."""
     import dataset_tool
     from nodules.util.errors import UserError
     with pytest.raises(UserError) as error:
-        dataset_tool.main(['merge'] + [str(arg) for arg in argv])
+        dataset_tool.main([str(arg) for arg in argv])
     assert '\n' not in str(error.value)
     return str(error.value)
+
+
+def merge_error(*argv):
+    return refusal('merge', *argv)
 
 
 def test_merge_refuses_inputs_it_cannot_combine(merged, tmp_path):
@@ -594,7 +667,7 @@ def test_merge_refuses_inputs_it_cannot_combine(merged, tmp_path):
     assert merge_error(out, a, mixed) == '%s: nodule 4 has images of the classes x and y; a nodule has one class' \
         % dataset.groups_path(mixed)
     assert merge_error(out, a, b, a) == '%s: is given twice (also as %s)' % (a, a)
-    assert merge_error(a, a, b) == '%s: OUT_DIR is also one of the datasets to merge (%s)' % (a, a)
+    assert merge_error(a, a, b) == '%s: OUT_DIR is also the input DIR (%s); nothing was written' % (a, a)
     assert merge_error(out, a) == 'merge needs two or more datasets, got only %s' % a
     assert 'no such dataset directory' in merge_error(out, a, tmp_path / 'missing')
     assert not os.path.exists(str(out))
