@@ -1,5 +1,4 @@
 """1-dataset_display.py end to end: real TFRecords in, real PNGs out, one clear line on stderr for bad input."""
-import importlib.util
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_clean_failure, read_records, run_script
+from conftest import assert_clean_failure, load_script, read_records, run_script
 from nodules.util.tfcompat import tf, TFRecordWriter
 
 SCRIPT = '1-dataset_display.py'
@@ -118,22 +117,15 @@ def test_help_text():
         assert help_text in text  # the original's words, then the default
 
 
-def load_display_module():
-    spec = importlib.util.spec_from_file_location('dataset_display_script', os.path.join(ROOT, SCRIPT))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_defaults():
-    args = load_display_module().parse_args([])
+    args = load_script(SCRIPT).parse_args([])
     assert args.tfrecords == 'processData/AIS/AIS-r06.tfrecords'
     assert args.number == 10
     assert args.outdir == 'demo/output'
 
 
 def test_options_parse():
-    args = load_display_module().parse_args(['--tfrecords', 'a/b-r03.tfrecords', '--number', '3', '--outdir', 'o'])
+    args = load_script(SCRIPT).parse_args(['--tfrecords', 'a/b-r03.tfrecords', '--number', '3', '--outdir', 'o'])
     assert (args.tfrecords, args.number, args.outdir) == ('a/b-r03.tfrecords', 3, 'o')
 
 

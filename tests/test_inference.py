@@ -5,7 +5,6 @@ nodules/gan/legacy.py.  The images the command writes are compared with the same
 converted to 8 bits in NumPy by the formula of the original script.  Every command of this file is started once,
 concurrently (importing TensorFlow dominates each run), and the tests then look at what each one did.
 """
-import importlib.util
 import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_clean_failure, run_script
+from conftest import ROOT, assert_clean_failure, load_script, run_script
 from nodules import generation
 from nodules.gan import legacy
 from nodules.gan import tfutil
@@ -328,20 +327,13 @@ def test_help_and_defaults(runs):
                      'demo/output)', 'set the number of output images (default: 10,', 'same images (default: 0)'):
         assert fragment in text, fragment  # the defaults, as the original's help never said them
 
-    script = load_script()
+    script = load_script(SCRIPT)
     args = script.parse_args([])
     assert args.model == 'demo/weight/AIS.pkl'
     assert args.outdir == 'demo/output'
     assert args.number in (None, 10)  # None stands for "10, or as many as --latents holds"; 10 files: next test
     args = script.parse_args(['--model', 'm.pkl', '--number', '3', '--outdir', 'o'])
     assert (args.model, args.number, args.outdir) == ('m.pkl', 3, 'o')
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location('inference_script', os.path.join(ROOT, SCRIPT))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 def test_default_command_writes_the_generators_images(runs, model):
@@ -642,4 +634,4 @@ def test_seed_latents_are_drawn_per_seed_alike_on_every_stack():
 @pytest.mark.parametrize('text, seeds', [('5', [5]), ('0-3,7', [0, 1, 2, 3, 7]), (' 9 , 2-3 ', [9, 2, 3]),
                                          ('4294967295', [2 ** 32 - 1]), ('0-99999', list(range(100000)))])
 def test_seed_lists_parse_in_the_order_given(text, seeds):
-    assert load_script().parse_args(['--seeds', text]).seeds == seeds
+    assert load_script(SCRIPT).parse_args(['--seeds', text]).seeds == seeds
