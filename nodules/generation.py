@@ -99,12 +99,17 @@ def load_latents(path, latent_size, max_count=MAX_IMAGES):
     return latents
 
 
-def load_generator(pkl_path):
-    """The generator Gs of a network pickle, in a fresh default TensorFlow session."""
+def load_generator(pkl_path, session=None):
+    """The generator Gs of a network pickle, in the default TensorFlow session (made if there is none), or in
+    `session` (a tf.Session on a graph of its own: several generators held at once, as 4-classify.py does; run
+    Gs inside `session.graph.as_default()` and `session.as_default()` then)."""
     from nodules.gan import legacy
     from nodules.gan import tfutil
-    tfutil.init_tf()
-    return legacy.load_network_pkl(pkl_path, which=('Gs',))
+    if session is None:
+        tfutil.init_tf()
+        return legacy.load_network_pkl(pkl_path, which=('Gs',))
+    with session.graph.as_default(), session.as_default():
+        return legacy.load_network_pkl(pkl_path, which=('Gs',))
 
 
 def class_names(Gs):

@@ -116,9 +116,9 @@ class Classifier(object):
         self.dropout_mask_in = tf.placeholder(tf.float32, [None, features], name='dropout_mask')
 
         with tf.variable_scope('classifier'):
-            train_logits, bn_updates = self._forward(self.images_in, training=True)
+            train_logits, _, bn_updates = self._forward(self.images_in, training=True)
         with tf.variable_scope('classifier', reuse=True):
-            eval_logits, _ = self._forward(self.images_in, training=False)
+            eval_logits, self.eval_features, _ = self._forward(self.images_in, training=False)
         # Weights and moving statistics: what initialisation draws and early stopping keeps (not Adam's slots).
         self.model_vars = tf.global_variables()
 
@@ -139,7 +139,8 @@ class Classifier(object):
         self.graph.finalize()
 
     def _forward(self, images, training):
-        """Logits (and, in training mode, the moving-average updates of batch normalisation)."""
+        """(logits, penultimate features [N, widths[-1]] (the pooled activations the dense layer reads), and in
+        training mode the moving-average updates of batch normalisation)."""
         x = tf.cast(images, tf.float32) * (1.0 / 127.5) - 1.0
         x = tf.space_to_depth(x[:, :, :, tf.newaxis], STEM_BLOCK)
         updates = []
@@ -156,13 +157,13 @@ class Classifier(object):
                 x, update = self._batch_norm(x, training)
                 updates += update
                 x = tf.nn.relu(x)
-        x = tf.reduce_mean(x, axis=[1, 2])
+        features = x = tf.reduce_mean(x, axis=[1, 2])
         if training:
             x = x * self.dropout_mask_in
         with tf.variable_scope('logits'):
             w = tf.get_variable('weight', [self.widths[-1], self.num_classes], initializer=tf.zeros_initializer())
             b = tf.get_variable('bias', [self.num_classes], initializer=tf.zeros_initializer())
-        return tf.matmul(x, w) + b, updates
+        return tf.matmul(x, w) + b, features, updates
 
     @staticmethod
     def _batch_norm(x, training):
@@ -263,10 +264,18 @@ class Classifier(object):
 
     def predict(self, images, batch_size=EVAL_BATCH_SIZE):
         """Class probabilities [N, classes] (batch normalisation with its moving averages, no dropout)."""
+        return self._evaluate(self.probabilities, images, batch_size)
+
+    def features(self, images, batch_size=EVAL_BATCH_SIZE):
+        """Penultimate features [N, widths[-1]] in evaluation mode: the globally pooled activations of the last
+        stage, which the dense layer turns into logits (the space the memorization audit also measures in)."""
+        return self._evaluate(self.eval_features, images, batch_size)
+
+    def _evaluate(self, output, images, batch_size):
         images = np.asarray(images)
         if len(images) == 0:
-            return np.zeros((0, self.num_classes), np.float32)
-        return np.concatenate([self.session.run(self.probabilities, {self.images_in: images[i:i + batch_size]})
+            return np.zeros((0,) + tuple(output.shape.as_list()[1:]), np.float32)
+        return np.concatenate([self.session.run(output, {self.images_in: images[i:i + batch_size]})
                                for i in range(0, len(images), batch_size)])
 
     def loss(self, images, labels, class_weighting='balanced', batch_size=EVAL_BATCH_SIZE):

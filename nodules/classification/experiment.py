@@ -14,11 +14,14 @@ training folds, some nodules of each class are held out for early stopping.  On 
 
 and always tested on the real patches of the test fold; generated patches never enter a test or validation set.
 Generated patches come from one unconditional generator per class or one conditional generator with a label
-index per class, drawn afresh for every repeat.  A fold's generated count is a number per class or a ratio to
-that class's real training patches.
+index per class.  A fold's generated count is a number per class or a ratio to that class's real training patches.
 
-Caveat: a generator trained on all real nodules of a class has seen the test folds' nodules too, which may flatter
-the arms that use it; a clean evaluation trains one generator per training fold.
+Where the generators come from decides what the gan arms' numbers mean (Generators):
+    per-fold     trained inside each training fold on its training nodules only (per_fold.py, --gan-train): the
+                 test nodules stay unseen, and a memorization audit (audit.py) checks each generator for copies;
+    pretrained   given ready-made (--gan, --gan-model) and used for every fold: trained on every nodule of a class,
+                 they have seen the test folds' nodules, which makes the gan arms' estimates optimistic.  The
+                 results say so in their first lines.
 """
 import collections
 import json
@@ -36,6 +39,7 @@ from nodules.util.errors import UserError
 ARMS = ('none', 'classic', 'gan', 'classic+gan', 'synthetic')
 GENERATED_ARMS = ('gan', 'classic+gan', 'synthetic')
 OUTPUT_FILES = ('results.json', 'folds.json', 'results.md', 'roc_curves.png', 'confusion_matrices.png')
+MEMORIZATION_FIGURE = 'memorization.png'  # written too when the generators are audited (per-fold ones)
 
 PatchData = collections.namedtuple('PatchData', [
     'images',       # uint8 [N, H, W]
@@ -318,15 +322,17 @@ class GeneratorSet(object):
     def _generator(self, path, conditional):
         """Load (once) the Gs of `path` into its own graph and session, and check it suits the cnn."""
         if path not in self._loaded:
-            from nodules.gan import legacy
+            from nodules import generation
             from nodules.gan import tfutil
             from nodules.util.tfcompat import native_stderr_captured, tf
-            graph = tf.Graph()
-            with graph.as_default():
-                with native_stderr_captured():
-                    session = tf.Session(graph=graph, config=tfutil.session_config())
-                with session.as_default():
-                    Gs = legacy.load_network_pkl(path, which=('Gs',))
+            with native_stderr_captured():
+                session = tf.Session(graph=tf.Graph(), config=tfutil.session_config())
+            try:
+                Gs = generation.load_generator(path, session)
+            except BaseException:
+                session.close()
+                raise
+            graph = session.graph
             height, width, channels = Gs.output_shapes[0][1:]
             label_size = Gs.input_shapes[1][1]
             if channels != 1:
@@ -368,15 +374,80 @@ class GeneratorSet(object):
         self._loaded = {}
 
 
+class Generators(object):
+    """The generators of the gan arms, and what their origin means for the results.
+
+    `key(plan)` names the generators a fold uses (folds with the same key share them, and their generated
+    patches); `generator_set(key)` gives their GeneratorSet, `release(key)` says it is no longer needed.
+    """
+    source = None              # 'pretrained' or 'per-fold'
+    test_nodules_seen = None   # whether the generators were trained on nodules of the test folds
+    audited = False            # whether each fold's generators get the memorization audit (audit.py)
+
+    def key(self, plan):
+        raise NotImplementedError
+
+    def generator_set(self, key):
+        raise NotImplementedError
+
+    def release(self, key):
+        pass
+
+    def close(self):
+        pass
+
+    def document(self):
+        """The results' "generators" entry."""
+        return collections.OrderedDict([('source', self.source), ('test_nodules_seen', self.test_nodules_seen)])
+
+
+OPTIMISTIC_WARNING = ('warning: the gan arms\' estimates are optimistic: their generators (--gan, --gan-model) were '
+                      'trained on every nodule, the test folds\' included; train them inside each training fold with '
+                      '--gan-train for an honest estimate')
+
+
+class PretrainedGenerators(Generators):
+    """Ready-made generators (--gan, --gan-model): one GeneratorSet for every fold, and generated patches drawn
+    afresh for every repeat (the folds of a repeat take the first N of the same pool).  Trained on all nodules
+    of a class, they have seen every test fold's nodules."""
+    source = 'pretrained'
+    test_nodules_seen = True
+
+    def __init__(self, generator_set):
+        self.set = generator_set
+
+    def key(self, plan):
+        return plan.repeat
+
+    def generator_set(self, key):
+        return self.set
+
+    def close(self):
+        self.set.close()
+
+    def document(self):
+        document = super(PretrainedGenerators, self).document()
+        document['pickles'] = [path for path, _ in self.set.sources]
+        document['labels'] = [label for _, label in self.set.sources]
+        document['warning'] = OPTIMISTIC_WARNING
+        return document
+
+
 def generate_pools(generators, data, plans, spec, seed, progress=None):
-    """{repeat: [uint8 patches per class]}: for each repeat as many generated patches per class as its folds
-    need at most (the folds of a repeat take the first N of the same pool)."""
-    needed = collections.defaultdict(lambda: np.zeros(len(data.class_names), np.int64))
+    """{generators.key(plan): [uint8 patches per class]}: for each set of generators as many generated patches per
+    class as the folds it serves need at most; patches of class c in repeat r come from the seed (seed, 2, r, c)."""
+    needed = collections.OrderedDict()
     for plan in plans:
-        needed[plan.repeat] = np.maximum(needed[plan.repeat], generated_counts(spec, data, plan))
-    return {repeat: [generators.generate(c, int(count), derived_seed(seed, 2, repeat, c), progress)
-                     for c, count in enumerate(counts)]
-            for repeat, counts in sorted(needed.items())}
+        key = generators.key(plan)
+        counts = np.asarray(generated_counts(spec, data, plan))
+        needed[key] = (plan.repeat, np.maximum(needed[key][1], counts) if key in needed else counts)
+    pools = {}
+    for key, (repeat, counts) in needed.items():
+        generator_set = generators.generator_set(key)
+        pools[key] = [generator_set.generate(c, int(count), derived_seed(seed, 2, repeat, c), progress)
+                      for c, count in enumerate(counts)]
+        generators.release(key)
+    return pools
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -407,17 +478,25 @@ Settings = collections.namedtuple('Settings', [
     'generated', 'widths', 'dropout', 'learning_rate', 'batch_size'])
 
 
-def run_experiment(data, settings, generators=None, progress=None, log=None):
-    """Train and test every arm on every fold of every repeat.  Returns (results dict, folds dict).
+def run_experiment(data, settings, generators=None, progress=None, log=None, plans=None):
+    """Train and test every arm on every fold of every repeat.  Returns (results dict, folds dict, pooled test
+    predictions {arm: (labels, probabilities)}, figures {file name: PNG bytes}).
 
-    `progress(epochs)` is told of finished (or early-stopping-skipped) epochs; `log(line)` gets one line per run.
+    `generators` (a Generators) serve the gan arms; audited ones get the memorization audit after each fold's
+    classifier trained on real patches only (figure memorization.png).  `plans` defaults to plan_folds() of
+    the settings.  `progress(epochs)` is told of finished (or early-stopping-skipped) epochs; `log(line)` gets
+    one line per run.
     """
+    from nodules.classification import audit
     from nodules.classification import cnn
     log = log or (lambda line: None)
-    plans = plan_folds(data, settings.folds, settings.repeats, settings.validation_fraction, settings.seed)
+    if plans is None:
+        plans = plan_folds(data, settings.folds, settings.repeats, settings.validation_fraction, settings.seed)
     pools = {}
     if any(arm in GENERATED_ARMS for arm in settings.arms):
         pools = generate_pools(generators, data, plans, settings.generated, settings.seed)
+    audit_arm = audit.feature_arm(settings.arms) if pools and generators.audited else None
+    audited = []
     resolution = data.images.shape[-1]
     net = cnn.Classifier(resolution, len(data.class_names), widths=settings.widths,
                                 dropout=settings.dropout, learning_rate=settings.learning_rate)
@@ -429,7 +508,8 @@ def run_experiment(data, settings, generators=None, progress=None, log=None):
         for plan in plans:
             fit_seed = derived_seed(settings.seed, 3, plan.repeat, plan.fold)  # the same for every arm: paired
             for arm in settings.arms:
-                sets = fold_sets(arm, data, plan, pools.get(plan.repeat), settings.generated)
+                pool = pools.get(generators.key(plan)) if pools else None
+                sets = fold_sets(arm, data, plan, pool, settings.generated)
                 images, labels, is_generated = sets['fit']
                 summary = net.fit(images, labels, *sets['validation'], seed=fit_seed, epochs=settings.epochs,
                                   patience=settings.patience, class_weighting=settings.class_weighting,
@@ -438,6 +518,9 @@ def run_experiment(data, settings, generators=None, progress=None, log=None):
                 test_images, test_labels = sets['test']
                 probabilities = net.predict(test_images)
                 metrics = statistics.classification_metrics(test_labels, probabilities, data.class_names)
+                if arm == audit_arm:  # the network now holds this fold's classifier of real patches
+                    audited += audit.audit_fold(data, plan, pool, generated_counts(settings.generated, data, plan),
+                                                net.features)
                 fold_metrics[arm].append(metrics)
                 pooled[arm][0].append(test_labels)
                 pooled[arm][1].append(probabilities)
@@ -465,13 +548,38 @@ def run_experiment(data, settings, generators=None, progress=None, log=None):
                                                 for i, c in enumerate(data.class_names))),
             ('nodule_groups_given', bool(data.has_groups))])),
         ('settings', settings_document(settings)),
+        ('generators', generators_document(generators, audited, audit_arm) if pools else None),
         ('arms', collections.OrderedDict(
             (arm, collections.OrderedDict([('summary', statistics.summarize(fold_metrics[arm], data.class_names)),
                                            ('runs', runs[arm])])) for arm in settings.arms)),
         ('comparisons', statistics.compare_arms(fold_metrics, list(settings.arms), test_train_ratio)),
     ])
     pooled = collections.OrderedDict((arm, (np.concatenate(l), np.concatenate(p))) for arm, (l, p) in pooled.items())
-    return results, folds_document(data, plans), pooled
+    figures = {}
+    if audited:
+        figures[MEMORIZATION_FIGURE] = audit.pairs_figure([png for _, png in audited])
+    return results, folds_document(data, plans), pooled, figures
+
+
+def generators_document(generators, audited, audit_arm):
+    """The results' "generators" entry: their source, whether they saw test nodules, and the audit if any."""
+    from nodules.classification import audit
+    document = generators.document()
+    if audited:
+        document['memorization'] = audit.document([entry for entry, _ in audited], audit_arm)
+    return document
+
+
+def generators_lines(results):
+    """The first lines of results.md (and of the terminal's report): where the gan arms' generators came from,
+    with the warning when they saw the test nodules."""
+    generators = results.get('generators')
+    if not generators:
+        return []
+    if generators['test_nodules_seen']:
+        return ['> **%s**' % generators['warning'], '']
+    return ['Generators of the gan arms: trained inside each training fold on its training nodules only '
+            '(test_nodules_seen: false; %s).' % generators['directory'], '']
 
 
 def settings_document(settings):
@@ -484,17 +592,24 @@ def settings_document(settings):
     return document
 
 
-def report_files(results, folds, pooled):
-    """{file name: bytes} of everything a run writes."""
+def report_files(results, folds, pooled, figures=None):
+    """{file name: bytes} of everything a run writes (`figures`: more PNGs by name, e.g. memorization.png)."""
+    from nodules.classification import audit
     arms = list(results['arms'])
     matrices = {arm: results['arms'][arm]['summary']['confusion_matrix'] for arm in arms}
-    return collections.OrderedDict([
+    markdown = ''.join(line + '\n' for line in generators_lines(results)) + statistics.markdown_report(results)
+    memorization = (results.get('generators') or {}).get('memorization')
+    if memorization:
+        markdown += '\n' + '\n'.join(audit.markdown(memorization)) + '\n'
+    files = collections.OrderedDict([
         ('results.json', _json_bytes(results)),
         ('folds.json', _json_bytes(folds)),
-        ('results.md', statistics.markdown_report(results).encode('utf-8')),
+        ('results.md', markdown.encode('utf-8')),
         ('roc_curves.png', statistics.roc_figure(pooled, results['classes'], arms)),
         ('confusion_matrices.png', statistics.confusion_figure(matrices, results['classes'], arms)),
     ])
+    files.update(sorted((figures or {}).items()))
+    return files
 
 
 def _json_bytes(document):

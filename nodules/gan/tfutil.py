@@ -6,6 +6,7 @@ can be evaluated on NumPy arrays (`run`), re-built on other tensors sharing the 
 (loading goes through nodules/gan/legacy.py, never through plain unpickling).
 """
 import collections
+import contextlib
 import inspect
 import os
 
@@ -36,12 +37,14 @@ def session_config(num_threads=0):
 
 
 def init_tf(seed=None, num_threads=0, cpu_devices=1):
-    """Make a default graph and session (the TF1 idiom the rest of the code relies on) and return the session.
+    """Make a default session on the default graph (the TF1 idiom the rest of the code relies on) and return it;
+    an existing default session is returned instead if it is on that graph.
 
     `cpu_devices` > 1 splits the CPU into that many logical devices (to run multi-device training without GPUs).
     """
-    if tf.get_default_session() is not None:
-        return tf.get_default_session()
+    session = tf.get_default_session()
+    if session is not None and session.graph is tf.get_default_graph():
+        return session
     if seed is not None:
         tf.set_random_seed(seed)
     config = session_config(num_threads)
@@ -52,6 +55,22 @@ def init_tf(seed=None, num_threads=0, cpu_devices=1):
     session._default_session_context = session.as_default()  # keep it the default for the process' lifetime
     session._default_session_context.__enter__()
     return session
+
+
+@contextlib.contextmanager
+def separate_graph():
+    """A new default graph for a block that calls init_tf (a training run), and the session init_tf opens on it
+    closed when the block ends: several runs one after another in one process (4-classify.py --gan-train), each
+    as if it had the process to itself."""
+    graph = tf.Graph()
+    try:
+        with graph.as_default():
+            yield graph
+    finally:
+        session = tf.get_default_session()
+        if session is not None and session.graph is graph:
+            session._default_session_context.__exit__(None, None, None)
+            session.close()
 
 
 def run_session():
