@@ -1,19 +1,29 @@
-"""Quality metrics of generated nodules against a dataset: sliced Wasserstein distance and MS-SSIM diversity.
+"""Quality metrics of generated nodules against a dataset.
 
     python compute_metrics.py --real processData/AIS --fake demo/weight/AIS.pkl        # real vs generated
     python compute_metrics.py --real processData/AIS --fake processData/IAC            # two datasets
     python compute_metrics.py --real processData/AIS --halves                          # baseline: two halves
     python compute_metrics.py --real processData/MIA --fake all.pkl --label MIA        # one class of a conditional model
+    python compute_metrics.py --real processData/AIS --fake demo/weight/AIS.pkl \
+        --metrics frd,prdc,memorization,spectral --heldout HELDOUT_DIR --json metrics.json
 
-Everything is computed offline in NumPy (nodules/metrics/swd.py); nothing is downloaded.
+swd and msssim (the default) are the metrics of PGGAN; frd, prdc, memorization and spectral are those of current
+medical-imaging papers (nodules/metrics/).  Everything is computed offline; nothing is downloaded.  FRD and the
+radiomic feature space need Python >= 3.10 and the optional packages of requirements-metrics.txt.
 """
 import argparse
+import json
 import os
+import sys
+
+import numpy as np
 
 from nodules.util import cli
 from nodules.util.errors import UserError
 
-METRICS = ('swd', 'msssim')
+METRICS = ('swd', 'msssim', 'frd', 'prdc', 'memorization', 'spectral')
+DEFAULT_METRICS = ('swd', 'msssim')
+PRDC_SPACES = ('radiomics', 'pixels')
 
 
 def metric_list(text):
@@ -28,9 +38,14 @@ def metric_list(text):
 
 def parse_args(argv=None):
     parser = cli.ArgumentParser(
-        description='Image-quality metrics (offline): sliced Wasserstein distance (SWD, x1e3 per Laplacian '
-                    'pyramid level, lower = closer to the real images) and MS-SSIM of consecutive image pairs '
-                    '(lower = more diverse)')
+        description='Image-quality metrics (offline): swd = sliced Wasserstein distance (x1e3 per Laplacian '
+                    'pyramid level, lower = closer to the real images); msssim = MS-SSIM of consecutive image '
+                    'pairs (lower = more diverse); frd = Frechet Radiomics Distance (frd-score v1, lower = '
+                    'closer); prdc = precision and recall (k=3, fidelity and diversity) and density and coverage '
+                    '(k=5); memorization = distances to the nearest training patch (--real) of generated patches '
+                    'against those of real held-out patches (--heldout); spectral = largest peak of the mean '
+                    'power spectrum at the up-sampling periods 2, 4, 8 px over its neighbourhood (~1 = no '
+                    'lattice)')
     parser.add_argument('--real', required=True, metavar='DATASET_DIR',
                         help='the reference dataset (a directory of multi-resolution TFRecords, e.g. processData/AIS)')
     source = parser.add_mutually_exclusive_group(required=True)
@@ -45,8 +60,26 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=cli.seed, default=0,
                         help='seed of the latent vectors (as in 2-inference.py) and of the SWD sampling '
                              '(default: %(default)s)')
-    parser.add_argument('--metrics', type=metric_list, default=list(METRICS), metavar='LIST',
-                        help='comma-separated subset of %s (default: all)' % ','.join(METRICS))
+    parser.add_argument('--metrics', type=metric_list, default=list(DEFAULT_METRICS), metavar='LIST',
+                        help='comma-separated subset of %s (default: %s)' % (','.join(METRICS),
+                                                                              ','.join(DEFAULT_METRICS)))
+    parser.add_argument('--heldout', metavar='DATASET_DIR',
+                        help='for memorization: real patches the generator never saw (its training set is '
+                             '--real, all of whose images are searched)')
+    parser.add_argument('--prdc-space', choices=PRDC_SPACES, default='radiomics',
+                        help='feature space of prdc: radiomics = the z-scored radiomic features of FRD (needs '
+                             'Python >= 3.10, as FRD), pixels = raw grey levels (default: %(default)s)')
+    parser.add_argument('--workers', type=cli.positive_int, default=1,
+                        help='processes extracting radiomic features (~0.15 CPU-seconds per 64x64 patch; '
+                             'default: %(default)s)')
+    parser.add_argument('--json', metavar='FILE',
+                        help='also write every figure with its settings (sample counts, seeds, feature space, '
+                             'package versions) to FILE as JSON')
+    parser.add_argument('--closest-pairs', metavar='FILE.png',
+                        help='for memorization: picture of the 8 closest generated/training pairs (generated on '
+                             'top, nearest training patch below)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing --json or --closest-pairs file that differs (default: refuse)')
     parser.add_argument('--batch-size', type=cli.positive_int, default=32,
                         help='images generated per step from a network pickle (default: %(default)s)')
     cli.add_label_options(parser, '; measures that class against --real, its own dataset')
@@ -104,6 +137,37 @@ def load_sets(args):
             % (args.fake, number, ' of %s' % which if which else '', args.seed))
 
 
+def check_options(args):
+    """Refuse combinations that cannot work, before anything is read or computed (FRD's packages included)."""
+    if 'memorization' in args.metrics:
+        if args.halves:
+            raise UserError('--metrics memorization audits a generator (--fake) against its training set (--real), '
+                            'not two halves of one dataset')
+        if not args.heldout:
+            raise UserError('--metrics memorization needs --heldout DATASET_DIR: real patches the generator never '
+                            'saw, to tell chance closeness to the training set from copying')
+    elif args.heldout or args.closest_pairs:
+        raise UserError('%s is used by --metrics memorization only (add it to --metrics)'
+                        % ('--heldout' if args.heldout else '--closest-pairs'))
+    if args.heldout and not os.path.isdir(args.heldout):
+        raise UserError('%s: no such dataset directory' % args.heldout)
+    if needs_radiomics(args):
+        from nodules.metrics import frd
+        reason = frd.unavailable_reason()
+        if reason:
+            if 'frd' not in args.metrics:
+                reason += ' (--prdc-space pixels works here)'
+            raise UserError(reason)
+    outputs_written = [path for path in (args.json, args.closest_pairs) if path]
+    if outputs_written:
+        from nodules.util import outputs
+        outputs.check_targets(outputs_written)
+
+
+def needs_radiomics(args):
+    return 'frd' in args.metrics or ('prdc' in args.metrics and args.prdc_space == 'radiomics')
+
+
 def main(argv=None):
     args = parse_args(argv)
     # Fail on missing inputs before importing TensorFlow (seconds) or reading anything.
@@ -114,49 +178,230 @@ def main(argv=None):
     if (args.label is not None or args.label_index is not None) and (args.halves or os.path.isdir(args.fake)):
         raise UserError('%s applies to a network pickle given as --fake, not to datasets'
                         % ('--label' if args.label is not None else '--label-index'))
+    check_options(args)
     real, fake, real_text, fake_text = load_sets(args)
     try:
-        report(args, real, fake, real_text, fake_text)
-    except ValueError as error:  # what nodules/metrics/swd.py refuses (sizes, shapes) is the user's input
+        results, pictures = report(args, real, fake, real_text, fake_text)
+    except ValueError as error:  # what nodules/metrics/ refuses (sizes, shapes) is the user's input
         raise UserError(str(error))
+    write_outputs(args, results, pictures)
 
 
 def report(args, real, fake, real_text, fake_text):
-    from nodules.metrics import msssim, swd
+    """Print every metric asked for; returns (results for --json, {path: PNG bytes})."""
     if real.shape[2:] != fake.shape[2:]:
         raise UserError('the real images are %dx%d but the fake ones are %dx%d; metrics compare one size'
                             % (real.shape[3], real.shape[2], fake.shape[3], fake.shape[2]))
-    size = real.shape[2]
     print('real: %s (%s)' % (real_text, _shape_text(real)))
     print('fake: %s (%s)' % (fake_text, _shape_text(fake)))
-
+    results = dict(real=dict(source=args.real, description=real_text, count=int(len(real))),
+                   fake=dict(source=args.fake if not args.halves else args.real, description=fake_text,
+                             count=int(len(fake))),
+                   seed=args.seed, metrics=list(args.metrics))
+    pictures = {}
     if 'swd' in args.metrics:
-        resolutions = swd.swd_resolutions(size)
-        if not resolutions:
-            raise UserError('SWD needs images of at least %dx%d, these are %dx%d'
-                                % (swd.SWD_MIN_RESOLUTION, swd.SWD_MIN_RESOLUTION, size, size))
-        with cli.progress(len(resolutions) * 2 * len(real), 'SWD') as bar:
-            per_level, average = swd.sliced_wasserstein_distance(real, fake, seed=args.seed,
-                                                                     progress=bar.update)
-        print('')
-        print('Sliced Wasserstein distance x1e3 (seed %d, %d images per set; lower = closer)'
-              % (args.seed, len(real)))
-        for resolution, value in zip(resolutions, per_level):
-            print('  %-9s %10.3f' % ('%dx%d' % (resolution, resolution), value))
-        print('  %-9s %10.3f' % ('average', average))
-
+        results['swd'] = report_swd(args, real, fake)
     if 'msssim' in args.metrics:
-        smallest = 2 ** (len(msssim.MS_SSIM_WEIGHTS) - 1)
-        if size < smallest:
-            raise UserError('MS-SSIM needs images of at least %dx%d, these are %dx%d'
-                                % (smallest, smallest, size, size))
-        if len(real) < 2:
-            raise UserError('MS-SSIM of consecutive pairs needs at least 2 images per set (raise --num)')
-        print('')
-        print('MS-SSIM of consecutive pairs (0,1), (2,3), ... (%d pairs per set; lower = more diverse)'
-              % (len(real) // 2))
-        print('  %-9s %10.4f' % ('fake', msssim.ms_ssim_consecutive_pairs(fake)))
-        print('  %-9s %10.4f' % ('real', msssim.ms_ssim_consecutive_pairs(real)))
+        results['msssim'] = report_msssim(real, fake)
+    if 'prdc' in args.metrics:  # checked before the slow feature extraction
+        from nodules.metrics import prdc
+        smallest = max(prdc.PRECISION_RECALL_K, prdc.DENSITY_COVERAGE_K) + 1
+        if min(len(real), len(fake)) < smallest:
+            raise UserError('prdc needs at least %d images per set (k = %d nearest neighbours and the image '
+                            'itself); raise --num' % (smallest, prdc.DENSITY_COVERAGE_K))
+    features = None
+    if needs_radiomics(args):
+        features = radiomic_features(args, real, fake)
+    if 'frd' in args.metrics:
+        results.update(report_frd(features))
+    if 'prdc' in args.metrics:
+        results.update(report_prdc(args, real, fake, features))
+    if 'memorization' in args.metrics:
+        results['memorization'], picture = report_memorization(args, fake)
+        if picture is not None:
+            pictures[args.closest_pairs] = picture
+    if 'spectral' in args.metrics:
+        results['spectral'] = report_spectral(real, fake)
+    results['versions'] = versions(needs_radiomics(args))
+    return results, pictures
+
+
+def report_swd(args, real, fake):
+    from nodules.metrics import swd
+    size = real.shape[2]
+    resolutions = swd.swd_resolutions(size)
+    if not resolutions:
+        raise UserError('SWD needs images of at least %dx%d, these are %dx%d'
+                            % (swd.SWD_MIN_RESOLUTION, swd.SWD_MIN_RESOLUTION, size, size))
+    with cli.progress(len(resolutions) * 2 * len(real), 'SWD') as bar:
+        per_level, average = swd.sliced_wasserstein_distance(real, fake, seed=args.seed, progress=bar.update)
+    print('')
+    print('Sliced Wasserstein distance x1e3 (seed %d, %d images per set; lower = closer)' % (args.seed, len(real)))
+    for resolution, value in zip(resolutions, per_level):
+        print('  %-9s %10.3f' % ('%dx%d' % (resolution, resolution), value))
+    print('  %-9s %10.3f' % ('average', average))
+    return dict(per_level=dict(('%dx%d' % (r, r), float(v)) for r, v in zip(resolutions, per_level)),
+                average=float(average), seed=args.seed, images_per_set=int(len(real)))
+
+
+def report_msssim(real, fake):
+    from nodules.metrics import msssim
+    size = real.shape[2]
+    smallest = 2 ** (len(msssim.MS_SSIM_WEIGHTS) - 1)
+    if size < smallest:
+        raise UserError('MS-SSIM needs images of at least %dx%d, these are %dx%d'
+                            % (smallest, smallest, size, size))
+    if len(real) < 2:
+        raise UserError('MS-SSIM of consecutive pairs needs at least 2 images per set (raise --num)')
+    print('')
+    print('MS-SSIM of consecutive pairs (0,1), (2,3), ... (%d pairs per set; lower = more diverse)'
+          % (len(real) // 2))
+    values = dict(fake=float(msssim.ms_ssim_consecutive_pairs(fake)),
+                  real=float(msssim.ms_ssim_consecutive_pairs(real)))
+    print('  %-9s %10.4f' % ('fake', values['fake']))
+    print('  %-9s %10.4f' % ('real', values['real']))
+    values['pairs_per_set'] = int(len(real) // 2)
+    return values
+
+
+def _grayscale(images, what):
+    if images.shape[1] != 1:
+        raise UserError('%s works on grayscale patches; these images have %d channels' % (what, images.shape[1]))
+    return images[:, 0]
+
+
+def radiomic_features(args, real, fake):
+    """frd.radiomic_features of both sets, extracted once for FRD and prdc: (real, fake, names, settings)."""
+    from nodules.metrics import frd
+    real, fake = _grayscale(real, 'FRD'), _grayscale(fake, 'FRD')
+    with cli.progress(len(real) + len(fake), 'radiomic features') as bar:
+        real_features, names = frd.radiomic_features(real, workers=args.workers, progress=bar.update)
+        fake_features, _ = frd.radiomic_features(fake, workers=args.workers, progress=bar.update)
+    return dict(real=real_features, fake=fake_features, names=names, settings=frd.frd_settings())
+
+
+def report_frd(features):
+    from nodules.metrics import frd
+    result = frd.frechet_radiomics_distance(features['real'], features['fake'], features['names'])
+    settings = dict(features['settings'])
+    settings.update((key, result[key]) for key in ('features_extracted', 'features_used', 'real_count',
+                                                   'fake_count', 'rows_dropped'))
+    versions = settings['package_versions']
+    print('')
+    print('Frechet Radiomics Distance (frd-score %s, FRD %s: %d of %d radiomic features, z-scored with the real '
+          'set; log of the squared distance; %d + %d patches; lower = closer)'
+          % (versions.get('frd-score'), settings['version'], result['features_used'], result['features_extracted'],
+             result['real_count'], result['fake_count']))
+    print('  %-9s %10.3f' % ('frd', result['value']))
+    return dict(frd=result['value'], frd_settings=settings)
+
+
+def report_prdc(args, real, fake, features):
+    from nodules.metrics import frd, prdc
+    if args.prdc_space == 'radiomics':
+        real_z, fake_z, kept, info = frd.standardise(features['real'], features['fake'], features['names'])
+        space = dict(name='radiomics', description='frd-score v1 radiomic features z-scored with the real set '
+                                                   '(the features of FRD)', features_used=len(kept),
+                     rows_dropped=info['rows_dropped'])
+        real_x, fake_x = real_z.astype(np.float64), fake_z.astype(np.float64)
+    else:
+        space = dict(name='pixels', description='grey levels 0..255 of every pixel, flattened',
+                     features_used=int(np.prod(real.shape[1:])))
+        real_x, fake_x = real, fake
+    result = prdc.prdc(real_x, fake_x)
+    print('')
+    print('Precision and recall (k=%d), density and coverage (k=%d) in %s space (%d features; %d real, %d fake)'
+          % (result['k_precision_recall'], result['k_density_coverage'], space['name'], space['features_used'],
+             result['real_count'], result['fake_count']))
+    notes = dict(precision='fidelity: share of fake inside the real manifold',
+                 recall='diversity: share of real inside the fake manifold',
+                 density='fidelity: ~1 for one distribution', coverage='diversity: real neighbourhoods reached')
+    for key in ('precision', 'recall', 'density', 'coverage'):
+        print('  %-9s %10.3f   (%s)' % (key, result[key], notes[key]))
+    settings = dict(feature_space=space)
+    settings.update((key, result[key]) for key in ('k_precision_recall', 'k_density_coverage', 'real_count',
+                                                   'fake_count'))
+    return dict(precision=result['precision'], recall=result['recall'], density=result['density'],
+                coverage=result['coverage'], prdc_settings=settings)
+
+
+def report_memorization(args, fake):
+    """The audit: generated = the fake set; training = every image of --real; held-out = every image of
+    --heldout.  Returns (JSON-ready result, PNG bytes of the closest pairs or None)."""
+    from nodules.metrics import memorization
+    training = dataset_images(args.real)
+    heldout = dataset_images(args.heldout)
+    for name, images in ((args.heldout, heldout), (args.real, training)):
+        if images.shape[1:] != fake.shape[1:]:
+            raise UserError('%s: images are %s but the generated ones are %s; the audit compares one size'
+                            % (name, _shape_text(images), _shape_text(fake)))
+    result = memorization.audit(fake, heldout, training)
+    result['space'] = 'pixels'
+    result['training'] = '%s, all %d images' % (args.real, len(training))
+    result['heldout'] = '%s, all %d images' % (args.heldout, len(heldout))
+    print('')
+    for line in memorization.summary_lines(result, 'pixel'):
+        print(line)
+    picture = None
+    if args.closest_pairs:
+        picture = memorization.pairs_png(fake, training, result['closest_pairs'])
+        result['closest_pairs_picture'] = args.closest_pairs
+    return result, picture
+
+
+def report_spectral(real, fake):
+    from nodules.metrics import spectral
+    values = dict(fake=spectral.spectral_peaks(_grayscale(fake, 'The spectral check')),
+                  real=spectral.spectral_peaks(_grayscale(real, 'The spectral check')))
+    print('')
+    print('Spectral check: largest peak of the mean power spectrum at periods 2, 4, 8 px over its neighbours '
+          '(~1 = smooth; a lattice shows up as a peak)')
+    for key in ('fake', 'real'):
+        print('  %-9s %s' % (key, spectral.describe_peak(values[key])))
+    return values
+
+
+def versions(radiomics):
+    """Python and the packages the figures depend on."""
+    found = dict(python='%d.%d.%d' % tuple(sys.version_info[:3]), numpy=np.__version__)
+    if radiomics:
+        from nodules.metrics import frd
+        found.update(frd.package_versions())
+    return found
+
+
+def _json_ready(value):
+    """Non-finite floats become None (JSON has no inf/NaN); NumPy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return dict((str(key), _json_ready(item)) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def json_bytes(results):
+    return (json.dumps(_json_ready(results), indent=2, sort_keys=True, allow_nan=False) + '\n').encode('utf-8')
+
+
+def write_outputs(args, results, pictures):
+    """--json and --closest-pairs, together or not at all (never replacing a different file without
+    --overwrite)."""
+    files = {}
+    if args.json:
+        files[args.json] = json_bytes(results)
+    files.update(pictures)
+    if not files:
+        return
+    from nodules.util import outputs
+    with outputs.FileSet(list(files), args.overwrite) as fileset:
+        for path, data in files.items():
+            fileset.write(path, data)
+    for path in files:
+        print('wrote %s' % path)
 
 
 if __name__ == '__main__':
