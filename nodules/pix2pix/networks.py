@@ -74,8 +74,9 @@ def batch_norm(x, epsilon=BN_EPSILON, init_std=INIT_STD):
     channels = x.shape.as_list()[-1]
     gamma = tf.get_variable('gamma', shape=[channels], initializer=tf.random_normal_initializer(1.0, init_std))
     beta = tf.get_variable('beta', shape=[channels], initializer=tf.zeros_initializer())
-    mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
-    return (x - mean) * tf.rsqrt(variance + epsilon) * gamma + beta
+    # One fused op (and one for its gradient) instead of a dozen: in training mode it normalises with the
+    # minibatch's mean and biased variance, as Keras' batch norm in the original does.
+    return tf.nn.fused_batch_norm(x, gamma, beta, epsilon=epsilon, is_training=True, data_format='NHWC')[0]
 
 
 def dropout(x, rate):

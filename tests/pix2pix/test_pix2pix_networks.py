@@ -123,7 +123,8 @@ def test_inputs_of_the_wrong_shape_are_named(tf_session):
     with pytest.raises(ValueError, match='masks must be'):
         networks.G_unet(tf.placeholder(tf.float32, [None, 32, 32, 1]))
     with pytest.raises(ValueError, match='patches must be'):
-        networks.D_patchgan(tf.placeholder(tf.float32, [None, 64, 64, 1]), tf.placeholder(tf.float32, [None, 64, 64, 2]))
+        networks.D_patchgan(tf.placeholder(tf.float32, [None, 64, 64, 1]),
+                            tf.placeholder(tf.float32, [None, 64, 64, 2]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
