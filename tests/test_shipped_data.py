@@ -58,6 +58,22 @@ def test_shipped_datasets_record_their_nodules(name, nodules, views):
     assert (metadata['nodules'], metadata['views'], metadata['count']) == (nodules, views, nodules * views)
 
 
+@pytest.mark.parametrize('name', ['AIS', 'MIA', 'IAC'])
+def test_shipped_phantoms_meet_the_real_figures(name):
+    """The shipped sets themselves, not only fresh draws, have saturating bone about as often as real patches
+    and their soft tissue at the real 90th percentile; the AIS set has the real AIS patches' coarse texture."""
+    from nodules.data import dataset
+    import test_phantoms
+    images = dataset.read_images(dataset.tfrecord_path(os.path.join(ROOT, 'processData', name), 6))[:, 0]
+    bright = (images >= 230).mean()
+    assert test_phantoms.REAL_BRIGHT_SHARE / 2 <= bright <= 2 * test_phantoms.REAL_BRIGHT_SHARE, bright
+    p90 = np.percentile(images, 90)
+    assert abs(p90 - test_phantoms.REAL_AIS_P90) <= 0.15 * test_phantoms.REAL_AIS_P90, p90
+    if name == 'AIS':
+        roughness = test_phantoms.coarse_roughness(images)
+        assert abs(roughness - test_phantoms.REAL_AIS_ROUGHNESS) <= 0.15 * test_phantoms.REAL_AIS_ROUGHNESS, roughness
+
+
 def test_shipped_datasets_say_they_are_synthetic():
     from nodules.data import dataset
     for name in ('AIS', 'MIA', 'IAC'):

@@ -11,21 +11,27 @@ the end, so that densities keep their physical order:
 
   air -1000 | lung parenchyma about -860 (-900..-820 between patients and inspiration levels) | ground glass
   -750..-300 | fat -120..-80 | muscle and solid tumour +20..+55 | blood +20..+50, contrast-enhanced up to +250 |
-  rib marrow +150..+300 | rib cortex +450..+900
+  bone marrow +150..+400 | cortical bone +700..+1400
 
 * Parenchyma: a per-patient level, a gravity-dependent gradient of up to 90 HU across the field, a smooth
-  density variation (cubic B-spline noise, 5 mm cells) and a finer lobular mottle (1.6 mm cells).  Sub-
-  millimetre vessels cut across by the slice are specks (about 250 per patch, 40% of them clustered within a
-  few mm of a larger vessel) at sub-voxel positions, whose HU is the blood's scaled by the fraction of the
-  voxel they fill (partial volume; faint ones far more common than bright ones), blurred like everything else.
-* Vessels: one to three 3-D trees per patch of tapering, gently curving tubes whose trunk may fork into a
-  thicker and a thinner daughter; each tree runs obliquely through the slab, so it moves between adjacent
-  slices; branches that end inside the field thin to a grey sub-voxel tip (they leave the slice).  Painted
-  with the exact area each tube covers in a voxel, so vessels thinner than a voxel are grey and only thick ones
-  reach the blood value.  Vessels running steeply through the slice are short segments or round dots.
+  density variation (cubic B-spline noise, 5 mm cells) and a finer lobular mottle (1.6 mm cells); in seven
+  patches in ten a patchy denser (dependent) region on one side, against the chest wall if there is one, whose
+  border the coarse texture makes irregular (no smooth band along the wall).  Sub-millimetre vessels cut across
+  by the slice are specks (about 250 per patch, 40% of them clustered within a few mm of a larger vessel) at
+  sub-voxel positions, whose HU is the blood's scaled by the fraction of the voxel they fill (partial volume;
+  faint ones far more common than bright ones), blurred like everything else.
+* Vessels and airways: one or two 3-D trees per patch of tapering, gently curving tubes whose trunk may fork;
+  each runs obliquely through the slab, so it moves between adjacent slices, and branches that end inside the
+  field thin to a grey sub-voxel tip (they leave the slice).  Most vessels cross the slice: 4-14 round dots and
+  4-14 short segments (in the slab for a few mm) whose calibre is drawn from 0.2 to 2 mm radius with small
+  ones far more common, 15-40 sub-voxel twigs (small vessels and septa), and now and then a small airway beside
+  its artery (a thin tissue ring around air).  A fissure (a faint hairline across the field) in one patch in
+  five.  All painted with the exact area each covers in a voxel, so structures thinner than a voxel are grey and
+  only thick ones reach the blood value.
 * Nodule: an ellipsoid with a lobulated outline (radial Fourier terms that change along z), made of ground
-  glass (a partial filling of air spaces: it adds to what is there, so vessels show through it; heterogeneous,
-  with a hazy 1-2.5 mm margin) and/or a solid core at tissue HU (margin 0.35-0.6 mm), both outlines made
+  glass (a partial filling of air spaces: it adds to what is there, so vessels show through it, and small
+  vessels cross it as dots and short segments; patchy, with a hazy 1.2-3 mm margin and an outline more
+  irregular than a solid nodule's) and/or a solid core at tissue HU (margin 0.35-0.6 mm), both outlines made
   irregular by the lung's fine texture, with optional bubble lucencies (air) and
   spicules (thin strands of fibrosis, in and out of the slice).  Size, composition, solid-core size, margin,
   bubbles and vessel contact are drawn per subtype from the overlapping distributions in `SUBTYPE_MODELS`
@@ -33,19 +39,24 @@ the end, so that densities keep their physical order:
   solid part of at most 5 mm but also pure ground glass, IAC part-solid with a larger solid part or solid,
   occasionally ground glass).  Mean density and diameter alone separate them only partly (a nearest-centroid
   classifier on the paper's 30 / 119 / 57 nodules reaches a balanced accuracy of about 0.65-0.75).
-* Chest wall or mediastinum (in about three patches in four): a smooth pleural arc, smeared over 0.3-2.5 mm
-  where the slab cuts it obliquely (partial volume), with denser lung in front of it (dependent density, up to
-  +500 HU fading over 4-16 mm), a thin pleural line, extrapleural fat, then muscle with striations and fat
-  planes running parallel to the pleura, and in one wall in eight a rib in cross section inside the wall: a
-  thin cortex (+250..+450 HU after partial volume, so not saturated) around mottled marrow.
-* Scanner: a Gaussian point-spread function (sigma 0.3 mm), then the sharpening of a lung reconstruction
-  kernel (image + 0.25 x (image - its 3x3 mean), which also gives edges their slight overshoot).  Quantum noise
-  (38-58 HU after filtering; most of the fine texture) enters before both, so its power spectrum is the kernel's: rising with
-  frequency, then rolling off - the fine-grained, correlated noise of filtered back projection.
+* Chest wall or mediastinum (in four patches in five): a pleura that is crisp (0.2-0.45 mm of partial volume;
+  up to 1.2 mm where the slab cuts it obliquely) and no perfect arc - it undulates by 0.6-2.5 mm over 6 mm and
+  is finely irregular - then a thin pleural line, extrapleural fat, and muscle with striations and fat planes
+  running parallel to the pleura; in three walls in ten a thin band of denser subpleural lung, patchy, 1-2 mm.
+  Bones in the wall: a rib in cross section in a third of the walls, now and then the edge of a vertebral
+  body or a scapula (a thin plate), each a dense cortex (saturating in the lung window wherever it fills a voxel)
+  around brighter marrow, with streaks fanning out from it (bright and dark rays, fading with distance).
+* Scanner: a correlated noise texture (B-spline noise of 1.1 mm cells, squared: lung tissue is air with a never
+  negative share of tissue, so its texture is skewed towards bright), a Gaussian point-spread function (sigma
+  0.3 mm), then the sharpening of a lung reconstruction kernel (image + 0.25 x (image - its 3x3 mean), which
+  also gives edges their slight overshoot).  Quantum noise (28-44 HU after filtering) enters before both, so its
+  power spectrum is the kernel's: rising with frequency, then rolling off - the fine-grained, correlated noise of
+  filtered back projection.
 * Display: `grey = clip(rint((HU - low) / (high - low) * 255), 0, 255)` with the window (low, high), by
   default (-1500, 500) HU (width 2000, level -500).  Grey-level statistics of real lung-window nodule patches
-  put parenchyma at grey 85-90 and soft tissue at about 190-200 with almost nothing saturated, which this wide
-  lung window reproduces; the narrower (-1350, 150) window would put all soft tissue near white.
+  put parenchyma at grey 85-90 and soft tissue at about 190-200, with cortical bone saturated (a few pixels in
+  a thousand at 230 or above), which this wide lung window reproduces; the narrower (-1350, 150) window would
+  put all soft tissue near white.
 
 Several views per nodule: view j of a nodule is the slice at z_j (within 0.6 of the nodule's z semi-axis, so
 the nodule is always cut), with fresh noise and specks, then a small in-plane shift (at most 2 mm) and rotation
@@ -62,6 +73,8 @@ import math
 from itertools import accumulate
 
 import numpy as np
+
+from nodules.util import values
 
 SUBTYPES = ('AIS', 'MIA', 'IAC')
 KINDS = ('ground-glass', 'part-solid', 'solid')
@@ -94,21 +107,38 @@ _STEP = 1.0           # spacing (px) of points along vessel and spicule centre l
 _SAMPLE = 0.5         # spacing (px) of the area samples that paint them
 _SUBSTEPS = 2         # area samples along the line per centre-line point
 _HARMONICS = 6        # Fourier terms in a nodule outline
-_WALL_PROFILE = 64    # cells of the wall's depth profiles (striation 0.6 mm, fat planes 2.5 mm per cell)
+_WALL_PROFILE = 64    # cells of a wall's random profiles (across it: striation, fat planes; along it: the
+                      # pleura's undulation and irregularity; around its bones: streaks)
 _FAR = 1e6            # z half-extent of structures that never leave the slab
 _TAU = 2.0 * math.pi
 
 PARENCHYMA_HU = (-860.0, 14.0, -900.0, -820.0)   # mean, sd, clip
 TISSUE_HU = (20.0, 50.0)
-VESSEL_HU = (20.0, 250.0)     # unenhanced to contrast-enhanced blood
+VESSEL_HU = (20.0, 250.0)      # unenhanced to contrast-enhanced blood
 AIR_HU = -1000.0
 FAT_HU = (-120.0, -80.0)
 MUSCLE_HU = (25.0, 55.0)
-MARROW_HU = (100.0, 220.0)
-CORTEX_HU = (250.0, 450.0)     # a thin cortex, partial-volume averaged: bright but not saturated
-NOISE_HU = (38.0, 58.0)
-SPECKS_PER_PATCH = 250      # sub-voxel vessels cut across, in a 44.8 mm field of view
-SPECK_OCCUPANCY = 0.35      # the largest fraction of a 0.7 mm voxel they fill
+MARROW_HU = (200.0, 400.0)
+CORTEX_HU = (700.0, 1400.0)    # cortical bone: saturates in the lung window wherever it fills a voxel
+STREAK_HU = (15.0, 45.0)       # streaks from dense bone, per 1000 HU of its cortex
+NOISE_HU = (28.0, 44.0)        # quantum noise, after filtering
+GRAIN_HU = (12.0, 24.0)        # the correlated texture of lung tissue and reconstruction
+OPACITY_HU = (150.0, 350.0)    # patchy dependent density
+
+# How often things appear: patches (or walls, or dots) that have one, and (low, high) ranges of counts per patch
+# (a field of view of 64 x 0.7 mm), as for RandomState.randint
+WALL_SHARE = 0.8               # patches with chest wall or mediastinum
+RIB_SHARE = 0.35               # walls with a rib in cross section
+VERTEBRA_SHARE = 0.08          # walls with the edge of a vertebral body
+SCAPULA_SHARE = 0.06           # walls with a scapula
+OPACITY_SHARE = 0.7            # patches with a patchy dependent density
+FISSURE_SHARE = 0.2            # patches crossed by a fissure
+AIRWAY_SHARE = 0.1             # vessel dots with a small airway beside them
+DOTS_PER_PATCH = (4, 15)       # vessels cut across
+SEGMENTS_PER_PATCH = (4, 15)   # vessels cut obliquely
+TWIGS_PER_PATCH = (15, 41)     # sub-voxel vessels and septa
+SPECKS_PER_PATCH = 250         # sub-voxel vessels cut across, in a 44.8 mm field of view
+SPECK_OCCUPANCY = 0.35         # the largest fraction of a 0.7 mm voxel they fill
 
 
 def _smoothstep(t):
@@ -205,6 +235,7 @@ class _Geometry(object):
         self.noise_gain = math.sqrt(12.0 / sum(v * v for row in kernel for v in row))
         self.coarse = _BSplineNoise(self.canvas, 5.0 * self.px)   # slow density variation of the lung
         self.fine = _BSplineNoise(self.canvas, 1.6 * self.px)     # lobular texture, ground-glass mottling
+        self.grain = _BSplineNoise(self.canvas, 1.1 * self.px)    # the reconstruction's correlated noise texture
         # sub-voxel vessels and septa cut across: specks per patch and their largest voxel occupancy
         self.specks = int(round(SPECKS_PER_PATCH * (64.0 * mm_per_pixel / 44.8) ** 2))
         self.clustered = int(0.4 * self.specks)
@@ -241,13 +272,25 @@ class _Strokes(object):
 
     Line columns: x, y (px from the patch centre), cos, sin (direction), radius (px), weight (0..1), and per
     line: slope x, slope y (px of shift per mm of z), z centre and z half-extent (mm) of visibility.
-    Dot columns: x, y, radius, weight, slope x, slope y.
+    Dot columns: x, y, radius, weight, slope x, slope y; holes (air) likewise.
     """
 
     def __init__(self):
         self.points = tuple([] for _ in range(6))   # x, y, cos, sin, radius, weight of every point
         self.constants = []                          # (count, slope x, slope y, z centre, z half) per line
         self.dots = tuple([] for _ in range(6))
+        self.holes = tuple([] for _ in range(6))     # air: lumens of small airways
+
+    def add_dot(self, x, y, radius, weight, slope):
+        for column, value in zip(self.dots, (x, y, radius, weight) + tuple(slope)):
+            column.append(value)
+
+    def add_airway(self, x, y, lumen, wall, weight, slope):
+        """A ring of tissue (a dot with the lumen taken out) around air."""
+        self.add_dot(x, y, lumen + wall, weight, slope)
+        self.add_dot(x, y, lumen, -weight, slope)
+        for column, value in zip(self.holes, (x, y, lumen, weight) + tuple(slope)):
+            column.append(value)
 
     def add_line(self, xs, ys, cs, ss, radii, weights, slope, z_centre=0.0, z_half=_FAR):
         for column, values in zip(self.points, (xs, ys, cs, ss, radii, weights)):
@@ -255,11 +298,13 @@ class _Strokes(object):
         self.constants.append((len(xs), slope[0], slope[1], z_centre, z_half))
 
     def arrays(self):
-        """Lines [10, n] (x, y, cos, sin, radius, weight, slope x, slope y, z centre, z half) and dots [6, m]."""
+        """Lines [10, n] (x, y, cos, sin, radius, weight, slope x, slope y, z centre, z half), dots [6, m] and
+        holes [6, k]."""
         points = np.array(self.points, dtype=np.float64).reshape(6, -1)
         constants = np.array(self.constants, dtype=np.float64).reshape(-1, 5)
         repeated = np.repeat(constants[:, 1:], constants[:, 0].astype(np.int64), axis=0).T
-        return np.concatenate([points, repeated]), np.array(self.dots, dtype=np.float64).reshape(6, -1)
+        return (np.concatenate([points, repeated]), np.array(self.dots, dtype=np.float64).reshape(6, -1),
+                np.array(self.holes, dtype=np.float64).reshape(6, -1))
 
 
 def _walk(rs, g, x, y, heading, length_mm, curl):
@@ -318,8 +363,8 @@ def _grow_tree(rs, g, strokes, x, y, heading, radius, budget, slope):
 
 def _draw_vessels(rs, g, strokes, nodule_xy, contact):
     """Vessel trees entering from the edge; if `contact`, the first one is aimed at the nodule."""
-    budget = [10]     # branches per nodule, so that the lung does not become a thicket
-    for tree in range(rs.randint(1, 4)):
+    budget = [6]      # branches per nodule: a slice shows pieces of vessels, not whole trees
+    for tree in range(rs.randint(1, 3)):
         entry = rs.uniform(0.0, _TAU)
         # start just outside the square field of view, so that trunks enter from the edge
         distance = g.half * rs.uniform(1.05, 1.3) / max(abs(math.cos(entry)), abs(math.sin(entry)))
@@ -331,24 +376,72 @@ def _draw_vessels(rs, g, strokes, nodule_xy, contact):
             aim = entry + math.pi + (1.0 if rs.uniform() < 0.5 else -1.0) * rs.uniform(0.3, 0.8)
         slope = (rs.uniform(-0.7, 0.7) * g.px, rs.uniform(-0.7, 0.7) * g.px)   # oblique course through the slab
         _grow_tree(rs, g, strokes, x, y, aim, rs.uniform(0.3, 1.1) * g.px, budget, slope)
-    # vessels running steeply out of the slice: short segments, in the slab for a millimetre or two
-    for _ in range(rs.randint(1, 6)):
+    # vessels running obliquely through the slice: short segments of any calibre, in the slab for a few mm
+    for _ in range(rs.randint(*SEGMENTS_PER_PATCH)):
         xs, ys, cs, ss, _ = _walk(rs, g, rs.uniform(-1.0, 1.0) * g.half, rs.uniform(-1.0, 1.0) * g.half,
-                                  rs.uniform(0.0, _TAU), rs.uniform(1.0, 3.5), 0.3)
-        n, radius, weight = len(xs), rs.uniform(0.2, 0.6) * g.px, rs.uniform(0.4, 0.9)
+                                  rs.uniform(0.0, _TAU), rs.uniform(1.0, 5.0), 0.3)
+        n, radius, weight = len(xs), _calibre(rs) * g.px, rs.uniform(0.5, 1.0)
         # thickest and densest where the vessel crosses the middle of the slab
         fades = [_smooth1(1.5 - 3.0 * abs(2.0 * i / (n - 1) - 1.0)) for i in range(n)]
-        strokes.add_line(xs, ys, cs, ss, [radius * (0.3 + 0.7 * f) for f in fades], [weight * f for f in fades],
-                         (0.0, 0.0), rs.uniform(-3.0, 3.0), rs.uniform(0.8, 2.0))
-    # vessels running through the slice show up as round grey dots of 1-3 pixels; a few are thicker
-    u = rs.random_sample((rs.randint(2, 9), 6)).T.tolist()
-    radius_mm = [0.25 + 0.4 * a if b < 0.85 else 0.65 + 0.45 * a for a, b in zip(u[2], u[3])]
-    for column, values in zip(strokes.dots, ([(2.0 * v - 1.0) * g.half for v in u[0]],
-                                             [(2.0 * v - 1.0) * g.half for v in u[1]],
-                                             [r * g.px for r in radius_mm], [0.35 + 0.6 * v for v in u[4]],
-                                             [(0.6 * v - 0.3) * g.px for v in u[5]],
-                                             [(0.3 - 0.6 * v) * g.px for v in u[5]])):
-        column.extend(values)
+        strokes.add_line(xs, ys, cs, ss, [radius * (0.4 + 0.6 * f) for f in fades], [weight * f for f in fades],
+                         (0.0, 0.0), rs.uniform(-3.0, 3.0), rs.uniform(1.0, 3.0))
+    # twigs: the many small vessels and interlobular septa a slice catches for a millimetre or so, thinner than a
+    # voxel, so partial-volume grey
+    for _ in range(rs.randint(*TWIGS_PER_PATCH)):
+        xs, ys, cs, ss, _ = _walk(rs, g, rs.uniform(-1.0, 1.0) * g.half, rs.uniform(-1.0, 1.0) * g.half,
+                                  rs.uniform(0.0, _TAU), rs.uniform(1.0, 4.0), 0.4)
+        n = len(xs)
+        strokes.add_line(xs, ys, cs, ss, [rs.uniform(0.12, 0.35) * g.px] * n, [rs.uniform(0.5, 1.0)] * n,
+                         (0.0, 0.0), rs.uniform(-3.0, 3.0), rs.uniform(1.0, 3.0))
+    # vessels running across the slice: round dots of every calibre, the largest nearly blood-dense
+    for _ in range(rs.randint(*DOTS_PER_PATCH)):
+        x, y = rs.uniform(-1.0, 1.0) * g.half, rs.uniform(-1.0, 1.0) * g.half
+        radius, weight = _calibre(rs), rs.uniform(0.5, 1.0)
+        slope = (rs.uniform(-0.3, 0.3) * g.px, rs.uniform(-0.3, 0.3) * g.px)
+        strokes.add_dot(x, y, radius * g.px, weight, slope)
+        if rs.uniform() < AIRWAY_SHARE:
+            # a small airway beside its artery: a thin wall around an air lumen
+            lumen = rs.uniform(0.5, 1.0) * (radius + 0.5)
+            wall = rs.uniform(0.4, 0.7) + 0.15 * lumen
+            angle = rs.uniform(0.0, _TAU)
+            reach = (radius + lumen + wall) * g.px
+            strokes.add_airway(x + reach * math.cos(angle), y + reach * math.sin(angle), lumen * g.px,
+                               wall * g.px, rs.uniform(0.3, 0.6), slope)
+    if rs.uniform() < FISSURE_SHARE:
+        # an interlobar fissure: a faint hairline across the field
+        entry = rs.uniform(0.0, _TAU)
+        distance = g.half * 1.45 / max(abs(math.cos(entry)), abs(math.sin(entry)))
+        offset = rs.uniform(-0.8, 0.8) * g.half
+        x = distance * math.cos(entry) - offset * math.sin(entry)
+        y = distance * math.sin(entry) + offset * math.cos(entry)
+        xs, ys, cs, ss, _ = _walk(rs, g, x, y, entry + math.pi + rs.normal(0.0, 0.15),
+                                  2.9 * g.half * g.mm, 0.04)
+        n = len(xs)
+        strokes.add_line(xs, ys, cs, ss, [rs.uniform(0.15, 0.3) * g.px] * n, [rs.uniform(0.4, 0.8)] * n,
+                         (rs.uniform(-0.5, 0.5) * g.px, rs.uniform(-0.5, 0.5) * g.px))
+
+
+def _draw_vessels_through(rs, g, strokes, glass):
+    """Ground glass fills air spaces around the vessels in it: small vessels cross it as dots and short
+    segments, which show through the haze."""
+    for _ in range(rs.randint(0, 4)):
+        angle, reach = rs.uniform(0.0, _TAU), rs.uniform(0.0, 0.8) * glass.radius
+        x, y = glass.x + reach * math.cos(angle), glass.y + reach * math.sin(angle)
+        radius, weight = rs.uniform(0.2, 0.6) * g.px, rs.uniform(0.5, 1.0)
+        if rs.uniform() < 0.5:
+            strokes.add_dot(x, y, radius, weight, (0.0, 0.0))
+            continue
+        xs, ys, cs, ss, _ = _walk(rs, g, x, y, rs.uniform(0.0, _TAU), rs.uniform(1.5, 4.0), 0.3)
+        n = len(xs)
+        strokes.add_line(xs, ys, cs, ss, [radius] * n, [weight] * n, (0.0, 0.0),
+                         rs.uniform(-0.8, 0.8) * glass.z_half, rs.uniform(1.0, 3.0))
+
+
+def _calibre(rs):
+    """Radius (mm) of a vessel cut by the slice: small ones far more common than large ones (0.2-2 mm)."""
+    u = rs.uniform()
+    u *= u
+    return 0.2 + 1.8 * u * u
 
 
 def _line_samples(b, x, y, cos_h, sin_h, radius, weight):
@@ -369,6 +462,17 @@ def _line_samples(b, x, y, cos_h, sin_h, radius, weight):
     return parts
 
 
+def _dot_samples(b, x, y, radius, weight):
+    """Area samples of round dots (see _area_samples), on a square grid of samples around each."""
+    b, x, y, radius, weight = [v.reshape(-1, 1, 1) for v in (b, x, y, radius, weight)]
+    k = int(math.ceil(float(radius.max()) / _SAMPLE))
+    offset = np.arange(-k, k + 1) * _SAMPLE
+    dx, dy = offset.reshape(1, 1, -1), offset.reshape(1, -1, 1)
+    cover = np.minimum(np.maximum((radius - np.sqrt(dx * dx + dy * dy)) / _SAMPLE + 0.5, 0.0), 1.0)
+    return (np.broadcast_to(b, cover.shape), x + dx + 0.0 * dy, y + dy + 0.0 * dx,
+            cover * (weight * _SAMPLE * _SAMPLE))
+
+
 def _area_samples(lines, dots):
     """Expand centre lines [7, n] (patch, x, y, cos, sin, radius, weight) and dots [5, m] (patch, x, y, radius,
     weight) into (patch, x, y, area) samples on a _SAMPLE grid."""
@@ -379,15 +483,12 @@ def _area_samples(lines, dots):
         for group in (lines[:, thin], lines[:, ~thin]):
             if group.shape[1]:
                 parts.extend(_line_samples(*group))
-    if dots.shape[1]:
-        b, x, y, radius, weight = [v.reshape(-1, 1, 1) for v in dots]
-        k = int(math.ceil(float(radius.max()) / _SAMPLE))
-        offset = np.arange(-k, k + 1) * _SAMPLE
-        dx, dy = offset.reshape(1, 1, -1), offset.reshape(1, -1, 1)
-        cover = np.minimum(np.maximum((radius - np.sqrt(dx * dx + dy * dy)) / _SAMPLE + 0.5, 0.0), 1.0)
-        parts.append((np.broadcast_to(b, cover.shape), x + dx + 0.0 * dy, y + dy + 0.0 * dx,
-                      cover * (weight * _SAMPLE * _SAMPLE)))
-    keep = [part[3] > 0.0 for part in parts]
+    # most dots are small: a small grid of samples for them, a larger one for the few large ones
+    small = dots[3] <= 4.0 * _SAMPLE
+    for group in (dots[:, small], dots[:, ~small]):
+        if group.shape[1]:
+            parts.append(_dot_samples(*group))
+    keep = [part[3] != 0.0 for part in parts]   # holes taken out of dots have negative weights
     return [np.concatenate([part[i][ok] for part, ok in zip(parts, keep)] + [np.zeros(0)]) for i in range(4)]
 
 
@@ -395,7 +496,9 @@ def _paint(lines, dots, specks, count, g):
     """Occupancy [B, canvas, canvas] of vessels (bilinear splat of their area samples) and specks (points
     (patch, x, y, occupancy), splatted the same way).  np.bincount adds in order."""
     side = g.canvas + 2     # a spare pixel on each side takes the splat's overhang, so no corner needs a check
-    b, x, y, w = [np.concatenate([a, s]) for a, s in zip(_area_samples(lines, dots), specks)]
+    b, x, y, w = _area_samples(lines, dots)
+    if specks is not None:
+        b, x, y, w = [np.concatenate([a, s]) for a, s in zip((b, x, y, w), specks)]
     x, y = x + (g.canvas + 1) / 2.0, y + (g.canvas + 1) / 2.0
     # samples beyond the canvas (branches running outside the field of view) cannot affect it
     near = (x >= 0.0) & (x < side - 1.0) & (y >= 0.0) & (y < side - 1.0)
@@ -407,7 +510,7 @@ def _paint(lines, dots, specks, count, g):
     gx, gy = 1.0 - fx, 1.0 - fy
     value = np.concatenate([w * gx * gy, w * fx * gy, w * gx * fy, w * fx * fy])
     canvas = np.bincount(index, value, minlength=count * side * side).reshape(count, side, side)
-    return np.minimum(canvas[:, 1:-1, 1:-1], 1.0)
+    return np.minimum(np.maximum(canvas[:, 1:-1, 1:-1], 0.0), 1.0)
 
 
 # ----------------------------------------------------------------------------- nodule
@@ -472,9 +575,11 @@ def _draw_nodule(rs, model, g, parenchyma_hu, tissue_hu, strokes):
     glass = solid = None
     if kind < 2:
         density = min(max((glass_hu - parenchyma_hu) / (tissue_hu - parenchyma_hu), 0.02), 0.9)
-        # ground glass: a hazy margin, 1-2.5 mm wide, irregular at the scale of secondary lobules
-        glass = _Body(x, y, 0.0, radius * g.px, z_half, rs.uniform(1.0, 2.5) * g.px, density,
-                      rs.uniform(0.2, 0.45), _harmonics(rs, shape), _harmonics(rs, shape), rs.uniform(0.1, 0.2))
+        # ground glass: a faint, patchy haze with a hazy margin 1.2-3 mm wide, irregular in outline (more than
+        # a solid nodule) and at the scale of secondary lobules
+        hazy = [1.5 * a for a in shape]
+        glass = _Body(x, y, 0.0, radius * g.px, z_half, rs.uniform(1.2, 3.0) * g.px, density,
+                      rs.uniform(0.3, 0.6), _harmonics(rs, hazy), _harmonics(rs, hazy), rs.uniform(0.15, 0.3))
     if kind == 1:
         low, high = model['solid_fraction']
         solid_mm = min(diameter * rs.uniform(low, high), model['solid_max_mm'])
@@ -545,7 +650,8 @@ def _render_blobs(blobs, mottle, g):
             ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
         shape = shape + a[k] * ck + b[k] * sk
     texture = mottle[chosen][:, lo:hi, lo:hi]
-    inside = _smoothstep((p[2] * shape - rho + p[6] * texture) / p[3])
+    # the texture pushes the margin in and out, but never eats the nodule away (texture >= -1.2)
+    inside = _smoothstep((p[2] * shape - rho + p[6] * np.maximum(texture, -1.2)) / p[3])
     fill = p[4] * inside * (1.0 + p[5] * texture)
     fill_out[chosen, lo:hi, lo:hi] = np.minimum(np.maximum(fill, 0.0), 1.0)
     inside_out[chosen, lo:hi, lo:hi] = inside
@@ -554,36 +660,65 @@ def _render_blobs(blobs, mottle, g):
 
 # ----------------------------------------------------------------------------- chest wall
 
-_WALL_FIELDS = ('ux', 'uy', 'distance', 'arc_radius', 'bulge', 'edge', 'skirt', 'skirt_hu', 'fat_depth',
-                'fat_hu', 'muscle_hu', 'fat_level', 'rib', 'rib_depth', 'rib_half_length', 'rib_half_depth',
-                'cortex', 'rib_position', 'marrow_hu', 'cortex_hu', 'origin_x', 'origin_y')
+_WALL_FIELDS = ('ux', 'uy', 'distance', 'arc_radius', 'bulge', 'edge', 'wobble', 'ripple', 'skirt', 'skirt_hu',
+                'fat_depth', 'fat_hu', 'muscle_hu', 'fat_level', 'origin_x', 'origin_y')
+# a bone in the wall: an oval centred `depth` px behind the pleura at `along` px beside the wall's axis, with a
+# dense cortex `cortex` px thick around marrow (a plate thinner than twice its cortex is cortex throughout)
+_BONE_FIELDS = ('depth', 'along', 'half_depth', 'half_length', 'cortex', 'cortex_hu', 'marrow_hu', 'streak_hu')
+
+
+def _draw_bones(rs, g, floor_mm):
+    """Bones of one wall as dicts of _BONE_FIELDS (px and HU), deeper than floor_mm behind the pleura: a rib in
+    cross section in many walls, now and then the edge of a vertebral body or a scapula."""
+    bones = []
+
+    def bone(depth_mm, along_mm, half_depth_mm, half_length_mm, cortex_mm, cortex_hu, marrow_hu):
+        # dense bone scatters and starves the projections through it: streaks fan out from it
+        bones.append(dict(depth=(floor_mm + half_depth_mm + depth_mm) * g.px, along=along_mm * g.px,
+                          half_depth=half_depth_mm * g.px, half_length=half_length_mm * g.px,
+                          cortex=cortex_mm * g.px, cortex_hu=cortex_hu, marrow_hu=marrow_hu,
+                          streak_hu=rs.uniform(*STREAK_HU) * (cortex_hu / 1000.0)))
+    if rs.uniform() < RIB_SHARE:
+        bone(rs.uniform(0.5, 5.0), rs.uniform(-14.0, 14.0), rs.uniform(3.0, 5.0), rs.uniform(5.0, 11.0),
+             rs.uniform(0.8, 1.8), rs.uniform(*CORTEX_HU), rs.uniform(*MARROW_HU))
+    u = rs.uniform()
+    if u < VERTEBRA_SHARE:
+        bone(rs.uniform(3.0, 10.0), rs.uniform(-16.0, 16.0), rs.uniform(9.0, 14.0), rs.uniform(12.0, 18.0),
+             rs.uniform(1.0, 2.0), rs.uniform(*CORTEX_HU), rs.uniform(150.0, 300.0))
+    elif u < VERTEBRA_SHARE + SCAPULA_SHARE:
+        half_depth = rs.uniform(0.8, 2.0)
+        bone(rs.uniform(6.0, 16.0), rs.uniform(-10.0, 10.0), half_depth, rs.uniform(20.0, 40.0), half_depth,
+             rs.uniform(*CORTEX_HU), rs.uniform(*MARROW_HU))
+    return bones
 
 
 def _draw_wall(rs, g, nodule_radius_mm):
-    """A pleura / chest-wall (or mediastinum) region entering from one side as a dict of _WALL_FIELDS (lengths in
-    px, the slope in px per mm of z), or None."""
-    if rs.uniform() >= 0.75:
+    """A pleura / chest-wall (or mediastinum) region entering from one side: (dict of _WALL_FIELDS, lengths in
+    px; list of bones, dicts of _BONE_FIELDS; slope in px per mm of z; random profiles [5, _WALL_PROFILE]), or
+    None."""
+    if rs.uniform() >= WALL_SHARE:
         return None
     side = rs.uniform(0.0, _TAU)
     bulge = -1.0 if rs.uniform() < 0.25 else 1.0   # -1: wall bulging into the lung (e.g. diaphragm, mediastinum)
-    nearest = nodule_radius_mm + 3.0                # the nodule stays in the lung
-    wall = dict(ux=math.cos(side), uy=math.sin(side), distance=rs.uniform(max(nearest, 8.0), 24.0) * g.px,
+    nearest = nodule_radius_mm + 4.0                # the nodule stays in the lung, clear of the pleura's wobble
+    wall = dict(ux=math.cos(side), uy=math.sin(side), distance=rs.uniform(max(nearest, 9.0), 25.0) * g.px,
                 arc_radius=rs.uniform(40.0, 200.0) * g.px, bulge=bulge,
-                # a pleura cut obliquely by the slab is smeared over a few mm (partial volume), and the lung
-                # next to it is often denser (dependent atelectasis, partial volume of the curved surface)
-                edge=(rs.uniform(0.3, 0.8) if rs.uniform() < 0.75 else rs.uniform(0.8, 2.5)) * g.px,
-                skirt=rs.uniform(4.0, 16.0) * g.px, skirt_hu=rs.uniform(150.0, 500.0),
+                # the pleura is crisp where the slab cuts it squarely, smeared a little where obliquely
+                edge=(rs.uniform(0.2, 0.45) if rs.uniform() < 0.85 else rs.uniform(0.45, 1.2)) * g.px,
+                # it is no perfect arc: it undulates over several mm (intercostal spaces, muscle bundles,
+                # pleural thickening) and is finely irregular
+                wobble=rs.uniform(0.6, 2.5) * g.px, ripple=rs.uniform(0.2, 0.6) * g.px,
+                # in some walls a thin band of denser (dependent) subpleural lung, patchy, a millimetre or two
+                skirt=rs.uniform(0.6, 2.0) * g.px, skirt_hu=rs.uniform(60.0, 300.0) if rs.uniform() < 0.3 else 0.0,
                 fat_depth=rs.uniform(0.3, 4.0) * g.px, fat_hu=rs.uniform(*FAT_HU), muscle_hu=rs.uniform(*MUSCLE_HU),
                 fat_level=rs.uniform(-0.5, 1.5),        # more or less fat between the muscle bundles
-                rib=1.0 if rs.uniform() < 0.12 else 0.0, rib_depth=rs.uniform(1.5, 5.0) * g.px,
-                rib_half_length=rs.uniform(4.0, 8.0) * g.px, rib_half_depth=rs.uniform(2.5, 4.0) * g.px,
-                cortex=rs.uniform(0.4, 0.8) * g.px, rib_position=rs.uniform(-14.0, 14.0) * g.px,
-                marrow_hu=rs.uniform(*MARROW_HU), cortex_hu=rs.uniform(*CORTEX_HU), origin_x=0.0, origin_y=0.0)
-    # the rib lies in the chest wall, below the extrapleural fat, never in the lung
-    wall['rib_depth'] += wall['fat_depth'] + wall['rib_half_depth']
-    # muscle striation and fat planes run parallel to the pleura: random profiles across the wall's depth
-    profiles = rs.standard_normal((2, _WALL_PROFILE))
-    return wall, rs.uniform(-0.3, 0.3) * g.px, profiles
+                origin_x=0.0, origin_y=0.0)
+    # bones lie in the chest wall, below the extrapleural fat and clear of the pleura's undulation
+    bones = _draw_bones(rs, g, wall['fat_depth'] * g.mm + 1.2 * wall['wobble'] * g.mm)
+    # muscle striation and fat planes run parallel to the pleura: random profiles across the wall's depth; the
+    # pleura's undulation and irregularity: random profiles along it; the streaks of its bones: one around them
+    profiles = rs.standard_normal((5, _WALL_PROFILE))
+    return wall, bones, rs.uniform(-0.3, 0.3) * g.px, profiles
 
 
 def _profile(values, t):
@@ -594,13 +729,16 @@ def _profile(values, t):
     u = t - base
     s = 1.0 - u
     weights = (s * s * s, (3.0 * u - 6.0) * u * u + 4.0, ((-3.0 * u + 3.0) * u + 3.0) * u + 1.0, u * u * u)
-    index = base.astype(np.int64)
-    row = (np.arange(len(values)) * n).reshape((-1,) + (1,) * (t.ndim - 1))
-    flat = values.reshape(-1)
-    out = 0.0
-    for k in range(4):
-        out = out + weights[k] * flat[row + (index + (k - 1)) % n]
-    return out * (1.0 / (6.0 * 0.69))   # 0.69: the standard deviation the cubic B-spline leaves in 1-D
+    # the values wrapped around by one cell before and two after, so that one modulo serves all four taps
+    padded = np.concatenate([values[:, -1:], values, values[:, :2]], axis=1)
+    index = base.astype(np.int64) % n + (np.arange(len(values)) * (n + 3)).reshape((-1,) + (1,) * (t.ndim - 1))
+    flat = padded.reshape(-1)
+    out = weights[0] * flat[index]
+    for k in range(1, 4):
+        index += 1
+        out += weights[k] * flat[index]
+    out *= 1.0 / (6.0 * 0.69)   # 0.69: the standard deviation the cubic B-spline leaves in 1-D
+    return out
 
 
 def _wall_layers(profiles, p, g):
@@ -617,42 +755,78 @@ def _wall_layers(profiles, p, g):
     return muscle + (fat_hu - muscle) * fat + 14.0 * striation, first, step
 
 
-def _render_wall(walls, profiles, texture, mottle, g):
-    """Returns (occupancy of the wall, HU inside the wall, HU added to the lung next to it), all [B, H, W]."""
+def _pseudo_angle(dx, dy):
+    """A monotonic stand-in for the angle of (dx, dy), in [0, 4) for a full turn: exact arithmetic, no atan2."""
+    ax, ay = np.abs(dx), np.abs(dy)
+    t = dy / np.maximum(ax + ay, 1e-9)          # -1..1, the sine-like part
+    return np.where(dx >= 0.0, np.where(dy >= 0.0, t, 4.0 + t), 2.0 - t)
+
+
+def _render_bones(bones, rays, depth, along, mottle, hu, g):
+    """Paint the bones into the walls' HU [B, H, W] (in place) and return the streaks they cast [B, H, W].
+
+    bones: for each wall its list of bones (dicts of _BONE_FIELDS); rays: random profiles [B, n] of the streaks
+    around them."""
+    streaks = np.zeros(hu.shape)
+    for k in range(max(len(wall_bones) for wall_bones in bones)):
+        chosen = [i for i, wall_bones in enumerate(bones) if len(wall_bones) > k]
+        q = dict(zip(_BONE_FIELDS, np.array([[bones[i][k][name] for name in _BONE_FIELDS] for i in chosen],
+                                            dtype=np.float64).T.reshape(-1, len(chosen), 1, 1)))
+        d, a = depth[chosen] - q['depth'], along[chosen] - q['along']
+        half_b, half_a, cortex = q['half_depth'], q['half_length'], q['cortex']
+        sharp = 1.0 / (0.25 * g.px)      # a crisp outline: bone edges are the sharpest in the image
+        # no perfect ovals: the lung's texture makes the outline and the cortex's thickness irregular
+        rough = 0.3 * g.px * mottle[chosen]
+        e1, e2 = d / half_b, a / half_a
+        outer = _smoothstep(((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * half_b + rough) * sharp)
+        inner_b, inner_a = np.maximum(half_b - cortex, 1e-3), np.maximum(half_a - cortex, 1e-3)
+        e1, e2 = d / inner_b, a / inner_a
+        inner = _smoothstep(((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * inner_b - rough) * sharp) * (half_b > cortex)
+        bone = hu[chosen]
+        # marrow: trabecular bone in fat, grey and mottled
+        marrow = q['marrow_hu'] + 40.0 * mottle[chosen]
+        hu[chosen] = bone + (q['cortex_hu'] - bone) * outer + (marrow - q['cortex_hu']) * inner
+        # streaks: bright and dark rays fanning out from the bone, fading with distance from it
+        distance = np.sqrt(d * d + a * a)
+        reach = half_b + half_a
+        streaks[chosen] += (q['streak_hu'] * reach / (reach + distance)) * _profile(
+            rays[chosen], _pseudo_angle(a, d) * (rays.shape[1] / 4.0))
+    return streaks
+
+
+def _render_wall(walls, profiles, bones, texture, mottle, g):
+    """Returns (occupancy of the wall, HU inside the wall, HU added to the lung next to it, streaks from its
+    bones), all [B, H, W]."""
     p = dict(zip(_WALL_FIELDS, np.array([[wall[name] for name in _WALL_FIELDS] for wall in walls],
                                         dtype=np.float64).T.reshape(-1, len(walls), 1, 1)))
     ux, uy, bulge, radius = p['ux'], p['uy'], p['bulge'], p['arc_radius']
     dx = g.x - (p['origin_x'] + (p['distance'] - bulge * radius) * ux)
     dy = g.y - (p['origin_y'] + (p['distance'] - bulge * radius) * uy)
-    depth = bulge * (np.sqrt(dx * dx + dy * dy) - radius)       # px into the wall
-    occupancy = _smoothstep(depth / p['edge'])
-    skirt = p['skirt_hu'] * _smoothstep(depth / p['skirt'] + 1.0)
+    depth = bulge * (np.sqrt(dx * dx + dy * dy) - radius)       # px into the wall, were it a perfect arc
+    along = (g.x - p['origin_x']) * (-uy) + (g.y - p['origin_y']) * ux
+    # the pleura undulates (6 mm cells) and is finely irregular (1.2 mm cells and the lung's mottle)
+    pleura = (depth + p['wobble'] * _profile(profiles[:, 2], along * (1.0 / (6.0 * g.px)))
+              + p['ripple'] * (_profile(profiles[:, 3], along * (1.0 / (1.2 * g.px))) + 0.7 * mottle))
+    occupancy = _smoothstep(pleura / p['edge'])
+    skirt = p['skirt_hu'] * _smoothstep(pleura / p['skirt'] + 1.0) * np.maximum(1.0 + 0.8 * mottle, 0.0)
     # layers parallel to the pleura, gently wavy: a 1-D table of HU against depth, looked up at the nearest
     # entry (a quarter pixel apart, finer than the point-spread function can show)
     table, first, step = _wall_layers(profiles, p, g)
-    position = (depth + (1.2 * g.px) * texture) * (1.0 / step) + (0.5 - first / step)
+    position = (pleura + (1.2 * g.px) * texture) * (1.0 / step) + (0.5 - first / step)
     index = np.minimum(np.maximum(position, 0.0), table.shape[1] - 1.0).astype(np.int64)
     index += (np.arange(len(walls)) * table.shape[1]).reshape(-1, 1, 1)
     hu = table.reshape(-1)[index] + 8.0 * texture + 8.0 * mottle
     # parietal pleura / endothoracic fascia: a thin line denser than the fat beneath it
-    line = np.maximum(1.0 - np.abs(depth - 0.4 * g.px) / (0.45 * g.px), 0.0)
+    line = np.maximum(1.0 - np.abs(pleura - 0.4 * g.px) / (0.45 * g.px), 0.0)
     hu = hu + (p['muscle_hu'] - hu) * line
-    # rib in cross-section: an oval with a thin dense cortex around marrow
-    ribbed = [i for i, wall in enumerate(walls) if wall['rib']]
-    if ribbed:
-        q = dict((name, value[ribbed]) for name, value in p.items())
-        depth, mottle = depth[ribbed], mottle[ribbed]
-        along = (g.x - q['origin_x']) * (-q['uy']) + (g.y - q['origin_y']) * q['ux']
-        rib_a, rib_b, cortex = q['rib_half_length'], q['rib_half_depth'], q['cortex']
-        e1, e2 = (depth - q['rib_depth']) / rib_b, (along - q['rib_position']) / rib_a
-        outer = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * rib_b / (0.7 * g.px))
-        e1, e2 = (depth - q['rib_depth']) / (rib_b - cortex), (along - q['rib_position']) / (rib_a - cortex)
-        inner = _smoothstep((1.0 - np.sqrt(e1 * e1 + e2 * e2)) * (rib_b - cortex) / (0.7 * g.px))
-        bone = hu[ribbed]
-        # marrow: trabecular bone in fat, grey and mottled
-        marrow = q['marrow_hu'] + 40.0 * mottle
-        hu[ribbed] = bone + (q['cortex_hu'] - bone) * outer + (marrow - q['cortex_hu']) * inner
-    return occupancy, hu, skirt
+    streaks = np.zeros(hu.shape)
+    boned = [i for i, wall_bones in enumerate(bones) if wall_bones]
+    if boned:
+        inside = hu[boned]
+        streaks[boned] = _render_bones([bones[i] for i in boned], profiles[boned, 4], depth[boned], along[boned],
+                                       mottle[boned], inside, g)
+        hu[boned] = inside
+    return occupancy, hu, skirt, streaks
 
 
 # ----------------------------------------------------------------------------- scenes and views
@@ -681,9 +855,19 @@ class _Scene(object):
         contact = rs.uniform() < model['vessel_contact']
         self.description['vessel_contact'] = contact
         _draw_vessels(rs, g, strokes, (body.x, body.y), contact)
-        self.lines, self.dots = strokes.arrays()
+        if self.glass is not None:
+            _draw_vessels_through(rs, g, strokes, self.glass)
+        self.lines, self.dots, self.holes = strokes.arrays()
         wall = _draw_wall(rs, g, 0.5 * self.description['diameter_mm'])
-        self.wall, self.wall_slope, self.wall_profiles = wall if wall is not None else (None, 0.0, None)
+        self.wall, self.bones, self.wall_slope, self.wall_profiles = wall if wall is not None else (None, [], 0.0, None)
+        self.grain_hu = rs.uniform(*GRAIN_HU)
+        self.opacity = None
+        if rs.uniform() < OPACITY_SHARE:
+            # patchy denser lung on one side of the field (dependent lung, against the wall if there is one):
+            # direction, HU added, how far it reaches (-1: a sliver at the edge .. 1: most of the field)
+            side = rs.uniform(0.0, _TAU)
+            ux, uy = (self.wall['ux'], self.wall['uy']) if self.wall is not None else (math.cos(side), math.sin(side))
+            self.opacity = (ux, uy, rs.uniform(*OPACITY_HU), rs.uniform(-0.5, 0.5))
 
 
 class _View(object):
@@ -697,6 +881,7 @@ class _View(object):
         self.flipped = bool(rs.randint(2))
         # uniform, not normal, white noise: 10x faster to draw, and Gaussian enough once filtered
         self.noise = rs.random_sample((g.canvas, g.canvas))
+        self.grain = rs.standard_normal((g.grain.grid, g.grain.grid))
         # specks: sub-voxel vessels cut across.  Positions (px from the canvas centre) and voxel occupancy, faint
         # ones far more common than bright ones; the first `g.clustered` sit near a random point of a vessel
         # (small branches cluster around the larger ones), the rest anywhere
@@ -709,8 +894,8 @@ class _View(object):
 
 
 def _transform_strokes(scene, view, b, g):
-    """Lines [7, n] and dots [5, m] of one view (patch index b first), moved to its slice and transform; only
-    those that can reach the canvas."""
+    """Lines [7, n], dots [5, m] and holes [5, k] of one view (patch index b first), moved to its slice and
+    transform; of the lines only those that can reach the canvas."""
     c, s = math.cos(view.angle), math.sin(view.angle)
     z = view.z
     reach = 0.5 * g.canvas + 1.0
@@ -721,11 +906,13 @@ def _transform_strokes(scene, view, b, g):
     keep = (np.abs(X) < reach + radius) & (np.abs(Y) < reach + radius) & (visible > 0.0)
     lines = np.stack([np.full(X.shape, float(b)), X, Y, c * cos_h - s * sin_h, s * cos_h + c * sin_h, radius,
                       visible])[:, keep]
-    x, y, radius, weight, sx, sy = scene.dots
-    X, Y = x + z * sx, y + z * sy
-    dots = np.stack([np.full(X.shape, float(b)), c * X - s * Y + view.shift[0], s * X + c * Y + view.shift[1],
-                     radius, weight])
-    return lines, dots
+
+    def moved(spots):
+        x, y, radius, weight, sx, sy = spots
+        X, Y = x + z * sx, y + z * sy
+        return np.stack([np.full(X.shape, float(b)), c * X - s * Y + view.shift[0], s * X + c * Y + view.shift[1],
+                         radius, weight])
+    return lines, moved(scene.dots), moved(scene.holes)
 
 
 def _specks(items, parts, g):
@@ -763,6 +950,7 @@ def _render(items, g, window, want_masks):
     texture = g.coarse(np.array(coarse))
     mottle = g.fine(np.array(fine))
     hu = (bg_hu + (grad_hu / g.canvas) * (g.x * grad_x + g.y * grad_y) + coarse_hu * texture + fine_hu * mottle)
+    hu = hu + _opacities(items, turns, texture, mottle, g)
 
     glass_fill, glass_inside = _render_blobs(
         [scene.glass and scene.glass.section(view.z, turn, view.shift) for (scene, view), turn in zip(items, turns)],
@@ -775,8 +963,10 @@ def _render(items, g, window, want_masks):
     specks = _specks(items, parts, g)
     vessels = _paint(np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts], axis=1),
                      specks, count, g)
+    airways = _paint(np.zeros((7, 0)), np.concatenate([p[2] for p in parts], axis=1), None, count, g)
     # ground glass is partial filling of air spaces: it adds to what is there, so vessels show through it
     hu = hu + (vessel_hu - hu) * vessels
+    hu = hu + (AIR_HU - hu) * airways
     hu = hu + (tissue_hu - hu) * nodule
     for i, (scene, view) in enumerate(items):
         for bubble in scene.bubbles:
@@ -797,11 +987,16 @@ def _render(items, g, window, want_masks):
             wall['origin_x'], wall['origin_y'] = view.shift
             walls.append(wall)
         profiles = np.array([items[i][0].wall_profiles for i in chosen])
-        occupancy, wall_hu, skirt = _render_wall(walls, profiles, texture[chosen], mottle[chosen], g)
-        hu[chosen] = hu[chosen] + skirt + (wall_hu - hu[chosen] - skirt) * occupancy
+        occupancy, wall_hu, skirt, streaks = _render_wall(walls, profiles, [items[i][0].bones for i in chosen],
+                                                          texture[chosen], mottle[chosen], g)
+        hu[chosen] = hu[chosen] + skirt + (wall_hu - hu[chosen] - skirt) * occupancy + streaks
     # quantum noise enters with the projections, so the reconstruction kernel shapes it like the anatomy
     noise = np.array([view.noise for _, view in items])
-    hu = _scanner(hu + (noise_hu * g.noise_gain) * (noise - 0.5), g)
+    # lung tissue is air with a fluctuating, never negative share of tissue in each voxel: its texture is skewed
+    # towards bright (a squared field) - faint specks and strands on a darker floor
+    grain = g.grain(np.array([view.grain for _, view in items]))
+    grain = np.array([scene.grain_hu for scene, _ in items]).reshape(-1, 1, 1) * (grain * grain - 1.0)
+    hu = _scanner(hu + grain + (noise_hu * g.noise_gain) * (noise - 0.5), g)
     low, high = window
     grey = np.minimum(np.maximum(np.rint((hu - low) * (255.0 / (high - low))), 0.0), 255.0).astype(np.uint8)
     b = g.border
@@ -811,6 +1006,26 @@ def _render(items, g, window, want_masks):
         if masks is not None:
             masks[i] = _orient(masks[i], view)
     return grey, masks
+
+
+def _opacities(items, turns, texture, mottle, g):
+    """HU added by the patchy dependent opacities of the views that have one, [B, H, W] (or 0.0)."""
+    chosen = [i for i, (scene, _) in enumerate(items) if scene.opacity is not None]
+    if not chosen:
+        return 0.0
+    rows = []
+    for i in chosen:
+        ux, uy, hu, reach = items[i][0].opacity
+        c, s = turns[i][0], turns[i][1]
+        shift = items[i][1].shift
+        rows.append([c * ux - s * uy, s * ux + c * uy, hu, reach - (shift[0] * (c * ux - s * uy)
+                                                                    + shift[1] * (s * ux + c * uy)) / g.half])
+    ux, uy, hu, reach = np.array(rows, dtype=np.float64).T.reshape(4, -1, 1, 1)
+    # how far towards the dependent side, in half-fields; the lung's coarse texture makes the border patchy
+    position = (g.x * ux + g.y * uy) * (1.0 / g.half) + reach
+    out = np.zeros((len(items), g.canvas, g.canvas))
+    out[chosen] = hu * _smoothstep((position - 1.0 + 0.6 * texture[chosen] + 0.25 * mottle[chosen]) * 1.2)
+    return out
 
 
 def _orient(image, view):
@@ -834,7 +1049,7 @@ def _check(subtype, nodules, views, seed, resolution, mm_per_pixel, window):
         raise ValueError('views must be a whole number of at least 1, got %r' % (views,))
     if not _is_int(seed) or not 0 <= seed < 2 ** 64:
         raise ValueError('seed must be a whole number in [0, 2**64), got %r' % (seed,))
-    if not _is_int(resolution) or resolution < 16 or resolution & (resolution - 1):
+    if not values.is_power_of_two(resolution, 16):
         raise ValueError('resolution must be a power of two of at least 16, got %r' % (resolution,))
     if not mm_per_pixel > 0 or len(window) != 2 or not window[1] > window[0]:
         raise ValueError('mm_per_pixel must be positive and window must be (low, high) with low < high')
