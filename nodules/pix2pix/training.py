@@ -20,7 +20,6 @@ import numpy as np
 from nodules.gan import tfutil
 from nodules.pix2pix import losses, networks
 from nodules.util import outputs
-from nodules.util import progress as progress_reports
 from nodules.util.errors import UserError
 from nodules.util.tfcompat import tf
 
@@ -204,12 +203,12 @@ class Trainer(object):
         return dict(self.settings, resolution=self.resolution, G_kwargs=self.G_kwargs, D_kwargs=self.D_kwargs,
                     G_params=_parameters(self.nets.G_vars), D_params=_parameters(self.nets.D_vars))
 
-    def train(self, patches, masks, epochs=None, on_epoch=None, progress=progress_reports.quiet):
+    def train(self, patches, masks, epochs=None, on_epoch=None, progress=None):
         """Train until `epochs` epochs in all (default: the settings'), on uint8 [N, H, W] patches and masks.
 
         on_epoch(epoch, mean_losses) runs after every epoch (epoch counted from 1; the losses are the epoch's
         means by name: G, G_adversarial, G_reconstruction, D, D_real, D_fake, real_label).  progress: a factory
-        progress(total, desc, unit=...) -> context manager with update(n), told of every minibatch.
+        progress(total, desc, unit=...) -> context manager with update(n), told of every minibatch (None: quiet).
         Raises UserError on bad pairs (before any step) and when a loss stops being finite (the epoch's
         networks are then not handed to on_epoch).
         """
@@ -218,17 +217,23 @@ class Trainer(object):
         epochs = self.settings['epochs'] if epochs is None else epochs
         minibatch = min(self.settings['minibatch'], len(patches))
         steps = len(patches) // minibatch
+        if progress is None:
+            self._train_epochs(masks, patches, epochs, minibatch, on_epoch, lambda n: None)
+            return
         with progress((epochs - self.epoch) * steps, 'training', unit='minibatch') as bar:
-            while self.epoch < epochs:
-                mean_losses = self._train_epoch(masks, patches, minibatch, bar)
-                if not all(np.isfinite(v) for v in mean_losses.values()):
-                    raise UserError('training diverged in epoch %d: a loss is no longer finite (%s)'
-                                    % (self.epoch + 1, ', '.join('%s %.4g' % item for item in mean_losses.items())))
-                self.epoch += 1
-                if on_epoch is not None:
-                    on_epoch(self.epoch, mean_losses)
+            self._train_epochs(masks, patches, epochs, minibatch, on_epoch, bar.update)
 
-    def _train_epoch(self, masks, patches, minibatch, bar):
+    def _train_epochs(self, masks, patches, epochs, minibatch, on_epoch, minibatches_done):
+        while self.epoch < epochs:
+            mean_losses = self._train_epoch(masks, patches, minibatch, minibatches_done)
+            if not all(np.isfinite(v) for v in mean_losses.values()):
+                raise UserError('training diverged in epoch %d: a loss is no longer finite (%s)'
+                                % (self.epoch + 1, ', '.join('%s %.4g' % item for item in mean_losses.items())))
+            self.epoch += 1
+            if on_epoch is not None:
+                on_epoch(self.epoch, mean_losses)
+
+    def _train_epoch(self, masks, patches, minibatch, minibatches_done):
         sums = collections.OrderedDict()
         batches = epoch_minibatches(len(patches), minibatch, self._random_state)
         for indices in batches:
@@ -237,7 +242,7 @@ class Trainer(object):
                 batch_masks, batch_patches = flip_pairs(batch_masks, batch_patches, self._random_state)
             for name, value in self._step(batch_masks, batch_patches).items():
                 sums[name] = sums.get(name, 0.0) + value
-            bar.update(1)
+            minibatches_done(1)
         return collections.OrderedDict((name, total / len(batches)) for name, total in sums.items())
 
     def _step(self, masks, patches):

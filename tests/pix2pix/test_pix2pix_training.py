@@ -132,6 +132,17 @@ def test_a_small_run_reports_every_epoch_and_records_its_label(small_run):
         sum(np.size(v) for _, v in state['variables']) for state in small_run.states)
 
 
+def test_each_step_is_adam_with_keras_defaults_on_its_own_network(small_run):
+    nets = small_run.trainer.nets
+    for optimizer, variables in (('G_adam/', nets.G_vars), ('D_adam/', nets.D_vars)):
+        applies = [op for op in nets.graph.get_operations()
+                   if op.name.startswith(optimizer) and op.type in ('ApplyAdam', 'ResourceApplyAdam')]
+        assert sorted(op.inputs[0].op.name for op in applies) == sorted(v.op.name for v in variables.values())
+        # ApplyAdam(var, m, v, beta1_power, beta2_power, lr, beta1, beta2, epsilon, grad)
+        settings = nets.session.run([list(op.inputs[5:9]) for op in applies])
+        np.testing.assert_allclose(settings, [[1e-4, 0.5, 0.999, 1e-7]] * len(applies), rtol=1e-6)
+
+
 def test_triplets_show_mask_real_and_generated(small_run):
     patches, masks = disc_pairs(3, seed=5)
     triplets = small_run.trainer.triplets(patches, masks)
