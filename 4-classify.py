@@ -125,8 +125,9 @@ def parse_args(argv=None):
     gan.add_argument('--gan-model', metavar='PKL', help='one conditional generator pickle for all classes')
     gan.add_argument('--gan-train', metavar='RECIPE',
                      help='train the generators inside each training fold with these 3-train.py options (one '
-                          'quoted string, e.g. "--fmap-base 512 --fmap-max 64 --total-kimg 100"; not --data, '
-                          '--outdir, --resume or --conditional, which are set per fold); see below')
+                          'quoted string, e.g. "--fmap-base 512 --fmap-max 64 --total-kimg 100", or '
+                          '--gan-train="--mirror" for a single option; not --data, --outdir, --resume or '
+                          '--conditional, which are set per fold); see below')
     parser.add_argument('--gan-conditional', action='store_true',
                         help='with --gan-train: one conditional generator per fold on all classes, instead of one '
                              'generator per class')
