@@ -291,7 +291,7 @@ MergeInput = collections.namedtuple('MergeInput', 'path levels classes class_ind
 
 
 def check_merge_arguments(args):
-    """Two or more different inputs, none of them OUT_DIR (checked before OUT_DIR itself)."""
+    """Two or more different inputs (OUT_DIR apart from them is checked with the other commands' inputs)."""
     if len(args.inputs) < 2:
         raise UserError('merge needs two or more datasets, got only %s' % args.inputs[0])
     where = {}
@@ -300,14 +300,21 @@ def check_merge_arguments(args):
         if key in where:
             raise UserError('%s: is given twice (also as %s)' % (path, where[key]))
         where[key] = path
-    out_key = os.path.normcase(os.path.realpath(args.out_dir))
-    if out_key in where:
-        raise UserError('%s: OUT_DIR is also one of the datasets to merge (%s)' % (args.out_dir, where[out_key]))
+
+
+def command_inputs(args):
+    """[(how the command line names it, path)]: what a new dataset's OUT_DIR must neither be nor hold."""
+    if args.command == 'create_from_images':
+        return [('IMAGE_DIR', args.image_dir)]
+    if args.command == 'create_from_ct':
+        return [('--scans', args.scans), ('--annotations', args.annotations)]
+    if args.command == 'merge':
+        return [('DIR', path) for path in args.inputs]
+    return []
 
 
 def merge(args):
     from nodules.data import dataset
-    check_merge_arguments(args)
     parts, shape, owner = [], None, {}
     for path in args.inputs:
         part = _merge_input(path)
@@ -521,7 +528,9 @@ def main(argv=None):
         check_merge_arguments(args)
     if args.command.startswith('create_') or args.command == 'merge':
         from nodules.data import dataset
-        dataset.check_new_dataset_dir(args.out_dir, args.overwrite)  # before minutes of work, not after
+        # Before minutes of work, not after: a folder holding anything but a dataset, or an input, is never
+        # replaced, --overwrite or not.
+        dataset.check_new_dataset_dir(args.out_dir, args.overwrite, inputs=command_inputs(args))
     args.func(args)
 
 

@@ -770,8 +770,8 @@ def many(tmp_path_factory):
     return directory
 
 
-def start_extract(many, out):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, SCRIPT), 'extract', many, str(out)],
+def start_extract(many, out, *options):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, SCRIPT), 'extract', many, str(out)] + list(options),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
 
 
@@ -783,11 +783,21 @@ def wait_for(condition, process, seconds=300):
 
 
 def staging_folders(out):
-    return [name for name in os.listdir(str(out)) if name.startswith('.staging-')] if os.path.isdir(str(out)) else []
+    """The tool's staging folders for `out`: inside it (files landing among others) or beside it (landing whole)."""
+    places = [str(out), os.path.dirname(str(out))]
+    return [os.path.join(place, name) for place in places if os.path.isdir(place) for name in os.listdir(place)
+            if '.nodules-' in name and name.endswith('.tmp')]
+
+
+def staged_pngs(out, process=None):
+    """How many PNGs the staging folders of `out` (those of `process`, if given) hold."""
+    return sum(len(os.listdir(os.path.join(stage, 'new'))) for stage in staging_folders(out)
+               if os.path.isdir(os.path.join(stage, 'new'))
+               and (process is None or '.nodules-%d-' % process.pid in os.path.basename(stage)))
 
 
 def extracted_pngs(out):
-    return sorted(name for name in os.listdir(str(out)) if name.endswith('.png'))
+    return sorted(name for name in os.listdir(str(out)) if name.endswith('.png')) if os.path.isdir(str(out)) else []
 
 
 @pytest.mark.slow
@@ -800,7 +810,7 @@ def test_interrupted_extract_leaves_the_old_state_or_the_complete_new_one(many, 
     process = start_extract(many, out)
     try:
         if phase == 'staging':  # some PNGs staged, none committed
-            wait_for(lambda: any(os.listdir(str(out / name)) for name in staging_folders(out)), process)
+            wait_for(lambda: staged_pngs(out) > 0, process)
         else:  # the first PNG has been renamed into place
             wait_for(lambda: os.path.exists(str(out / 'img00000000.png')), process)
         process.send_signal(signum)
@@ -827,7 +837,7 @@ def test_the_next_run_cleans_up_after_a_killed_extract(many, tmp_path):
     out = tmp_path / 'out'
     process = start_extract(many, out)
     try:
-        wait_for(lambda: any(os.listdir(str(out / name)) for name in staging_folders(out)), process)
+        wait_for(lambda: staged_pngs(out) > 0, process)
         process.kill()  # SIGKILL: no clean-up is possible
         process.wait()
     finally:
@@ -838,6 +848,43 @@ def test_the_next_run_cleans_up_after_a_killed_extract(many, tmp_path):
     ok(run_script(SCRIPT, 'extract', many, out))
     assert staging_folders(out) == [] and len(extracted_pngs(out)) == EXTRACT_COUNT
     assert sorted(os.listdir(str(out))) == ['groups.csv'] + extracted_pngs(out)
+
+
+@pytest.mark.slow
+def test_kill_during_an_overwrite_commit_leaves_the_old_set_or_the_new_one(many, tmp_path):
+    """kill -9 once every PNG is staged (the commit begins), and a little later: the folder holds the earlier
+    extract or the complete new one, never a mix (a folder holding only the set is swapped in one rename)."""
+    from conftest import directory_contents
+    from nodules.data import dataset
+    other = dataset.write_dataset(str(tmp_path / 'other'), np.random.RandomState(15).randint(
+        0, 256, (EXTRACT_COUNT, 1, 8, 8)).astype(np.uint8))
+    out, reference = tmp_path / 'out', tmp_path / 'reference'
+    ok(run_script(SCRIPT, 'extract', many, reference))
+    new = directory_contents(str(reference))
+    ok(run_script(SCRIPT, 'extract', other, out))
+    old = directory_contents(str(out))
+    assert len(old) == len(new) == EXTRACT_COUNT + 1 and old != new
+    outcomes = []
+    for delay in (0.0, 0.05, 0.2, 0.5):
+        process = start_extract(many, out, '--overwrite')
+        try:  # (it may also finish before the polling sees the complete stage: then the new set is there)
+            while process.poll() is None and staged_pngs(out, process) < EXTRACT_COUNT:
+                pass
+            time.sleep(delay)
+            process.kill()
+            process.wait()
+        finally:
+            if process.poll() is None:
+                process.kill()
+        now = directory_contents(str(out))
+        assert now in (old, new), 'a mix of %d old and %d new files' % (
+            sum(now.get(k) == v for k, v in old.items()), sum(now.get(k) == v for k, v in new.items()))
+        outcomes.append('new' if now == new else 'old')
+        if now == new:
+            ok(run_script(SCRIPT, 'extract', other, out, '--overwrite'))
+    print('outcomes after kill -9: %s' % outcomes)
+    ok(run_script(SCRIPT, 'extract', many, out, '--overwrite'))  # and the next run cleans up
+    assert directory_contents(str(out)) == new and staging_folders(out) == []
 
 
 def test_extract_overwrite_with_a_directory_in_the_way_changes_nothing(made, tmp_path):

@@ -10,16 +10,11 @@ size, all with the same images in the same order, plus
 Each record is a tf.train.Example with `shape` (int64 [C, H, W]) and `data` (the raw uint8 bytes in C, H, W
 order).
 """
-import binascii
 import collections
-import errno
 import json
 import os
 import re
-import shutil
-import stat
 import struct
-import time
 
 import numpy as np
 
@@ -31,7 +26,7 @@ _TFRECORD_NAME = re.compile(r'^(?P<base>.+)-r(?P<log2>\d\d)\.tfrecords$')
 
 
 def dataset_name(dataset_dir):
-    return os.path.basename(os.path.normpath(dataset_dir))
+    return os.path.basename(os.path.abspath(dataset_dir))  # '.' is named after the working directory
 
 
 def tfrecord_path(dataset_dir, resolution_log2):
@@ -404,71 +399,32 @@ def check_image_batch(images, source='images'):
     return images
 
 
-def check_new_dataset_dir(out_dir, overwrite=False):
-    """Fail before any work when `out_dir` may not receive a new dataset."""
-    if os.path.exists(out_dir):
-        if not os.path.isdir(out_dir):
-            raise UserError('%s: exists and is not a directory' % out_dir)
-        if os.listdir(out_dir) and not overwrite:
-            raise UserError('%s: already exists and is not empty; nothing was written (use --overwrite)' % out_dir)
+# The files a dataset of this tool (or of PGGAN's) holds, named after its folder: a folder holding anything else is
+# never replaced by --overwrite.
+_DATASET_FILE = r'-(r\d\d\.tfrecords|groups\.npy|meta\.json|rxx\.labels)$'
 
 
-def _new_hidden_dir(parent, name):
-    """Create a new uniquely named hidden directory `parent/.name.PID-XXXXXXXX.tmp`.
-
-    The process id in the name lets outputs.remove_stale_temporaries() recognise what a killed run left behind.
-    Unlike tempfile.mkdtemp (mode 0700), it gets the permissions of any directory the user makes (0777 minus
-    the umask): the staging directory is renamed into the finished dataset and keeps its mode.
-    """
-    for _ in range(100):
-        path = os.path.join(parent, '.%s.%d-%s.tmp' % (name, os.getpid(),
-                                                       binascii.hexlify(os.urandom(4)).decode('ascii')))
-        try:
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, 'no unused temporary name', parent)
+def dataset_file_test(out_dir):
+    """name -> whether `name` is one of the files a dataset in `out_dir` holds (see write_levels)."""
+    pattern = re.compile('^' + re.escape(dataset_name(out_dir)) + _DATASET_FILE)
+    return lambda name: pattern.match(name) is not None
 
 
-# Staging directories of earlier versions carried no process id: `.NAME.XXXXXXXX.tmp` (8 hex digits) and
-# `.NAME.XXXXXXXX.old`.  They are removed once they are as old as outputs lets untagged staging folders get.
-_UNTAGGED_STAGING = re.compile(r'^\.(?P<name>.+)\.[0-9a-z_]{8}\.(tmp|old)$')
-
-
-def remove_stale_staging(parent, name):
-    """Remove what killed writers of datasets (or of anything else) left in `parent`; returns the names removed.
-
-    Folders tagged with a process id go as soon as that process has ended (outputs.remove_stale_temporaries);
-    untagged ones of dataset `name`, from earlier versions, once they are an hour old.
-    """
-    removed = outputs.remove_stale_temporaries(parent)
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return removed
-    for entry in names:
-        match = _UNTAGGED_STAGING.match(entry)
-        path = os.path.join(parent, entry)
-        if not match or match.group('name') != name or not os.path.isdir(path) or os.path.islink(path):
-            continue
-        try:
-            if time.time() - os.lstat(path).st_mtime > outputs.UNTAGGED_STAGING_MAX_AGE_SECONDS:
-                shutil.rmtree(path)
-                removed.append(entry)
-        except OSError:
-            pass  # removed by someone else meanwhile, or not ours to remove
-    return removed
+def check_new_dataset_dir(out_dir, overwrite=False, inputs=()):
+    """Fail before any work when `out_dir` may not receive a new dataset: it is not a folder, it is or holds one
+    of the command's `inputs` ([(option, path)]), it is not empty (without `overwrite`), or it holds anything
+    but a dataset's own files (even with `overwrite`)."""
+    outputs.check_folder(out_dir, dataset_file_test(out_dir), overwrite, kind='dataset', inputs=inputs)
 
 
 def write_dataset(out_dir, images, labels=None, metadata=None, groups=None, overwrite=False, progress=None):
     """Write the full multi-resolution set for uint8 [N, C, H, W] `images` into the new directory `out_dir`.
 
     The lower resolutions are built by build_pyramid.  `groups` (int64 [N], which nodule each image shows)
-    defaults to one nodule per image.  Everything is written into a temporary sibling directory first and renamed
-    at the end, so an interrupted run leaves nothing behind (and what a killed one leaves, the next removes); an
-    existing non-empty `out_dir` is an error unless `overwrite` is set.  `progress`, when given, is called with
-    the number of images just written.
+    defaults to one nodule per image.  The folder lands whole through outputs.OutputFolder: an interrupted run
+    leaves nothing behind (and what a killed one leaves, the next removes).  An existing non-empty `out_dir` is
+    an error unless `overwrite` is set, and even then unless it holds only a dataset's own files
+    (check_new_dataset_dir).  `progress`, when given, is called with the number of images just written.
     """
     images = check_image_batch(images, out_dir)
     return write_levels(out_dir, build_pyramid(images), labels=labels, metadata=metadata, groups=groups,
@@ -485,27 +441,15 @@ def write_levels(out_dir, levels, labels=None, metadata=None, groups=None, overw
                         % (out_dir, 2 ** top, 2 ** top, len(images)))
     count = images.shape[0]
     out_dir = os.path.normpath(out_dir)
-    check_new_dataset_dir(out_dir, overwrite)
     if labels is not None:
         labels = np.asarray(labels, dtype=np.float32)
         if labels.ndim != 2 or labels.shape[0] != count:
             raise UserError('%s: labels must be [%d, label_size], got %s' % (out_dir, count, list(labels.shape)))
     groups = np.arange(count, dtype=np.int64) if groups is None else check_groups(groups, count, out_dir)
-    final_name = os.path.basename(out_dir)
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    try:
-        os.makedirs(parent, exist_ok=True)
-        remove_stale_staging(parent, final_name)
-        staging = _new_hidden_dir(parent, final_name)
-        if os.path.isdir(out_dir):  # the user's own (empty, or --overwrite) directory keeps its permissions
-            os.chmod(staging, stat.S_IMODE(os.stat(out_dir).st_mode))
-    except OSError as error:
-        raise UserError('%s: cannot write here (%s)' % (parent, error.strerror or error))
-    retired = None
-    try:
+    with outputs.OutputFolder(out_dir, dataset_file_test(out_dir), overwrite, kind='dataset') as folder:
         # Files inside the staging folder are named after the final folder, not after the temporary one.
-        staged = lambda path: os.path.join(staging, os.path.basename(path))
-        writers = {log2: TFRecordWriter(staged(tfrecord_path(final_name, log2))) for log2 in levels}
+        staged = lambda path: folder.path(os.path.basename(path))
+        writers = {log2: TFRecordWriter(staged(tfrecord_path(out_dir, log2))) for log2 in levels}
         chunk = 256
         for start in range(0, count, chunk):
             for log2, writer in writers.items():
@@ -515,36 +459,15 @@ def write_levels(out_dir, levels, labels=None, metadata=None, groups=None, overw
                 progress(min(chunk, count - start))
         for writer in writers.values():
             writer.close()
-        with open(staged(groups_path(final_name)), 'wb') as f:
+        with open(staged(groups_path(out_dir)), 'wb') as f:
             np.save(f, groups)
         if labels is not None:
-            with open(staged(labels_path(final_name)), 'wb') as f:
+            with open(staged(labels_path(out_dir)), 'wb') as f:
                 np.save(f, labels)
         if metadata is not None:
-            with open(staged(metadata_path(final_name)), 'w', encoding='utf-8') as f:
+            with open(staged(metadata_path(out_dir)), 'w', encoding='utf-8') as f:
                 json.dump(metadata, f, indent=2, sort_keys=True)
                 f.write('\n')
-        with outputs.interrupts_deferred():  # Ctrl-C cannot stop the swap half-way
-            if os.path.isdir(out_dir):  # --overwrite: swap the new set in before deleting the old one
-                retired = _new_hidden_dir(parent, final_name)
-                os.rename(out_dir, os.path.join(retired, final_name))
-                try:
-                    os.rename(staging, out_dir)
-                except OSError:
-                    os.rename(os.path.join(retired, final_name), out_dir)  # the old set back in its place
-                    raise
-            else:
-                os.rename(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if retired is not None:
-            try:
-                os.rmdir(retired)  # empty again when the old set went back (or never left)
-            except OSError:
-                pass  # it still holds the old set: leave it for the user rather than delete it
-        raise
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
     return out_dir
 
 

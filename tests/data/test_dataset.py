@@ -5,6 +5,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -260,13 +261,99 @@ def test_existing_file_as_out_dir_is_refused(tmp_path):
     assert os.listdir(str(tmp_path)) == ['AIS']
 
 
-def test_overwrite_replaces_existing_dataset(tmp_path):
-    out = make_existing(tmp_path)
+def test_overwrite_replaces_existing_dataset_in_one_swap(tmp_path):
+    out = str(tmp_path / 'AIS')
+    dataset.write_dataset(out, random_images(2, 1, 16, seed=6), labels=np.eye(2), metadata={'a': 1})
+    inode = os.stat(out).st_ino
     images = random_images(2, 1, 8, seed=7)
     dataset.write_dataset(out, images, overwrite=True)
     assert sorted(os.listdir(out)) == ['AIS-groups.npy', 'AIS-r02.tfrecords', 'AIS-r03.tfrecords']
-    assert os.listdir(str(tmp_path)) == ['AIS']  # the retired copy is gone too
+    assert os.listdir(str(tmp_path)) == ['AIS']  # the retired copy and the staging folder are gone too
+    assert os.stat(out).st_ino != inode          # a new folder took the old one's name
     np.testing.assert_array_equal(read_array(os.path.join(out, 'AIS-r03.tfrecords')), images)
+
+
+@pytest.mark.parametrize('intruder', ['notes.txt', 'src/', '.git/', 'MIA-r02.tfrecords', 'AIS-r04.tfrecords/',
+                                      'link AIS-meta.json'])
+def test_overwrite_refuses_a_folder_holding_anything_but_a_dataset(tmp_path, intruder):
+    """--overwrite replaces only a dataset's own files: a project folder (src/, .git/), another dataset's file,
+    a folder or a symbolic link under a dataset file's name all stop it before any work."""
+    out = tmp_path / 'AIS'
+    dataset.write_dataset(str(out), random_images(2, 1, 8))
+    if intruder.startswith('link '):
+        (tmp_path / 'elsewhere.json').write_bytes(b'precious')
+        os.symlink(str(tmp_path / 'elsewhere.json'), str(out / intruder[5:]))
+    elif intruder.endswith('/'):
+        (out / intruder).mkdir()
+        (out / intruder / 'work.py').write_bytes(b'precious')
+    else:
+        (out / intruder).write_bytes(b'precious')
+    before = snapshot(str(tmp_path))
+    for overwrite in (False, True):
+        with pytest.raises(UserError) as error:
+            dataset.write_dataset(str(out), random_images(3, 1, 8), overwrite=overwrite)
+        message = str(error.value)
+        assert message.startswith(str(out) + ': holds %s, which is not part of a dataset' % intruder.split()[-1]
+                                  .rstrip('/')), message
+        assert snapshot(str(tmp_path)) == before
+    with pytest.raises(UserError):  # refused the same way before any work
+        dataset.check_new_dataset_dir(str(out), overwrite=True)
+
+
+def test_overwrite_in_place_when_the_folder_must_stay(tmp_path, monkeypatch):
+    """The working directory itself (`create_phantoms .`) cannot be swapped away: its files are replaced one by
+    one, the old dataset's files that the new one lacks are removed, and the folder stays the same."""
+    out = tmp_path / 'AIS'
+    dataset.write_dataset(str(out), random_images(2, 1, 16, seed=1), labels=np.eye(2))
+    inode = os.stat(str(out)).st_ino
+    monkeypatch.chdir(str(out))
+    images = random_images(3, 1, 8, seed=2)
+    dataset.write_dataset('.', images, overwrite=True)
+    assert sorted(os.listdir(str(out))) == ['AIS-groups.npy', 'AIS-r02.tfrecords', 'AIS-r03.tfrecords']
+    assert os.stat(str(out)).st_ino == inode and os.listdir(str(tmp_path)) == ['AIS']
+    np.testing.assert_array_equal(read_array(str(out / 'AIS-r03.tfrecords')), images)
+
+
+def test_a_new_dataset_in_an_empty_working_directory(tmp_path, monkeypatch):
+    out = tmp_path / 'ct'
+    out.mkdir()
+    monkeypatch.chdir(str(out))
+    dataset.write_dataset('.', random_images(2, 1, 4))
+    assert sorted(os.listdir('.')) == ['ct-groups.npy', 'ct-r02.tfrecords'] and os.path.samefile('.', str(out))
+
+
+@pytest.mark.parametrize('case', ['new', 'overwrite', 'overwrite in place'])
+def test_a_dataset_another_writer_made_meanwhile_is_never_replaced(tmp_path, monkeypatch, case):
+    """A second writer runs from start to end between this one's checks and its commit (called from the progress
+    callback, a real write_dataset): this one then fails with one line and leaves the other's dataset whole."""
+    out = tmp_path / 'AIS'
+    if case != 'new':
+        dataset.write_dataset(str(out), random_images(2, 1, 8, seed=1))
+    if case == 'overwrite in place':
+        monkeypatch.chdir(str(out))
+    target = '.' if case == 'overwrite in place' else str(out)
+    theirs, ours = random_images(2, 1, 8, seed=3), random_images(300, 1, 8, seed=4)
+    other_runs = []
+
+    def other_writer(_):
+        if not other_runs:
+            try:
+                other_runs.append(dataset.write_dataset(str(out), theirs, overwrite=case != 'new'))
+            except UserError as refused:
+                other_runs.append(refused)
+    if case == 'overwrite in place':  # our staging folder is inside: the other writer sees it, refuses and ends
+        dataset.write_dataset(target, ours, overwrite=True, progress=other_writer)
+        assert str(other_runs[0]) == '%s: another command (process %d) is writing into it; nothing was written' \
+            % (out, os.getpid())
+        np.testing.assert_array_equal(read_array(str(out / 'AIS-r03.tfrecords')), ours)
+        return
+    with pytest.raises(UserError) as error:
+        dataset.write_dataset(target, ours, overwrite=case != 'new', progress=other_writer)
+    assert str(error.value) == '%s: was %s by another command while this one ran; it is left as it is and ' \
+        'nothing was written' % (os.path.abspath(target), 'created' if case == 'new' else 'changed')
+    assert sorted(os.listdir(str(tmp_path))) == ['AIS']
+    assert sorted(os.listdir(str(out))) == ['AIS-groups.npy', 'AIS-r02.tfrecords', 'AIS-r03.tfrecords']
+    np.testing.assert_array_equal(read_array(str(out / 'AIS-r03.tfrecords')), theirs)
 
 
 def assert_failed_cleanly(tmp_path, out, before, error):
@@ -461,19 +548,29 @@ def test_the_next_write_removes_what_a_killed_writer_left(tmp_path):
         if process.poll() is None:
             process.kill()
     leftover, = hidden(tmp_path)
-    assert leftover.startswith('.AIS.%d-' % process.pid) and leftover.endswith('.tmp')
-    assert 'AIS-r03.tfrecords' in os.listdir(str(tmp_path / leftover)) and not os.path.exists(str(tmp_path / 'AIS'))
-    # Staging folders of a running process (this one) and young untagged ones of earlier versions stay.
-    running = tmp_path / ('.MIA.%d-0badf00d.tmp' % os.getpid())
-    young, old = tmp_path / '.AIS.0123abcd.tmp', tmp_path / '.AIS.k2j4_x9q.old'
-    for folder in (running, young, old):
-        folder.mkdir()
-        (folder / 'AIS-r02.tfrecords').write_bytes(b'half-written')
-    two_hours_ago = os.path.getmtime(str(old)) - 7200
-    os.utime(str(old), (two_hours_ago, two_hours_ago))
+    assert leftover.startswith('.AIS.nodules-%d-' % process.pid) and leftover.endswith('.tmp')
+    assert 'AIS-r03.tfrecords' in os.listdir(str(tmp_path / leftover / 'new'))
+    assert not os.path.exists(str(tmp_path / 'AIS'))
+    # What the next write leaves: a running process's staging folder (this one's), and every user folder that
+    # merely looks like one -- old-style names, a dead process's exact name without its record, a copy.
+    running = tmp_path / ('.MIA.nodules-%d-0badf00d.tmp' % os.getpid())
+    running.mkdir()
+    (running / 'new').mkdir()
+    look_alikes = ['.AIS.0123abcd.tmp', '.AIS.k2j4_x9q.old', '.new.20240101.old', '.staging-mybackup',
+                   '.AIS.nodules-%d-12345678.tmp' % process.pid, '.AIS.nodules-%d-aaaaaaaa.tmp' % process.pid]
+    for name in look_alikes:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'AIS-r02.tfrecords').write_bytes(b'the user data')
+    (tmp_path / look_alikes[-1] / '.nodules-stage').write_bytes(
+        open(str(tmp_path / leftover / '.nodules-stage'), 'rb').read())  # a record naming another folder
+    two_hours_ago = time.time() - 7200
+    for name in look_alikes:
+        os.utime(str(tmp_path / name), (two_hours_ago, two_hours_ago))
     images = random_images(2, 1, 8)
     dataset.write_dataset(str(tmp_path / 'AIS'), images)
-    assert hidden(tmp_path) == sorted([running.name, young.name])
+    assert hidden(tmp_path) == sorted([running.name] + look_alikes)
+    for name in look_alikes:
+        assert (tmp_path / name / 'AIS-r02.tfrecords').read_bytes() == b'the user data'
     np.testing.assert_array_equal(read_array(dataset.tfrecord_path(str(tmp_path / 'AIS'), 3)), images)
 
 

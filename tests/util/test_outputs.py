@@ -1,6 +1,8 @@
 """nodules/util/outputs.py: all-or-nothing file sets, atomic single files, 8-bit conversion, mosaics and PNGs."""
 import os
+import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from PIL import Image
 
 from nodules.util import cli
 from nodules.util.errors import UserError
-from conftest import directory_contents as listing
+from conftest import ROOT, directory_contents as listing
 from nodules.util import outputs
 
 
@@ -131,31 +133,79 @@ def test_file_set_targets_that_can_never_be_written(tmp_path, case):
     assert (tmp_path / 'file').read_bytes() == b'x'
 
 
-def test_file_set_commit_failure_puts_back_what_was_replaced(tmp_path):
-    """A rename that fails half-way (here: a staged file removed behind the set's back) restores the old files."""
+def stage_of(folder):
+    """This process's staging folder for `folder`: inside it (files landing one by one) or beside it (a folder
+    landing whole)."""
+    folder = str(folder)
+    prefix = '.%s.nodules-%d-' % (os.path.basename(folder), os.getpid())
+    found = [os.path.join(where, name) for where in (folder, os.path.dirname(folder)) if os.path.isdir(where)
+             for name in os.listdir(where) if name.startswith(prefix)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize('others', [False, True])
+def test_file_set_commit_failure_puts_back_what_was_replaced(tmp_path, others):
+    """A rename that fails half-way (here: staged files removed behind the set's back) restores the old files,
+    whether the folders were being swapped whole or their files replaced one by one."""
     first, second = tmp_path / 'first', tmp_path / 'second'
     first.mkdir()
     second.mkdir()
     (first / 'a.bin').write_bytes(b'old a')
     (second / 'b.bin').write_bytes(b'old b')
+    if others:
+        (second / 'other.txt').write_bytes(b'keep')
     before = listing(str(tmp_path))
     with pytest.raises(UserError) as error:
         with outputs.FileSet([str(first / 'a.bin'), str(second / 'b.bin')], overwrite=True) as staged:
             staged.write(str(first / 'a.bin'), b'new a')
             staged.write(str(second / 'b.bin'), b'new b')
-            stage, = [name for name in os.listdir(str(second)) if name.startswith('.staging-')]
-            os.remove(str(second / stage / 'b.bin'))
+            shutil.rmtree(os.path.join(stage_of(second), 'new'))
     assert 'nothing was changed' in str(error.value)
     assert listing(str(tmp_path)) == before   # a.bin is old again, and no staging folder is left
 
 
-def test_staging_folders_are_hidden_and_carry_the_process_id(tmp_path):
+def test_staging_folders_are_hidden_marked_and_carry_the_process_id(tmp_path):
     out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'notes.txt').write_bytes(b'the user\'s')
     with outputs.FileSet([str(out / 'one.bin')]) as staged:
         staged.write(str(out / 'one.bin'), b'1')
-        hidden = [name for name in os.listdir(str(out)) if name.startswith('.staging-%d-' % os.getpid())]
-        assert len(hidden) == 1 and os.listdir(str(out / hidden[0])) == ['one.bin']
-    assert os.listdir(str(out)) == ['one.bin']
+        stage = stage_of(out)
+        assert os.path.dirname(stage) == str(out)   # lands among the user's files: staged inside the folder
+        assert sorted(os.listdir(stage)) == ['.nodules-stage', 'new'] and os.listdir(stage + '/new') == ['one.bin']
+        with open(os.path.join(stage, '.nodules-stage')) as f:
+            assert json.load(f)['stage'] == os.path.basename(stage)
+    assert sorted(os.listdir(str(out))) == ['notes.txt', 'one.bin']
+
+
+def test_file_set_overwrite_swaps_a_folder_holding_only_its_files(tmp_path):
+    """A folder that holds nothing but files of the set is replaced whole (one exchange of two names); one that
+    holds anything else keeps its identity and its other files."""
+    only, mixed = tmp_path / 'only', tmp_path / 'mixed'
+    for folder in (only, mixed):
+        folder.mkdir()
+        (folder / 'a.bin').write_bytes(b'old a')
+        (folder / 'b.bin').write_bytes(b'same b')
+    (mixed / 'notes.txt').write_bytes(b'keep')
+    inodes = dict((folder, os.stat(str(folder)).st_ino) for folder in (only, mixed))
+    for folder in (only, mixed):
+        write_set({str(folder / 'a.bin'): b'new a', str(folder / 'b.bin'): b'same b', str(folder / 'c.bin'): b'c'},
+                  overwrite=True)
+    assert listing(str(only)) == {'a.bin': b'new a', 'b.bin': b'same b', 'c.bin': b'c'}
+    assert listing(str(mixed)) == {'a.bin': b'new a', 'b.bin': b'same b', 'c.bin': b'c', 'notes.txt': b'keep'}
+    assert os.stat(str(only)).st_ino != inodes[only] and os.stat(str(mixed)).st_ino == inodes[mixed]
+    assert sorted(os.listdir(str(tmp_path))) == ['mixed', 'only']
+
+
+def test_file_set_swap_without_an_atomic_exchange(tmp_path, monkeypatch):
+    """Where the file system cannot exchange two names, the swap takes two renames and still lands whole."""
+    monkeypatch.setattr(outputs, '_renameat2', None)
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'a.bin').write_bytes(b'old a')
+    write_set({str(out / 'a.bin'): b'new a', str(out / 'b.bin'): b'b'}, overwrite=True)
+    assert listing(str(tmp_path)) == {'out/': None, 'out/a.bin': b'new a', 'out/b.bin': b'b'}
 
 
 def test_check_outdir_does_not_create_anything(tmp_path):
@@ -169,6 +219,88 @@ def test_check_outdir_does_not_create_anything(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Two writers: what another command makes between this one's checks and its commit is never replaced
+
+
+def other_writer(path, data=b'the other run'):
+    """What another command does meanwhile: writes its own file (and its folder)."""
+    if not os.path.isdir(os.path.dirname(path)):
+        os.makedirs(os.path.dirname(path))
+    with open(path, 'wb') as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize('case', ['new file among others', 'new folder', 'replaced file', 'file added to a swap'])
+def test_what_another_writer_made_meanwhile_stops_the_commit(tmp_path, case):
+    out = tmp_path / 'out'
+    if case != 'new folder':
+        out.mkdir()
+        (out / 'a.bin').write_bytes(b'old a')
+        if case == 'new file among others':
+            (out / 'notes.txt').write_bytes(b'keep')
+    with pytest.raises(UserError) as error:
+        with outputs.FileSet([str(out / 'a.bin'), str(out / 'b.bin')], overwrite=True) as staged:
+            staged.write(str(out / 'a.bin'), b'new a')
+            staged.write(str(out / 'b.bin'), b'new b')
+            expected = listing(str(tmp_path))
+            other = {'new file among others': 'b.bin', 'new folder': 'b.bin', 'replaced file': 'a.bin',
+                     'file added to a swap': 'c.bin'}[case]
+            other_writer(str(out / other))
+            expected[os.path.join('out', other)] = b'the other run'
+            expected = dict((key, value) for key, value in expected.items() if '.nodules-' not in key)
+            if case == 'new folder':
+                expected['out/'] = None
+    message = str(error.value)
+    assert str(out) in message and 'by another command while this one ran' in message, message
+    assert message.endswith('it is left as it is and nothing was written')
+    assert listing(str(tmp_path)) == expected   # the other run's file as it made it, ours nowhere
+
+
+def test_an_output_folder_made_meanwhile_is_left_to_its_maker(tmp_path):
+    out = str(tmp_path / 'AIS')
+    with pytest.raises(UserError) as error:
+        with outputs.OutputFolder(out, lambda name: name.endswith('.bin'), kind='dataset') as folder:
+            with open(folder.path('a.bin'), 'wb') as f:
+                f.write(b'ours')
+            other_writer(os.path.join(out, 'a.bin'))
+    assert str(error.value) == '%s: was created by another command while this one ran; it is left as it is and ' \
+                               'nothing was written' % out
+    assert listing(str(tmp_path)) == {'AIS/': None, 'AIS/a.bin': b'the other run'}
+
+
+# Holds an exclusive lock on the folder argv[1] (as a command committing there does) until its stdin closes.
+LOCK_HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print('locked', flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_commit_waits_for_another_commands_commit(tmp_path, monkeypatch):
+    """Commits into one place take turns (a lock on the parent folder, held by a second real process here)."""
+    holder = subprocess.Popen([sys.executable, '-c', LOCK_HOLDER, str(tmp_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, universal_newlines=True)
+    try:
+        assert holder.stdout.readline() == 'locked\n'
+        monkeypatch.setattr(outputs, 'LOCK_TIMEOUT_SECONDS', 0.5)
+        with pytest.raises(UserError) as error:
+            write_set({str(tmp_path / 'out' / 'a.bin'): b'a'})
+        assert str(error.value) == '%s: another command has been writing here for 0.5 s; nothing was written' \
+            % tmp_path
+        assert os.listdir(str(tmp_path)) == []
+        holder.stdin.close()
+        holder.wait()
+        write_set({str(tmp_path / 'out' / 'a.bin'): b'a'})
+        assert listing(str(tmp_path)) == {'out/': None, 'out/a.bin': b'a'}
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # What killed writers leave behind
 
 
@@ -179,39 +311,70 @@ def dead_pid():
     return process.pid
 
 
-def test_remove_stale_temporaries(tmp_path):
+# Makes a staging folder in argv[1] for a target named argv[2] (argv[3]: the folder it swaps, if any), puts a file
+# in it and ends without cleaning up, as a killed process would.
+ABANDONED_STAGE = """
+import os, sys
+sys.path.insert(0, %r)
+from nodules.util import outputs
+stage = outputs._make_stage(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+open(os.path.join(stage, 'new', 'img0.png'), 'wb').write(b'partial')
+print(stage)
+"""
+
+
+def abandoned_stage(directory, label, swap_of=None):
+    """The path of a staging folder that a process which has ended left in `directory`."""
+    command = [sys.executable, '-c', ABANDONED_STAGE % ROOT, str(directory), label] + ([swap_of] if swap_of else [])
+    return subprocess.check_output(command, universal_newlines=True).strip()
+
+
+def test_remove_stale_temporaries_removes_only_what_it_can_prove_it_made(tmp_path):
     dead = dead_pid()
-    old = time.time() - outputs.UNTAGGED_STAGING_MAX_AGE_SECONDS - 60
-    entries = {
-        '.staging-%d-abc123' % dead: 'removed',           # a killed run's staging folder
-        '.staging-%d-abc123' % os.getpid(): 'kept',       # a running one's (this process)
-        '.staging-k2j4h5g6': 'removed',                   # an earlier version's, untagged, old
-        '.staging-a1b2c3d4': 'kept',                      # ... untagged but recent: may be running
-        '.mosaic.png.%d-x8y7z6.tmp' % dead: 'removed',    # write_file_atomic's temporary of a killed run
-        '.mosaic.png.%d-x8y7z6.tmp' % os.getpid(): 'kept',
-        '.my-own-notes.tmp': 'kept',                      # not a name this module makes
-        '.staging-notes': 'kept',
+    stale = abandoned_stage(tmp_path, 'out')
+    running = outputs._make_stage(str(tmp_path), 'mine')   # this process's: still running
+    record = open(os.path.join(stale, outputs.STAGE_MARKER)).read()
+    look_alikes = {
+        '.staging-mybackup': None, '.new.20240101.old': None, '.staging-%d-abc123' % dead: None,
+        '.out.%d-x8y7z6.tmp' % dead: None,                   # the names of earlier versions
+        '.out.nodules-%d-0123abcd.tmp' % dead: None,          # the exact form, but no record: the user's
+        '.out.nodules-%d-89abcdef.tmp' % dead: record,        # a record that names another folder (a copy)
+        '.out.nodules-%d-aaaaaaaa.tmp' % dead: 'not json',
     }
-    for name in entries:
-        path = tmp_path / name
-        if 'staging' in name:
-            path.mkdir()
-            (path / 'img0.png').write_bytes(b'partial')
-        else:
-            path.write_bytes(b'partial')
-    os.utime(str(tmp_path / '.staging-k2j4h5g6'), (old, old))
+    for name, marker in look_alikes.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'work.txt').write_bytes(b'the user data')
+        if marker:
+            (tmp_path / name / outputs.STAGE_MARKER).write_text(marker)
+    (tmp_path / ('.notes.nodules-%d-00000000.tmp' % dead)).write_bytes(b'a file, not a folder')
+    empty = tmp_path / ('.out.nodules-%d-ffffffff.tmp' % dead)   # killed between making a stage and marking it
+    empty.mkdir()
+    before = listing(str(tmp_path))
     removed = outputs.remove_stale_temporaries(str(tmp_path))
-    assert sorted(removed) == sorted(name for name, fate in entries.items() if fate == 'removed')
-    assert sorted(os.listdir(str(tmp_path))) == sorted(name for name, fate in entries.items() if fate == 'kept')
+    assert sorted(removed) == sorted([os.path.basename(stale), empty.name])
+    assert listing(str(tmp_path)) == dict((path, data) for path, data in before.items()
+                                          if not path.startswith((os.path.basename(stale), empty.name)))
+    assert os.path.isdir(running)
+
+
+def test_a_swap_cut_between_its_two_renames_is_put_back(tmp_path):
+    """Where a swap takes two renames, a hard kill between them leaves the old folder in the stage and its name
+    free: the next clean-up gives the old folder its name back."""
+    stage = abandoned_stage(tmp_path, 'out', swap_of='out')
+    os.mkdir(os.path.join(stage, 'old'))
+    with open(os.path.join(stage, 'old', 'a.bin'), 'wb') as f:
+        f.write(b'old a')
+    outputs.remove_stale_temporaries(str(tmp_path))
+    assert listing(str(tmp_path)) == {'out/': None, 'out/a.bin': b'old a'}
 
 
 def test_a_new_set_cleans_up_after_a_killed_one(tmp_path):
     out = tmp_path / 'out'
-    stale = out / ('.staging-%d-abcdef' % dead_pid())
-    stale.mkdir(parents=True)
-    (stale / 'img0.png').write_bytes(b'partial')
+    out.mkdir()
+    (out / 'notes.txt').write_bytes(b'keep')
+    abandoned_stage(out, 'out')
     write_set({str(out / 'img0.png'): b'complete'})
-    assert listing(str(out)) == {'img0.png': b'complete'}
+    assert listing(str(out)) == {'img0.png': b'complete', 'notes.txt': b'keep'}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -251,7 +414,8 @@ def test_write_file_atomic_creates_and_replaces(tmp_path):
 
 
 def test_write_file_atomic_temporary_name_is_hidden_and_tagged(tmp_path, monkeypatch):
-    """While the data is flushed, the folder holds `.NAME.PID-XXXX.tmp` (what remove_stale_temporaries knows)."""
+    """While the data is flushed, the folder holds the staging folder `.NAME.nodules-PID-XXXXXXXX.tmp` (what
+    remove_stale_temporaries knows)."""
     directory = str(tmp_path)
     seen = []
     real_fsync = os.fsync
@@ -261,7 +425,7 @@ def test_write_file_atomic_temporary_name_is_hidden_and_tagged(tmp_path, monkeyp
         return real_fsync(fd)
     monkeypatch.setattr(os, 'fsync', fsync_and_look)
     outputs.write_file_atomic(os.path.join(directory, 'result.bin'), b'data')
-    assert len(seen) == 1 and re.match(r'^\.result\.bin\.%d-\w+\.tmp$' % os.getpid(), seen[0]), seen
+    assert len(seen) == 1 and re.match(r'^\.result\.bin\.nodules-%d-[0-9a-f]{8}\.tmp$' % os.getpid(), seen[0]), seen
     assert os.listdir(directory) == ['result.bin']
 
 
