@@ -270,7 +270,7 @@ def create_from_ct(args):
     from nodules.data import ct_patches
     images, labels, groups, metadata = ct_patches.patches_from_ct(
         args.scans, args.annotations, label=args.label, spacing=args.spacing, window=tuple(args.window),
-        slices=args.slices, augment=args.augment, resolution=args.resolution)
+        slices=args.slices, augment=args.augment, resolution=args.resolution, progress=cli.progress)
     _write(args, images, labels=labels, groups=groups, metadata=metadata)
 
 

@@ -7,7 +7,7 @@ integer lod (no fade-in), after warm-up, as the median over several repeats.
 Only numbers measured in this process are put side by side as ratios:
 * "per-res / full-res": our per-resolution graph against the same step built the original's way, at full
   resolution on nearest-upscaled reals (TrainingGraphs(full_resolution=True): both networks at 64x64, choosing the
-  level with tf.cond like the original's "recursive" structure, the gradient penalty taken with respect to the
+  resolution with tf.cond like the original's "recursive" structure, the gradient penalty taken with respect to the
   64x64 image).  Same layers, same losses, same process; the two are timed in alternation, so that a change in
   the machine's load hits both;
 * "% peak": estimated FLOP/s as a fraction of the float32 GEMM peak timed in this process (the best of several
@@ -72,18 +72,18 @@ def forward_macs(resolution, fmap_base, fmap_max, num_channels=1, latent_size=No
     # Generator
     g = latent_size * nf(1) * 16 + 16 * 9 * nf(1) * nf(1)          # 4x4 Dense, 4x4 Conv
     g += 16 * nf(1) * num_channels                                  # ToRGB at 4x4
-    for level in range(3, top + 1):
-        pixels = 4 ** level
-        g += pixels * 4 * nf(level - 2) * nf(level - 1)             # Conv0_up: 2x2 taps of the 4x4 kernel
-        g += pixels * 9 * nf(level - 1) ** 2                        # Conv1
-        g += pixels * nf(level - 1) * num_channels                  # ToRGB
+    for res in range(3, top + 1):
+        pixels = 4 ** res
+        g += pixels * 4 * nf(res - 2) * nf(res - 1)             # Conv0_up: 2x2 taps of the 4x4 kernel
+        g += pixels * 9 * nf(res - 1) ** 2                      # Conv1
+        g += pixels * nf(res - 1) * num_channels                # ToRGB
     # Discriminator
     d = (4 ** top) * num_channels * nf(top - 1)                     # FromRGB at the top
-    for level in range(top, 2, -1):
-        pixels = 4 ** level
-        d += pixels * 9 * nf(level - 1) ** 2                        # Conv0
-        d += (pixels // 4) * 16 * nf(level - 1) * nf(level - 2)     # Conv1_down: 4x4 stride 2
-        d += (pixels // 4) * num_channels * nf(level - 2)           # FromRGB of the level below (fade-in)
+    for res in range(top, 2, -1):
+        pixels = 4 ** res
+        d += pixels * 9 * nf(res - 1) ** 2                      # Conv0
+        d += (pixels // 4) * 16 * nf(res - 1) * nf(res - 2)     # Conv1_down: 4x4 stride 2
+        d += (pixels // 4) * num_channels * nf(res - 2)         # FromRGB of the resolution below (fade-in)
     d += 16 * 9 * (nf(1) + 1) * nf(1) + nf(1) * 16 * nf(0) + nf(0)  # 4x4 Conv, Dense0, Dense1
     return g, d
 
@@ -123,27 +123,27 @@ def gemm_rate(tf, tfutil, dtype='float32', size=2048, chain=4, repeats=5):
     return statistics.median(rates), max(rates)
 
 
-def run_steps(graphs, level, steps):
+def run_steps(graphs, res_log2, steps):
     """`steps` training steps as the training loop runs them: ADA's p (and r_t) updated every MINIBATCH_REPEATS
     steps (a no-op without an augment pipe).  Returns the last step's losses."""
     from nodules.training import loop as training_loop
     for index in range(steps):
-        values = graphs.step(level, 0.001)
+        values = graphs.step(res_log2, 0.001)
         if index % training_loop.MINIBATCH_REPEATS == training_loop.MINIBATCH_REPEATS - 1:
             graphs.update_augment()
     if not np.all(np.isfinite(values)):
-        raise RuntimeError('non-finite losses at level %d: %s' % (level, values))
+        raise RuntimeError('non-finite losses at %dx%d: %s' % (2 ** res_log2, 2 ** res_log2, values))
     return values
 
 
-def _seconds_per_step(graphs, level, lod, warmup):
-    """Prepare `graphs` at one level and lod (warm-up included); returns the seconds one step takes."""
+def _seconds_per_step(graphs, res_log2, lod, warmup):
+    """Prepare `graphs` at one resolution (2**res_log2) and lod (warm-up included); returns the seconds of one step."""
     graphs.set_lod(lod)
     graphs.reset_optimizers()
     for _ in range(max(warmup - 1, 0)):  # the first run of a graph also optimises it: slow, not timed
-        graphs.step(level, 0.001)
+        graphs.step(res_log2, 0.001)
     start = time.time()
-    graphs.step(level, 0.001)
+    graphs.step(res_log2, 0.001)
     return max(time.time() - start, 1e-4)
 
 
@@ -165,16 +165,17 @@ def gemm_rates(tf, tfutil, tf_version, repeats):
     return best, bf16_text
 
 
-def measure_alternately(candidates, level, lod, warmup, repeats, seconds):
-    """Median, min and max img/s of TrainingGraphs.step at one level for each of `candidates`, timed in turn
+def measure_alternately(candidates, res_log2, lod, warmup, repeats, seconds):
+    """Median, min and max img/s of TrainingGraphs.step at one resolution for each of `candidates`, timed in turn
     (A, B, A, B, ...), each turn running about `seconds`."""
-    steps = [max(1, int(round(seconds / _seconds_per_step(graphs, level, lod, warmup)))) for graphs in candidates]
+    steps = [max(1, int(round(seconds / _seconds_per_step(graphs, res_log2, lod, warmup))))
+             for graphs in candidates]
     rates = [[] for _ in candidates]
     for _ in range(repeats):
         for index, graphs in enumerate(candidates):
             graphs.set_lod(lod)
             start = time.time()
-            run_steps(graphs, level, steps[index])
+            run_steps(graphs, res_log2, steps[index])
             rates[index].append(steps[index] * MINIBATCH / (time.time() - start))
     return [(statistics.median(r), min(r), max(r)) for r in rates]
 
@@ -190,6 +191,8 @@ def build_graphs(kwargs, resolutions, data_dir, full_resolution, augment_pipe=No
     graphs = training_loop.TrainingGraphs(G, D, G.clone('Gs'), data_dir, schedule,
                                           training_loop.available_devices(1), seed=1000,
                                           full_resolution=full_resolution, augment_pipe=augment_pipe)
+    for resolution in resolutions:  # each is otherwise built by its first step
+        graphs.build(int(np.log2(resolution)))
     tfutil.initialize_uninitialized_vars()
     return G, D, graphs
 
@@ -215,10 +218,10 @@ def run_config(name, kwargs, resolutions, data_dir, args, peak):
                                                           '(est.)'))
         sys.stdout.flush()
         for resolution in resolutions:
-            level = int(np.log2(resolution))
-            lod = float(6 - level)
+            res_log2 = int(np.log2(resolution))
+            lod = float(6 - res_log2)
             (median, low, high), (full_median, full_low, full_high) = measure_alternately(
-                [ours, full], level, lod, args.warmup, args.repeats, args.seconds)
+                [ours, full], res_log2, lod, args.warmup, args.repeats, args.seconds)
             flops = step_flops_per_image(resolution, kwargs['fmap_base'], kwargs['fmap_max'])
             print('%-7s %10.2f %17s %12.2f %17s %8.2fx %10.3f %6.1f%%'
                   % ('%dx%d' % (resolution, resolution), median, '(%.2f..%.2f)' % (low, high), full_median,
@@ -239,13 +242,13 @@ def augment_cases():
             ('ada p=1, all on (worst)', augment.AugmentPipe('ada', name='AugmentAda1', **worst))]
 
 
-def measure_rotated(candidates, level, lod, warmup, repeats, seconds):
+def measure_rotated(candidates, res_log2, lod, warmup, repeats, seconds):
     """Seconds per step of each of `candidates` (the first is the baseline) over `repeats` rounds: each round runs
     the same number of steps of every candidate, starting with a different one each round.  Returns per
     candidate the list of per-round seconds per step and the list of per-round ratios to the baseline."""
-    baseline = _seconds_per_step(candidates[0], level, lod, warmup)
+    baseline = _seconds_per_step(candidates[0], res_log2, lod, warmup)
     for graphs in candidates[1:]:
-        _seconds_per_step(graphs, level, lod, warmup)
+        _seconds_per_step(graphs, res_log2, lod, warmup)
     steps = max(1, int(round(seconds / baseline)))
     times = [[] for _ in candidates]
     for round_index in range(repeats):
@@ -255,7 +258,7 @@ def measure_rotated(candidates, level, lod, warmup, repeats, seconds):
             graphs = candidates[index]
             graphs.set_lod(lod)
             start = time.time()
-            run_steps(graphs, level, steps)
+            run_steps(graphs, res_log2, steps)
             times[index].append((time.time() - start) / steps)
     ratios = [[t / b for t, b in zip(column, times[0])] for column in times]
     return times, ratios, steps

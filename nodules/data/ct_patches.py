@@ -37,7 +37,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 import SimpleITK as sitk
 
-from nodules.util import cli
+from nodules.util import progress as progress_reports
 from nodules.util.errors import UserError
 
 REQUIRED_COLUMNS = ('seriesuid', 'coordX', 'coordY', 'coordZ', 'diameter_mm')
@@ -398,14 +398,15 @@ def _plural(count, word, plural=None):
 
 
 def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0, 150.0), slices=1, augment=False,
-                    resolution=64):
+                    resolution=64, progress=progress_reports.quiet):
     """CT scans + nodule CSV -> (images uint8 [N, 1, res, res], labels float32 [N, classes] or None,
     groups int64 [N] (which nodule, i.e. which used CSV row, each patch comes from), metadata).
 
     Labels are one-hot over the sorted label values of the rows that gave patches, when the CSV has a label
     column and `label` is None (with `label`, only rows with that label are used and no labels are returned).
     Rows that cannot be used are reported one line each on stderr; a summary line goes to stdout.
-    Raises UserError when the CSV is unusable or no patch at all could be made.
+    Raises UserError when the CSV is unusable or no patch at all could be made.  `progress`: a progress factory
+    (nodules/util/progress.py) for the scans read.
     """
     check_parameters(spacing, window, slices, resolution)
     window = (float(window[0]), float(window[1]))
@@ -431,7 +432,7 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
     except RuntimeError as error:
         raise UserError('%s: cannot look for scans here (%s)' % (scans, _itk_reason(error)))
     planes_by_row, scan_by_row, scans_used, planes_dropped = {}, {}, 0, 0
-    with cli.progress(len(by_scan), 'reading CT scans', unit='scan') as bar:
+    with progress(len(by_scan), 'reading CT scans', unit='scan') as bar:
         for uid, scan_nodules in by_scan.items():
             try:
                 if uid not in sources:

@@ -19,6 +19,7 @@ import struct
 import numpy as np
 
 from nodules.util import outputs
+from nodules.util import values
 from nodules.util.errors import UserError, check_regular_file
 from nodules.util.tfcompat import tf, tfrecord_iterator, TFRecordWriter
 
@@ -221,6 +222,15 @@ def read_labels(dataset_dir):
     return labels
 
 
+def check_one_hot(labels, path, purpose):
+    """Refuse `labels` (from the file `path`) unless every row is one-hot: a single 1, zeros elsewhere; `purpose`
+    names what needs one class per image."""
+    bad = np.flatnonzero(~(np.all((labels == 0) | (labels == 1), axis=1) & (labels.sum(axis=1) == 1)))
+    if len(bad):
+        raise UserError('%s: row %d is not one-hot (%s); %s needs one class per image'
+                        % (path, bad[0], ' '.join('%g' % v for v in labels[bad[0]]), purpose))
+
+
 def read_groups(dataset_dir, count=None):
     """int64 [N] nodule numbers of the dataset's images, or None when it has no groups file (the caller decides
     whether to warn).  With `count`, the file must list exactly that many images."""
@@ -394,7 +404,7 @@ def check_image_batch(images, source='images'):
         raise UserError('%s: images need 1 or 3 channels, not %d' % (source, channels))
     if height != width:
         raise UserError('%s: images must be square, got %dx%d' % (source, width, height))
-    if height < 4 or height & (height - 1):
+    if not values.is_power_of_two(height):
         raise UserError('%s: image size must be a power of two of at least 4, got %d' % (source, height))
     return images
 
@@ -447,28 +457,39 @@ def write_levels(out_dir, levels, labels=None, metadata=None, groups=None, overw
             raise UserError('%s: labels must be [%d, label_size], got %s' % (out_dir, count, list(labels.shape)))
     groups = np.arange(count, dtype=np.int64) if groups is None else check_groups(groups, count, out_dir)
     with outputs.OutputFolder(out_dir, dataset_file_test(out_dir), overwrite, kind='dataset') as folder:
-        # Files inside the staging folder are named after the final folder, not after the temporary one.
-        staged = lambda path: folder.path(os.path.basename(path))
-        writers = {log2: TFRecordWriter(staged(tfrecord_path(out_dir, log2))) for log2 in levels}
-        chunk = 256
-        for start in range(0, count, chunk):
-            for log2, writer in writers.items():
-                for image in levels[log2][start:start + chunk]:
-                    writer.write(serialize_image(image))
-            if progress is not None:
-                progress(min(chunk, count - start))
-        for writer in writers.values():
-            writer.close()
-        with open(staged(groups_path(out_dir)), 'wb') as f:
-            np.save(f, groups)
-        if labels is not None:
-            with open(staged(labels_path(out_dir)), 'wb') as f:
-                np.save(f, labels)
-        if metadata is not None:
-            with open(staged(metadata_path(out_dir)), 'w', encoding='utf-8') as f:
-                json.dump(metadata, f, indent=2, sort_keys=True)
-                f.write('\n')
+        try:
+            _write_files(folder, out_dir, levels, labels, metadata, groups, progress)
+        except OSError as error:  # a full disk, say: one line, and the staging folder goes
+            raise UserError('%s: cannot be written (%s); nothing was written' % (out_dir, error.strerror or error))
+        except tf.errors.OpError as error:  # TensorFlow's writer reports "PATH; REASON"
+            raise UserError('%s: cannot be written (%s); nothing was written'
+                            % (out_dir, error.message.split('; ')[-1]))
     return out_dir
+
+
+def _write_files(folder, out_dir, levels, labels, metadata, groups, progress):
+    """Write the dataset's files into the staging folder of `folder` (an outputs.OutputFolder for `out_dir`)."""
+    # Files inside the staging folder are named after the final folder, not after the temporary one.
+    staged = lambda path: folder.path(os.path.basename(path))
+    writers = {log2: TFRecordWriter(staged(tfrecord_path(out_dir, log2))) for log2 in levels}
+    count, chunk = len(groups), 256
+    for start in range(0, count, chunk):
+        for log2, writer in writers.items():
+            for image in levels[log2][start:start + chunk]:
+                writer.write(serialize_image(image))
+        if progress is not None:
+            progress(min(chunk, count - start))
+    for writer in writers.values():
+        writer.close()
+    with open(staged(groups_path(out_dir)), 'wb') as f:
+        np.save(f, groups)
+    if labels is not None:
+        with open(staged(labels_path(out_dir)), 'wb') as f:
+            np.save(f, labels)
+    if metadata is not None:
+        with open(staged(metadata_path(out_dir)), 'w', encoding='utf-8') as f:
+            json.dump(metadata, f, indent=2, sort_keys=True)
+            f.write('\n')
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -49,21 +49,18 @@ import math
 import numpy as np
 
 from nodules.gan import tfutil
+from nodules.training import settings as training_settings
 from nodules.util.tfcompat import tf
 
-POLICIES = ('none', 'diffaugment', 'ada')
+# The policies and augmentations a run can ask for, and what each policy applies unless told otherwise, are
+# declared with the training settings (training_settings, which 3-train.py reads without TensorFlow).
+POLICIES = training_settings.AUGMENT_POLICIES
+AUGMENTATIONS = training_settings.AUGMENTATIONS
+POLICY_AUGMENTATIONS = training_settings.POLICY_AUGMENTATIONS
+_SETTINGS = training_settings.defaults_for('augment')  # the defaults of ada_target, ada_kimg
 
-AUGMENTATIONS = ('xflip', 'yflip', 'rotate90', 'translate', 'scale', 'rotate', 'brightness', 'contrast', 'cutout')
 GEOMETRIC = ('xflip', 'yflip', 'rotate90', 'translate', 'scale', 'rotate')
 RESAMPLED = ('scale', 'rotate')  # the geometric augmentations that move pixels by fractions (bilinear)
-
-# What each policy applies unless told otherwise.  DiffAugment's colour for grey images is brightness and contrast.
-# ADA's default pipeline (its "bgc": pixel blitting, general geometric, colour) has no cutout; it can be added.
-POLICY_AUGMENTATIONS = {
-    'none': (),
-    'diffaugment': ('translate', 'brightness', 'contrast', 'cutout'),
-    'ada': ('xflip', 'yflip', 'rotate90', 'translate', 'scale', 'rotate', 'brightness', 'contrast'),
-}
 
 # The per-sample parameters, one column each of a [N, len(PARAMETERS)] float32 tensor, with the value that leaves an
 # image unchanged.  Translations are in whole pixels (content moves right / down), angles in degrees, cutout_x/_y
@@ -119,8 +116,8 @@ class AugmentPipe(object):
                  cutout_size=0.5,       # side of the cut square, fraction of the image side
                  cutout_value=0.0,      # value of the cut square (0 = mid-window grey, as both papers)
                  initial_p=0.0,         # ada: p at the start of training (restored with set_p on resume)
-                 ada_target=0.6,        # ada: target of r_t = E[sign(D(real))]; None keeps p fixed at initial_p
-                 ada_kimg=500.0,        # ada: thousands of images for p to move from 0 to 1
+                 ada_target=_SETTINGS['ada_target'],  # ada: target of r_t; None keeps p fixed at initial_p
+                 ada_kimg=_SETTINGS['ada_kimg'],      # ada: thousands of images for p to move from 0 to 1
                  name='Augment'):
         if policy not in POLICIES:
             raise ValueError('unknown augmentation policy %r (known: %s)' % (policy, ', '.join(POLICIES)))

@@ -11,9 +11,12 @@ layout could change the arithmetic we keep the original's order:
   layer use channel-first order (the order of the stored weights);
 - means over channels (pixel norm, minibatch stddev) are taken over a channel-first view: TensorFlow orders
   the sum over a middle axis differently from the sum over the last (contiguous) axis, and they round differently;
-- the resolution level is chosen with tf.cond on lod, as in the original's "recursive" structure: at an integer
-  lod the image of that level is taken as it is, a fractional lod blends two levels by the original's formula,
-  and levels that lod does not reach are not computed.
+- the resolution is chosen with tf.cond on lod, as in the original's "recursive" structure: at an integer lod the
+  image of that resolution is taken as it is, a fractional lod blends two resolutions by the original's formula,
+  and resolutions that lod does not reach are not computed.
+
+Names: `res` is log2 of a resolution (2 for 4x4), `lod` the level of detail at which a resolution is shown as it
+is (resolution_log2 - res), `lod_in` the networks' current lod.
 
 `graph_resolution` builds a network that works at a lower resolution than its full size: the generator then
 emits (and the discriminator takes) images of that size.  Training uses it so that it only computes the
@@ -21,6 +24,7 @@ resolution being trained; inference leaves it at the full resolution.
 """
 import numpy as np
 
+from nodules.util import values
 from nodules.util.tfcompat import tf
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -184,15 +188,13 @@ def feature_maps(fmap_base, fmap_decay, fmap_max):
 
 
 def _check_graph_resolution(resolution, graph_resolution):
-    resolution_log2 = int(np.log2(resolution))
-    if resolution != 2 ** resolution_log2 or resolution < 4:
+    if not values.is_power_of_two(resolution):
         raise ValueError('resolution must be a power of two >= 4, got %r' % resolution)
     graph_resolution = graph_resolution or resolution
-    graph_log2 = int(np.log2(graph_resolution))
-    if graph_resolution != 2 ** graph_log2 or not 2 <= graph_log2 <= resolution_log2:
+    if not values.is_power_of_two(graph_resolution, maximum=resolution):
         raise ValueError('graph_resolution must be a power of two in [4, %d], got %r'
                          % (resolution, graph_resolution))
-    return resolution_log2, graph_log2
+    return int(resolution).bit_length() - 1, int(graph_resolution).bit_length() - 1
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -261,9 +263,9 @@ def G_paper(latents_in, labels_in,
             return apply_bias(conv2d(x, fmaps=num_channels, kernel=1, gain=1, use_wscale=use_wscale))
 
     def grow(x, res, coarser_rgb):
-        """The output image, from the features entering level `res` (2**res pixels square) on: level `lod`
-        (= resolution_log2 - res) is taken as it is at lod == level, faded towards the coarser level's image
-        for level < lod < level + 1, and left to the finer levels for lod < level."""
+        """The output image, from the features entering resolution 2**res on: this resolution's image is taken as
+        it is at lod_in == lod, faded towards the coarser resolution's image for lod < lod_in < lod + 1, and left
+        to the finer resolutions for lod_in < lod."""
         lod = resolution_log2 - res
         x = block(x, res)
         rgb = torgb(x, res)  # here, before the branches, so that variables are created in the original's order
@@ -307,9 +309,9 @@ def D_paper(images_in,                  # NHWC [N, graph_resolution, graph_resol
     lod_in = tf.get_variable('lod', initializer=np.float32(0.0), trainable=False)
 
     def fromrgb(res):
-        """FromRGB of the input box-downscaled to level `res` in one step, as the original does.  Each level's
-        layer is built in two branches (the fade of the finer level, and this level's own input): whichever is
-        built first creates its variables, in the original's order."""
+        """FromRGB of the input box-downscaled to resolution 2**res in one step, as the original does.  Each
+        resolution's layer is built in two branches (the fade of the finer resolution, and this one's own input):
+        whichever is built first creates its variables, in the original's order."""
         images = downscale2d(images_in, 2 ** (graph_log2 - res))
         with tf.variable_scope('FromRGB_lod%d' % (resolution_log2 - res), reuse=tf.AUTO_REUSE):
             return act(apply_bias(conv2d(images, fmaps=nf(res - 1), kernel=1, use_wscale=use_wscale)))
@@ -339,8 +341,8 @@ def D_paper(images_in,                  # NHWC [N, graph_resolution, graph_resol
             return x
 
     def grow(res):
-        """Features leaving level `res`: its input comes from the finer levels when lod < level (= resolution_log2
-        - res), else from the image; for level < lod < level + 1 its output fades towards the coarser FromRGB."""
+        """Features leaving resolution 2**res: its input comes from the finer resolutions when lod_in < lod, else
+        from the image; for lod < lod_in < lod + 1 its output fades towards the coarser FromRGB."""
         lod = resolution_log2 - res
         finer = [(lod_in < lod, lambda: grow(res + 1))] if res < graph_log2 else []
         features = block(select(finer, lambda: fromrgb(res)), res)

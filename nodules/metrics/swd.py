@@ -16,6 +16,8 @@ seed, so a result depends only on the images and the seed, on every stack:
 """
 import numpy as np
 
+from nodules.util import values
+
 # ---------------------------------------------------------------------------------------------------------------
 # Gaussian and Laplacian pyramids (Burt & Adelson), as PGGAN's SWD uses them
 
@@ -108,7 +110,7 @@ def _check_images(images, name, min_size):
     if images.dtype.kind not in 'uif':
         raise ValueError('%s: expected real-valued pixels, got %s' % (name, images.dtype))
     size = images.shape[2]
-    if images.shape[3] != size or size < min_size or size & (size - 1):
+    if images.shape[3] != size or not values.is_power_of_two(size, min_size):
         raise ValueError('%s: images must be square with a power-of-two side of at least %d, got %dx%d'
                          % (name, min_size, images.shape[3], size))
     return images
@@ -201,8 +203,8 @@ def sliced_wasserstein_distance(images_a, images_b, seed=0, nhood_size=7, nhoods
     computed in blocks of directions; images are filtered `chunk` at a time. `progress`, if given, is called
     with the number of images just processed (len(swd_resolutions(size)) * (Na + Nb) in all).
     """
-    if not 0 <= int(seed) < 2 ** 32 or int(seed) != seed:
-        raise ValueError('the SWD seed must be a whole number in [0, 2**32), got %r' % (seed,))
+    if not values.is_seed(seed):
+        raise ValueError('the SWD seed must be %s, got %r' % (values.SEED_RANGE, seed))
     seed = int(seed)
     images_a = _check_images(images_a, 'images_a', min_resolution)
     images_b = _check_images(images_b, 'images_b', min_resolution)

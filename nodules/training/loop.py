@@ -4,9 +4,14 @@ them, writing logs, image grids and network snapshots into a new run directory.
 The original always pushes full-resolution tensors through both networks.  Here each resolution gets its own
 graph (networks built with `graph_resolution`, reals read from that resolution's TFRecords file), so a step costs
 only what the resolution being trained needs, while every loss term keeps the original's value (see nodules/gan/losses.py).
-All graphs are built up front and share variables and optimizer state; nothing is added while training runs.
+A resolution's graph is built when its phase starts (its file is checked then, so a file that changed since the
+start is found before TensorFlow reads it); the graphs share variables and optimizer state, and nothing is added
+to the TensorFlow graph between those builds.
 
-train() reads top to bottom: the dataset, the networks, the graphs, the run directory, then the tick loop.
+Names: `res_log2` is log2 of a resolution (2 for 4x4, 6 for 64x64), as the dataset's file names count; `lod` is
+the networks' level of detail, log2(full resolution) - res_log2 when no fade-in is under way.
+
+train() reads top to bottom: the dataset, the networks, the run directory, then the tick loop.
 """
 import collections
 import os
@@ -17,7 +22,6 @@ import types
 import numpy as np
 
 from nodules.gan import augment
-from nodules.util import cli
 from nodules.data import dataset
 from nodules import generation
 from nodules.gan import legacy
@@ -25,6 +29,8 @@ from nodules.gan import losses
 from nodules.metrics import swd as quality_metrics
 from nodules.gan import networks
 from nodules.util import outputs
+from nodules.util import progress as progress_reports
+from nodules.util import values
 from nodules.gan import tfutil
 from nodules.training import settings as training_settings
 from nodules.util.errors import UserError
@@ -59,6 +65,10 @@ class Schedule(object):
     def minibatch_for(self, resolution):
         return self.minibatch_dict.get(resolution, self.minibatch)
 
+    def full_resolution_kimg(self):
+        """kimg at which lod reaches 0: the full resolution, faded in."""
+        return (self.resolution_log2 - self.initial_log2) * (self.lod_training_kimg + self.lod_transition_kimg)
+
     def at(self, kimg):
         phase_kimg = self.lod_training_kimg + self.lod_transition_kimg
         phase_index = int(np.floor(kimg / phase_kimg)) if phase_kimg > 0 else 0
@@ -77,10 +87,11 @@ class Schedule(object):
 # The training graphs
 
 
-def fade_reals(reals, lod, levels_below_full):
+def fade_reals(reals, lod, graph_lod):
     """During a fade-in (fractional lod) the reals are blended with their own 2x2-averaged, re-upscaled version by
-    lod - floor(lod), as the original does before upscaling them to full resolution."""
-    alpha = tf.clip_by_value(lod - levels_below_full, 0.0, 1.0)
+    lod - floor(lod), as the original does before upscaling them to full resolution.  `graph_lod` is the lod at
+    which the reals' resolution is shown as it is (log2(full resolution / theirs))."""
+    alpha = tf.clip_by_value(lod - graph_lod, 0.0, 1.0)
     return reals + (networks.upscale2d(networks.downscale2d(reals)) - reals) * alpha
 
 
@@ -108,19 +119,24 @@ class TrainingGraphs(object):
     """One D step (with the Gs update) and one G step per resolution, over `devices`, sharing G, D, Gs and two
     Adam optimizers.
 
+    A resolution's step is built by build(res_log2), which training calls when that resolution's phase starts:
+    only the resolutions a run reaches are built, and the first is ready in seconds.  step() builds what it needs.
+
     `augment_pipe` (an augment.AugmentPipe) augments every image on its way into D, reals and fakes alike; each D
     step adds the signs of D's real scores, measured from the midpoint of the mean real and mean fake score (a
     critic's scores have no fixed zero), to the pipe's overfitting statistic, and update_augment() (every
     MINIBATCH_REPEATS minibatches) turns them into r_t and, for ada, a new p.
 
-    With `full_resolution` every level's graph is built the original's way instead: networks at full resolution,
-    reals nearest-upscaled to it.  Same losses, more work; benchmarks/bench_training.py compares the two.
+    With `full_resolution` every resolution's graph is built the original's way instead: networks at full
+    resolution, reals nearest-upscaled to it.  Same losses, more work; benchmarks/bench_training.py compares the two.
     """
 
     def __init__(self, G, D, Gs, data_dir, schedule, devices, labels=None, mirror=False, seed=None,
                  G_smoothing=0.999, loss_kwargs=None, full_resolution=False, augment_pipe=None):
         self.G, self.D, self.Gs = G, D, Gs
         self.augment_pipe = augment_pipe
+        self._inputs = dict(data_dir=data_dir, schedule=schedule, devices=devices, labels=labels, mirror=mirror,
+                            seed=seed, loss_kwargs=loss_kwargs or {}, full_resolution=full_resolution)
         self.lr_in = tf.placeholder(tf.float32, [], name='lr_in')
         self.lod_in = tf.placeholder(tf.float32, [], name='lod_in')
         self.set_lod_op = tf.group(tf.assign(G.lod, self.lod_in), tf.assign(D.lod, self.lod_in))
@@ -128,26 +144,43 @@ class TrainingGraphs(object):
         self.G_opt, self.D_opt = optimizer('G_Adam'), optimizer('D_Adam')
         # Gs follows G with every D step, before the G step, as in the original.
         self.Gs_update = Gs.setup_as_moving_average_of(G, beta=G_smoothing)
-        self.levels = {}
-        for level in range(schedule.initial_log2, schedule.resolution_log2 + 1):
-            with tf.name_scope('level%d' % level):
-                self.levels[level] = self._build_level(level, schedule, data_dir, devices, labels, mirror, seed,
-                                                       loss_kwargs or {}, full_resolution)
-        self.reset_optimizers_op = tf.variables_initializer(self.G_opt.variables() + self.D_opt.variables())
+        self.finite_op = tf.stack([tf.reduce_all([tf.reduce_all(tf.is_finite(v)) for v in net.trainables.values()])
+                                   for net in (G, D, Gs)])
+        self.per_resolution = {}
+        self.reset_optimizers_op = tf.no_op()
 
-    def _build_level(self, level, schedule, data_dir, devices, labels, mirror, seed, loss_kwargs, full_resolution):
+    def build(self, res_log2):
+        """Build the step of resolution 2**res_log2 (once), with its optimizer state initialised; its ops."""
+        if res_log2 not in self.per_resolution:
+            graph = tf.get_default_graph()
+            finalized = graph.finalized
+            if finalized:  # finalize() guards the steps against adding ops; this is the one place that may
+                graph._unsafe_unfinalize()
+            try:
+                with tf.name_scope('train%dx%d' % (2 ** res_log2, 2 ** res_log2)):
+                    self.per_resolution[res_log2] = self._build_resolution(res_log2, **self._inputs)
+                # This resolution's Adam slots are new: initialise them, and reset them with the others from now on.
+                tfutil.initialize_uninitialized_vars()
+                self.reset_optimizers_op = tf.variables_initializer(self.G_opt.variables() + self.D_opt.variables())
+            finally:
+                if finalized:
+                    graph.finalize()
+        return self.per_resolution[res_log2]
+
+    def _build_resolution(self, res_log2, schedule, data_dir, devices, labels, mirror, seed, loss_kwargs,
+                          full_resolution):
         G, D = self.G, self.D
-        resolution = 2 ** level
+        resolution = 2 ** res_log2
         minibatch = schedule.minibatch_for(resolution)
         graph_resolution = None if full_resolution else resolution
         latent_size, label_size = G.input_shapes[0][1], G.input_shapes[1][1]
         pipe = self.augment_pipe
         augmenting = pipe is not None and bool(pipe.enabled)
         with tf.device('/cpu:0'):
-            reals, real_labels = dataset.training_batches(data_dir, level, minibatch, labels, mirror, seed)
-            reals = fade_reals(reals, D.lod, schedule.resolution_log2 - level)
+            reals, real_labels = dataset.training_batches(data_dir, res_log2, minibatch, labels, mirror, seed)
+            reals = fade_reals(reals, D.lod, schedule.resolution_log2 - res_log2)
             if full_resolution:
-                reals = networks.upscale2d(reals, 2 ** (schedule.resolution_log2 - level))
+                reals = networks.upscale2d(reals, 2 ** (schedule.resolution_log2 - res_log2))
             latents_D = tf.random_normal([minibatch, latent_size])
             latents_G = tf.random_normal([minibatch, latent_size])
             mixing = tf.random_uniform([minibatch, 1, 1, 1], 0.0, 1.0)
@@ -195,6 +228,10 @@ class TrainingGraphs(object):
     def reset_optimizers(self):
         tfutil.run(self.reset_optimizers_op)
 
+    def nonfinite_networks(self):
+        """Names of the networks (G, D, Gs) with a NaN or infinite weight."""
+        return [net.name for net, finite in zip((self.G, self.D, self.Gs), tfutil.run(self.finite_op)) if not finite]
+
     def update_augment(self):
         """r_t from the real scores since the last call and, for ada, p adjusted towards the target; (p, r_t)."""
         if self.augment_pipe is None:
@@ -202,9 +239,11 @@ class TrainingGraphs(object):
         tfutil.run(self.augment_pipe.update_op)  # on its own: the D step's draws read p
         return tuple(float(v) for v in tfutil.run([self.augment_pipe.p, self.augment_pipe.rt]))
 
-    def step(self, level, lr):
+    def step(self, res_log2, lr):
         """One D step with the Gs update, then one G step; returns (G_loss, D_loss, gradient_penalty)."""
-        ops = self.levels[level]
+        ops = self.build(res_log2)
+        with np.errstate(over='ignore'):  # a rate beyond float32 is infinite: weights diverge, and training stops
+            lr = np.float32(lr)
         D_loss, penalty = tfutil.run([ops['D_step'], ops['D_loss'], ops['gradient_penalty']], {self.lr_in: lr})[1:]
         G_loss = tfutil.run([ops['G_step'], ops['G_loss']], {self.lr_in: lr})[1]
         return G_loss, D_loss, penalty
@@ -254,6 +293,8 @@ class TrainingData(object):
             raise UserError('%s: has no labels (%s), so it cannot train a conditional model; build a labelled '
                             'dataset with dataset_tool.py merge OUT AIS_DIR MIA_DIR IAC_DIR'
                             % (data_dir, os.path.basename(dataset.labels_path(data_dir))))
+        if conditional:  # G is given one class per image: mixed or out-of-range rows would teach it nonsense
+            dataset.check_one_hot(self.labels, dataset.labels_path(data_dir), '--conditional')
         self.label_size = 0 if self.labels is None else self.labels.shape[1]
         self.class_names = _class_names(data_dir, self.label_size) if conditional else None
 
@@ -273,33 +314,50 @@ def _class_names(data_dir, label_size):
     return None
 
 
-def _networks(data, resume, G_kwargs, D_kwargs):
-    """(G, D, Gs): loaded from the snapshot `resume`, or new ones for the dataset.
+def _networks(data, settings, resume, G_kwargs, D_kwargs):
+    """(G, D, Gs): loaded from the snapshot `resume`, or new ones for the dataset, with the network settings
+    G_kwargs and D_kwargs (for new networks the others at the defaults of training_settings).  Networks that could
+    not be trained in this machine's memory are refused before they are built.
 
     Class names go into every network's static keywords (`label_names`), which the networks' builders, and the
     original code's, ignore; 2-inference.py --label reads them.
     """
     common = dict(num_channels=data.num_channels, resolution=data.resolution, label_size=data.label_size)
     if not resume:
+        G_kwargs, D_kwargs = training_settings.network_kwargs(dict(D_kwargs or {}, **(G_kwargs or {})),
+                                                              defaults=True)
+        _check_memory(settings, data, G_kwargs, D_kwargs,
+                      ', '.join('%s=%s' % item for item in sorted(G_kwargs.items())))
         names = {'label_names': data.class_names} if data.class_names else {}
-        G = tfutil.Network('G', 'G_paper', **dict(G_kwargs or {}, **dict(common, **names)))
-        D = tfutil.Network('D', 'D_paper', **dict(D_kwargs or {}, **dict(common, **names)))
+        G = tfutil.Network('G', 'G_paper', **dict(G_kwargs, **dict(common, **names)))
+        D = tfutil.Network('D', 'D_paper', **dict(D_kwargs, **dict(common, **names)))
         G.init_vars()
         D.init_vars()
         return G, D, G.clone('Gs')
-    G, D, Gs = legacy.load_network_pkl(resume)
-    stored_names = G.static_kwargs.get('label_names')
+    states = legacy.read_network_states(resume)
+    stored = [state['static_kwargs'] for state in states]
+    stored_names = stored[0].get('label_names')
     if stored_names is not None and data.class_names is not None and list(stored_names) != data.class_names:
         raise UserError('%s: networks know the classes %s but %s has %s' % (
             resume, ', '.join(stored_names), data.data_dir, ', '.join(data.class_names)))
-    for net, asked in ((G, G_kwargs), (D, D_kwargs)):
+    for have_kwargs, asked in zip(stored, (G_kwargs, D_kwargs)):
         expected = dict(asked or {}, **common)
         for key, value in sorted(expected.items()):
-            have = net.static_kwargs.get(key, {'num_channels': 1, 'label_size': 0}.get(key))
+            have = have_kwargs.get(key, {'num_channels': 1, 'label_size': 0}.get(key))
             if have != value:
                 source = data.data_dir if key in common else 'the command line'
                 raise UserError('%s: networks have %s=%s but %s asks for %s' % (resume, key, have, source, value))
-    return G, D, Gs
+    _check_memory(settings, data, stored[0], stored[1], resume)
+    return tuple(legacy.network_from_state(state, resume) for state in states)
+
+
+def _check_memory(settings, data, G_kwargs, D_kwargs, source):
+    """Refuse networks of these keywords whose training steps up to the dataset's resolution cannot fit."""
+    sizes = dict(training_settings.NETWORK_DEFAULTS, **{k: v for k, v in G_kwargs.items()
+                                                       if k in training_settings.NETWORK_DEFAULTS})
+    sizes['mbstd_group_size'] = D_kwargs.get('mbstd_group_size', training_settings.MBSTD_GROUP_SIZE)
+    training_settings.check_memory(settings, sizes, [2 ** r for r in range(2, data.resolution_log2 + 1)], source,
+                                   data.num_channels, data.label_size)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -331,9 +389,9 @@ class RunOutputs(object):
     fakes grids of Gs for fixed latents, snapshots and metrics."""
 
     def __init__(self, run_dir, data, Gs, seed, metrics=(), metric_images=None, grid_size=(8, 4),
-                 log_file=sys.stdout):
+                 console=None):
         self.run_dir, self.data, self.Gs = run_dir, data, Gs
-        self.log_file = log_file
+        self.console = console
         self.grid_columns = grid_size[0]
         grid_count = grid_size[0] * grid_size[1]
         self.grid_latents = generation.random_latents(grid_count, Gs.input_shapes[0][1], seed)
@@ -343,15 +401,15 @@ class RunOutputs(object):
         if self.metrics:
             self.metric_reals = dataset.read_images(data.top_file, min(metric_images or METRIC_IMAGES, data.count))
             self.metric_latents = generation.random_latents(len(self.metric_reals), Gs.input_shapes[0][1],
-                                                            (seed + 1) % training_settings.SEED_LIMIT)
+                                                            (seed + 1) % values.SEED_LIMIT)
 
     def path(self, name):
         return os.path.join(self.run_dir, name)
 
     def log(self, line):
         line = '%s %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), line)
-        if self.log_file is not None:
-            cli.progress_write(line, self.log_file)
+        if self.console is not None:
+            self.console(line)
         with open(self.path('log.txt'), 'a', encoding='utf-8') as f:
             f.write(line + '\n')
 
@@ -376,6 +434,17 @@ class RunOutputs(object):
         legacy.save_network_pkl(path, networks)
         return path
 
+    def save_final(self, snapshot):
+        """network-final.pkl: the last snapshot, hard-linked (the same bytes, no second copy on disk), or copied
+        where the file system has no hard links."""
+        path = self.path('network-final.pkl')
+        try:
+            os.link(snapshot, path)
+        except OSError:
+            with open(snapshot, 'rb') as f:
+                outputs.write_file_atomic(path, f.read())
+        return path
+
     def summarize(self, nimg, values):
         """TensorBoard scalars {tag: value} at kimg nimg / 1000 (TensorBoard steps are whole kimg)."""
         self.summaries.add_summary(tf.Summary(value=[tf.Summary.Value(tag=tag, simple_value=float(value))
@@ -386,13 +455,13 @@ class RunOutputs(object):
         if 'swd' not in self.metrics:
             return
         fakes = self._generate(self.metric_latents, self.data.cycled_labels(len(self.metric_latents)))
-        per_level, average = quality_metrics.sliced_wasserstein_distance(self.metric_reals,
+        per_size, average = quality_metrics.sliced_wasserstein_distance(self.metric_reals,
                                                                          generation.channels_first(fakes))
         sizes = quality_metrics.swd_resolutions(self.data.resolution)
         self.log('swd x1e3 at kimg %.3f: %s, average %.3f' % (
             nimg / 1000.0,
-            ', '.join('%dx%d %.3f' % (r, r, v) for r, v in zip(sizes, per_level)), average))
-        self.summarize(nimg, [('Metrics/swd_%dx%d' % (r, r), v) for r, v in zip(sizes, per_level)]
+            ', '.join('%dx%d %.3f' % (r, r, v) for r, v in zip(sizes, per_size)), average))
+        self.summarize(nimg, [('Metrics/swd_%dx%d' % (r, r), v) for r, v in zip(sizes, per_size)]
                        + [('Metrics/swd_average', average)])
 
     def close(self):
@@ -441,40 +510,83 @@ def _describe_settings(settings, origins):
     return lines
 
 
+def schedule_warnings(cfg, schedule, start_nimg):
+    """Warnings for runs that will not show what their length suggests: one that ends before the full resolution
+    is faded in, and one shorter than the moving average that makes Gs (the generator that is saved) needs to
+    follow G."""
+    lines = []
+    end = schedule.at(cfg.total_kimg)
+    full_kimg = schedule.full_resolution_kimg()
+    if end.lod > 0:
+        full = 2 ** schedule.resolution_log2
+        where = ('%dx%d' if end.lod == np.floor(end.lod) else 'the fade-in of %dx%d') % (end.resolution,
+                                                                                          end.resolution)
+        lines.append('warning: --total-kimg %g ends at %s (lod %.2f); the full %dx%d (lod 0) needs %g kimg with '
+                     '--lod-training-kimg %g and --lod-transition-kimg %g' % (
+                         cfg.total_kimg, where, end.lod, full, full, full_kimg, cfg.lod_training_kimg,
+                         cfg.lod_transition_kimg))
+    horizon_kimg = end.minibatch / (1.0 - cfg.G_smoothing) / 1000.0  # 1 / (1 - beta) minibatches
+    length_kimg = cfg.total_kimg - start_nimg / 1000.0
+    if length_kimg < horizon_kimg:
+        lines.append('warning: this run trains %g kimg, but Gs (the saved generator, shown in the fakes grids) '
+                     'trails G by about %g kimg (--g-smoothing %g at minibatch %d), so it shows little of this '
+                     'training; lower --g-smoothing (e.g. 0.99) for short runs'
+                     % (length_kimg, horizon_kimg, cfg.G_smoothing, end.minibatch))
+    return lines
+
+
+def _print_line(line):
+    print(line)
+    sys.stdout.flush()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The loop
 
 
 def train(settings=None, outdir='results', resume=None, resume_kimg=None, G_kwargs=None, D_kwargs=None,
-          origins=None, grid_size=(8, 4), log_file=sys.stdout):
+          origins=None, grid_size=(8, 4), progress=progress_reports.quiet, console=_print_line):
     """Train G and D as `settings` say (see training_settings.DEFAULTS) in a new run directory under `outdir`.
 
     resume: a snapshot to continue from, at `resume_kimg` (default: from its file name).
-    G_kwargs, D_kwargs: network settings (fmap_base, ...) for new networks; a resumed run must agree with them.
-    origins: {setting: where it came from}, for the log.  Returns the run directory.
+    G_kwargs, D_kwargs: network settings (fmap_base, ...) given for the networks: new networks take the others
+      from the defaults of training_settings; a resumed run's networks must agree with them.
+    origins: {setting: where it came from}, for the log.
+    progress: progress(total, desc, unit=...) -> a context manager with update(n), for the images trained
+      (cli.progress draws a bar); console: called with every line the run logs, and with what it is doing
+      before the log exists.  Returns the run directory.
+
+    The run has a TensorFlow graph and session of its own, closed at the end: several runs in one process do not
+    see each other.
     """
+    with tfutil.separate_graph():
+        return _train(settings, outdir, resume, resume_kimg, G_kwargs, D_kwargs, origins, grid_size, progress,
+                      console)
+
+
+def _train(settings, outdir, resume, resume_kimg, G_kwargs, D_kwargs, origins, grid_size, progress, console):
     settings = training_settings.check_settings(dict(settings or {}))
     cfg = types.SimpleNamespace(**settings)
     if resume and resume_kimg is None:
-        if training_settings.nimg_of_snapshot(resume) is None:
-            raise UserError('%s: cannot tell how far training got from this file name; pass resume_kimg' % resume)
-        resume_kimg = training_settings.nimg_of_snapshot(resume) / 1000.0
+        resume_kimg = training_settings.resume_kimg_of(resume, 'resume_kimg')
     start_nimg = training_settings.nimg_of_kimg(resume_kimg or 0.0)
 
     # Everything that can be wrong with the input is found before the run directory exists.
+    console('reading and checking every file of %s ...' % cfg.data_dir)
     data = TrainingData(cfg.data_dir, cfg.conditional)
     if 'swd' in cfg.metrics and data.resolution < 16:
         raise UserError('%s: --metrics swd needs images of at least 16x16, these are %dx%d'
                         % (cfg.data_dir, data.resolution, data.resolution))
+    schedule = Schedule(data.resolution, cfg.lod_training_kimg, cfg.lod_transition_kimg, minibatch=cfg.minibatch,
+                        minibatch_dict=cfg.minibatch_dict, lr=cfg.lr, tick_kimg=cfg.tick_kimg)
     np.random.seed(cfg.seed)
     tfutil.init_tf(seed=cfg.seed, cpu_devices=cfg.num_devices)
     devices = available_devices(cfg.num_devices)
-    G, D, Gs = _networks(data, resume, G_kwargs, D_kwargs)
+    console('loading the networks of %s ...' % resume if resume else 'creating the networks ...')
+    G, D, Gs = _networks(data, settings, resume, G_kwargs, D_kwargs)
     training_settings.check_settings(settings, 'settings',
-                                   mbstd_group_size=D.static_kwargs.get('mbstd_group_size',
-                                                                        training_settings.MBSTD_GROUP_SIZE))
-    schedule = Schedule(data.resolution, cfg.lod_training_kimg, cfg.lod_transition_kimg, minibatch=cfg.minibatch,
-                        minibatch_dict=cfg.minibatch_dict, lr=cfg.lr, tick_kimg=cfg.tick_kimg)
+                                     mbstd_group_size=D.static_kwargs.get('mbstd_group_size',
+                                                                          training_settings.MBSTD_GROUP_SIZE))
     pipe = augment_pipe_for(settings)
     graphs = TrainingGraphs(G, D, Gs, cfg.data_dir, schedule, devices, labels=data.labels, mirror=cfg.mirror,
                             seed=cfg.seed, G_smoothing=cfg.G_smoothing, loss_kwargs=cfg.loss_kwargs,
@@ -483,7 +595,7 @@ def train(settings=None, outdir='results', resume=None, resume_kimg=None, G_kwar
     restored_p = restore_augment_p(pipe, D, resume)
 
     run_dir = new_run_dir(outdir, '%s-%dx%d' % (dataset.dataset_name(cfg.data_dir), data.resolution, data.resolution))
-    run = RunOutputs(run_dir, data, Gs, cfg.seed, cfg.metrics, cfg.metric_images, grid_size, log_file)
+    run = RunOutputs(run_dir, data, Gs, cfg.seed, cfg.metrics, cfg.metric_images, grid_size, console)
     try:
         run.write_config(dict(settings, data_dir=os.path.abspath(cfg.data_dir)),
                          resume=resume and os.path.abspath(resume), resume_kimg=start_nimg / 1000.0,
@@ -496,7 +608,7 @@ def train(settings=None, outdir='results', resume=None, resume_kimg=None, G_kwar
             run.log('resuming %s at kimg %s' % (resume, start_nimg / 1000.0))
         run.log('networks: G %s; D %s' % tuple(', '.join('%s=%s' % item for item in sorted(net.static_kwargs.items()))
                                                for net in (G, D)))
-        for line in _describe_settings(settings, origins or {}):
+        for line in _describe_settings(settings, origins or {}) + schedule_warnings(cfg, schedule, start_nimg):
             run.log(line)
         if data.ignored_labels:
             run.log('%s has labels; they are not used (train one model of every class with --conditional)'
@@ -510,44 +622,68 @@ def train(settings=None, outdir='results', resume=None, resume_kimg=None, G_kwar
         run.save_reals()
         run.save_fakes(start_nimg)
         tf.get_default_graph().finalize()  # any op created from here on would be a bug (per-step graph growth)
-        _run_ticks(graphs, schedule, run, data, start_nimg, training_settings.nimg_of_kimg(cfg.total_kimg),
-                   cfg.snapshot_ticks, resume)
-        final = run.path('network-final.pkl')
-        store_augment_p(pipe, D)
-        legacy.save_network_pkl(final, (G, D, Gs))
+        last_snapshot = _run_ticks(graphs, schedule, run, data, start_nimg,
+                                   training_settings.nimg_of_kimg(cfg.total_kimg), cfg.snapshot_ticks, resume,
+                                   progress)
+        final = run.save_final(last_snapshot)
         run.log('done: %s' % final)
     finally:
         run.close()
     return run_dir
 
 
-def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, last_snapshot):
-    """Train from `nimg` to `total_nimg` images, logging every tick and taking a snapshot every `snapshot_ticks`."""
+def _stop(run, message):
+    """End training with `message` in the log and as the one line the user sees."""
+    run.log('error: ' + message)
+    raise UserError(message)
+
+
+def _open_phase(graphs, res_log2, run, nimg, last_snapshot):
+    """Build the training graph of resolution 2**res_log2, which reads (and so first checks again) its file;
+    returns the seconds it took."""
+    resolution = 2 ** res_log2
+    run.log('kimg %.3f: checking the %dx%d file and building its training graph ...' % (nimg / 1000.0, resolution,
+                                                                                      resolution))
+    start = time.time()
+    try:
+        graphs.build(res_log2)
+    except UserError as error:
+        _stop(run, '%s; training stopped at kimg %.3f, the last good snapshot is %s'
+              % (error, nimg / 1000.0, last_snapshot or 'none'))
+    seconds = time.time() - start
+    run.log('%dx%d training graph built in %.1f s' % (resolution, resolution, seconds))
+    return seconds
+
+
+def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, last_snapshot, progress):
+    """Train from `nimg` to `total_nimg` images, logging every tick and taking a snapshot every `snapshot_ticks`
+    and at the end; returns the last snapshot.  Stops (UserError) when a file cannot be read or the networks
+    diverge, naming the last good snapshot: nothing with non-finite weights is ever saved."""
     networks = (graphs.G, graphs.D, graphs.Gs)
     tick_start_nimg, tick_start_time, ticks = nimg, time.time(), 0
     last_lod, stats, nonfinite = None, [], 0
     augment_p, rts = None, []
-    with cli.progress((total_nimg - nimg) / 1000.0, 'training', unit='kimg') as bar:
+    with progress((total_nimg - nimg) / 1000.0, 'training', unit='kimg') as bar:
         while nimg < total_nimg:
             phase = schedule.at(nimg / 1000.0)
+            res_log2 = int(np.log2(phase.resolution))
+            if res_log2 not in graphs.per_resolution:
+                tick_start_time += _open_phase(graphs, res_log2, run, nimg, last_snapshot)  # not training time
             if phase.lod != last_lod:
                 graphs.set_lod(phase.lod)
                 if last_lod is None or (np.floor(phase.lod) != np.floor(last_lod)
                                         or np.ceil(phase.lod) != np.ceil(last_lod)):
                     graphs.reset_optimizers()  # entering or leaving a fade-in: fresh Adam moments
                 last_lod = phase.lod
-            level = int(np.log2(phase.resolution))
             for _ in range(MINIBATCH_REPEATS):
                 try:
-                    values = graphs.step(level, phase.lr)
+                    values = graphs.step(res_log2, phase.lr)
                 except tf.errors.OpError as error:
                     if not _is_input_error(error):
                         raise
-                    message = ('%s: reading it failed at kimg %.3f (%s); training stopped, the last good '
-                               'snapshot is %s' % (data.files[level], nimg / 1000.0,
-                                                   error.message.strip().splitlines()[0], last_snapshot or 'none'))
-                    run.log('error: ' + message)
-                    raise UserError(message)
+                    _stop(run, '%s: reading it failed at kimg %.3f (%s); training stopped, the last good snapshot '
+                               'is %s' % (data.files[res_log2], nimg / 1000.0, error.message.strip().splitlines()[0],
+                                          last_snapshot or 'none'))
                 nimg += phase.minibatch
                 bar.update(phase.minibatch / 1000.0)
                 if np.all(np.isfinite(values)):
@@ -556,9 +692,8 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
                 else:
                     nonfinite += 1
                     if nonfinite >= MAX_NONFINITE_MINIBATCHES:
-                        raise UserError('training diverged: losses were not finite for %d minibatches at kimg %.3f; '
-                                        'the last good snapshot is %s'
-                                        % (nonfinite, nimg / 1000.0, last_snapshot or 'none'))
+                        _stop(run, 'training diverged: losses were not finite for %d minibatches at kimg %.3f; the '
+                                   'last good snapshot is %s' % (nonfinite, nimg / 1000.0, last_snapshot or 'none'))
             augment_p, rt = graphs.update_augment()
             rts.append(rt)
             done = nimg >= total_nimg
@@ -579,9 +714,15 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
                                  ('Progress/minibatch', phase.minibatch), ('Timing/sec_per_kimg', sec_per_kimg),
                                  ('Loss/G', G_loss), ('Loss/D', D_loss), ('Loss/gradient_penalty', penalty),
                                  ('Progress/augment_p', augment_p), ('Loss/signs_real', augment_rt)])
+            diverged = graphs.nonfinite_networks()
+            if diverged:
+                _stop(run, 'training diverged: %s ha%s non-finite weights at kimg %.3f (not saved); the last good '
+                           'snapshot is %s' % (' and '.join(diverged), 've' if len(diverged) > 1 else 's',
+                                               nimg / 1000.0, last_snapshot or 'none'))
             run.save_fakes(nimg)
             if ticks % snapshot_ticks == 0 or done:
                 store_augment_p(graphs.augment_pipe, graphs.D)
                 last_snapshot = run.save_snapshot(nimg, networks)
                 run.log_metrics(nimg)
             tick_start_nimg, tick_start_time, stats, rts = nimg, time.time(), [], []
+    return last_snapshot

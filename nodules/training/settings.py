@@ -1,14 +1,19 @@
-"""What a training run is asked to do, and how a resumed run finds out what the run it continues was doing.
+"""What a training run is asked to do, declared once, and how a resumed run finds out what the run it continues was
+doing.
 
-* DEFAULTS: every setting of a run with its default (PGGAN's), and the values each may take (`check_value`,
-  `check_settings`).
+* SETTINGS: one row per setting (name, default, kind, rule, who uses it, help).  Everything else is derived from
+  the rows: DEFAULTS, the checks (`check_value`, `check_settings`), the JSON of config.json (`config_bytes`,
+  `saved_settings`), 3-train.py's flags (`add_arguments`, `given_settings`), the network keywords
+  (`network_kwargs`) and AugmentPipe's defaults.  Adding a setting is adding a row.
 * A run directory's `config.json` records the settings; `--resume` restores them from the config.json beside the
   snapshot, except those given explicitly (`resolve_settings`).
 * Snapshot and grid names carry the exact number of images shown (`kimg_label`), so that no two share a name and a
   resumed run continues exactly where the snapshot was taken.
+* `check_memory` refuses network sizes and minibatches that cannot fit, before anything is built.
 
 No TensorFlow here: 3-train.py checks its arguments with this module before anything slow is imported.
 """
+import argparse
 import collections
 import json
 import math
@@ -16,98 +21,297 @@ import numbers
 import os
 import re
 
+from nodules.util import values
 from nodules.util.errors import UserError
 
-DEFAULTS = collections.OrderedDict([
-    ('data_dir', 'processData/AIS'),    # dataset directory: one TFRecords file per resolution
-    ('total_kimg', 15000.0),            # length of training, in thousands of real images shown to D
-    ('lod_training_kimg', 600.0),       # kimg at each resolution before the next one fades in
-    ('lod_transition_kimg', 600.0),     # kimg of each fade-in
-    ('minibatch', 16),                  # images per step, split evenly over the devices
-    ('minibatch_dict', {}),             # per-resolution minibatch sizes, {resolution: size}
-    ('lr', 0.001),                      # Adam learning rate of G and D
-    ('G_smoothing', 0.999),             # Gs <- G + (Gs - G) * G_smoothing with every D step
-    ('mirror', False),                  # random horizontal flips of the reals
-    ('seed', 1000),                     # seed of NumPy and TensorFlow
-    ('tick_kimg', None),                # kimg between log lines and fakes grids; None: 160 at 4x4 ... 80 at 64x64
-    ('snapshot_ticks', 10),             # ticks between network snapshots
-    ('num_devices', 1),                 # GPUs (without GPUs: logical CPU devices) sharing each minibatch
-    ('metrics', []),                    # computed at every snapshot: 'swd'
-    ('metric_images', None),            # images per set for the metrics; None: the reals, at most 1000
-    ('loss_kwargs', {}),                # keywords of losses.D_wgangp (wgan_lambda, wgan_epsilon, ...)
-    ('conditional', False),             # G takes the dataset's one-hot labels and D predicts them (AC-GAN terms)
-    ('augment', 'none'),                # what D's inputs go through: none, diffaugment or ada (see nodules/gan/augment.py)
-    ('augment_enable', []),             # augmentations added to the policy's own
-    ('augment_disable', []),            # augmentations taken out of the policy's own
-    ('augment_p', None),                # ada: fixed probability p; None: p adapts, starting from 0
-    ('ada_target', 0.6),                # ada: target of r_t, the mean sign of real scores from D's threshold
-    ('ada_kimg', 500.0),                # ada: kimg for p to move from 0 to 1
-])
+# ----------------------------------------------------------------------------------------------------------------
+# The vocabulary of the settings
+
 METRICS = ('swd',)
-AUGMENT_POLICIES = ('none', 'diffaugment', 'ada')   # augment.POLICIES, without importing TensorFlow
+AUGMENT_POLICIES = ('none', 'diffaugment', 'ada')
 AUGMENTATIONS = ('xflip', 'yflip', 'rotate90', 'translate', 'scale', 'rotate', 'brightness', 'contrast', 'cutout')
+# What each policy applies unless told otherwise.  DiffAugment's colour for grey images is brightness and contrast.
+# ADA's default pipeline (its "bgc": pixel blitting, general geometric, colour) has no cutout; it can be added.
+POLICY_AUGMENTATIONS = {
+    'none': (),
+    'diffaugment': ('translate', 'brightness', 'contrast', 'cutout'),
+    'ada': ('xflip', 'yflip', 'rotate90', 'translate', 'scale', 'rotate', 'brightness', 'contrast'),
+}
 LOSS_KNOBS = ('wgan_lambda', 'wgan_epsilon', 'wgan_target', 'cond_weight')
-SEED_LIMIT = 2 ** 32                    # NumPy's RandomState takes seeds 0 .. 2**32 - 1
 MBSTD_GROUP_SIZE = 4                    # the discriminator's default minibatch-stddev group
+MAX_DEVICES = 64                        # more devices than any machine has; each one builds a copy of the step
+NETWORK_USERS = ('G', 'D')              # users of the settings that size the networks
 
 # ----------------------------------------------------------------------------------------------------------------
-# Valid values
+# Rules: (description, test) pairs; a value is valid when test(value) is true
 
 
 def _real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _whole(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def _rule(description, test, optional=False):
+    """A rule; `optional` also accepts None (the setting's 'decide for me' value)."""
+    return description, (lambda v: v is None or test(v)) if optional else test
 
 
-def _power_of_two_resolution(value):
-    return _whole(value) and value >= 4 and value & (value - 1) == 0
+def _above(low, optional=False):
+    return _rule('a number > %g' % low, lambda v: _real(v) and v > low, optional)
 
 
-def _optional(rule):
-    return lambda value: value is None or rule(value)
+def _at_least(low, whole=False, optional=False):
+    kind, real = ('a whole number', values.is_whole) if whole else ('a number', _real)
+    return _rule('%s >= %g' % (kind, low), lambda v: real(v) and v >= low, optional)
 
 
-_AUGMENTATION_LIST = ('a list of augmentations (%s)' % ', '.join(AUGMENTATIONS),
-                      lambda v: isinstance(v, (list, tuple)) and all(a in AUGMENTATIONS for a in v))
+def _between(low, high, below=False, whole=False, optional=False):
+    kind, real = ('a whole number', values.is_whole) if whole else ('a number', _real)
+    return _rule('%s from %g to %s%g' % (kind, low, 'below ' if below else '', high),
+                 lambda v: real(v) and low <= v and (v < high if below else v <= high), optional)
 
-_RULES = {
-    'data_dir': ('a directory name', lambda v: isinstance(v, str) and v != ''),
-    'total_kimg': ('a number > 0', lambda v: _real(v) and v > 0),
-    'lod_training_kimg': ('a number >= 0', lambda v: _real(v) and v >= 0),
-    'lod_transition_kimg': ('a number >= 0', lambda v: _real(v) and v >= 0),
-    'minibatch': ('a whole number >= 1', lambda v: _whole(v) and v >= 1),
-    'minibatch_dict': ('{resolution: size} with resolutions powers of two >= 4 and sizes >= 1',
-                       lambda v: isinstance(v, dict) and all(_power_of_two_resolution(r) and _whole(s) and s >= 1
-                                                             for r, s in v.items())),
-    'lr': ('a number > 0', lambda v: _real(v) and v > 0),
-    'G_smoothing': ('a number from 0 to below 1', lambda v: _real(v) and 0 <= v < 1),
-    'mirror': ('true or false', lambda v: isinstance(v, bool)),
-    'seed': ('a whole number from 0 to 2**32 - 1', lambda v: _whole(v) and 0 <= v < SEED_LIMIT),
-    'tick_kimg': ('a number > 0', _optional(lambda v: _real(v) and v > 0)),
-    'snapshot_ticks': ('a whole number >= 1', lambda v: _whole(v) and v >= 1),
-    'num_devices': ('a whole number >= 1', lambda v: _whole(v) and v >= 1),
-    'metrics': ('a list of metric names (%s)' % ', '.join(METRICS),
-                lambda v: isinstance(v, (list, tuple)) and all(m in METRICS for m in v)),
-    'metric_images': ('a whole number >= 1', _optional(lambda v: _whole(v) and v >= 1)),
-    'loss_kwargs': ('{name: number} with names among %s' % ', '.join(LOSS_KNOBS),
-                    lambda v: isinstance(v, dict) and all(k in LOSS_KNOBS and _real(x) for k, x in v.items())),
-    'resume_kimg': ('a number >= 0', _optional(lambda v: _real(v) and v >= 0)),
-    'conditional': ('true or false', lambda v: isinstance(v, bool)),
-    'augment': ('one of %s' % ', '.join(AUGMENT_POLICIES), lambda v: v in AUGMENT_POLICIES),
-    'augment_enable': _AUGMENTATION_LIST,
-    'augment_disable': _AUGMENTATION_LIST,
-    'augment_p': ('a number from 0 to 1', _optional(lambda v: _real(v) and 0 <= v <= 1)),
-    'ada_target': ('a number from -1 to 1', lambda v: _real(v) and -1 <= v <= 1),
-    'ada_kimg': ('a number > 0', lambda v: _real(v) and v > 0),
-}
+
+def _names(what, known):
+    return _rule('a list of %s (%s)' % (what, ', '.join(known)),
+                 lambda v: isinstance(v, (list, tuple)) and all(name in known for name in v))
+
+
+_SWITCH = _rule('true or false', lambda v: isinstance(v, bool))
+
+# ----------------------------------------------------------------------------------------------------------------
+# Kinds: how the values of a setting are written on the command line and in config.json
+
+
+class Kind(object):
+    """Text -> value for the command line (ValueError with the message on bad text), value <-> JSON."""
+    metavar = None
+
+    def parse(self, text):
+        return text
+
+    def to_json(self, value):
+        return value
+
+    def from_json(self, value):
+        return value
+
+    def from_args(self, value):
+        return value
+
+    def argparse_kwargs(self, setting):
+        return dict(type=_argparse_type(setting), metavar=self.metavar or setting.flag[2:].upper().replace('-', '_'))
+
+
+class Number(Kind):
+    def parse(self, text):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError('%r is not a number' % text)
+
+    def from_json(self, value):
+        return float(value) if values.is_whole(value) else value  # JSON writes 3.0 as 3
+
+
+class Whole(Kind):
+    def parse(self, text):
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError('%r is not a whole number' % text)
+
+
+class Text(Kind):
+    pass
+
+
+class Switch(Kind):
+    """--NAME turns it on, --no-NAME off (both also when resuming); the setting's off_help describes --no-NAME."""
+
+    def argparse_kwargs(self, setting):
+        return dict(action='store_true')
+
+
+class Choice(Kind):
+    def __init__(self, choices):
+        self.choices = tuple(choices)
+
+    def argparse_kwargs(self, setting):
+        return dict(choices=self.choices)
+
+
+class Repeated(Kind):
+    """A list given as a repeated flag (--metrics swd --metrics ...), 'none' for the empty list."""
+
+    def __init__(self, choices):
+        self.choices = tuple(choices)
+
+    def argparse_kwargs(self, setting):
+        return dict(choices=list(self.choices) + ['none'], action='append')
+
+    def from_args(self, given):
+        return sorted(set(given) - {'none'})
+
+
+class CommaList(Kind):
+    """A list given as comma-separated names, each once, in the order of `known`."""
+    metavar = 'LIST'
+
+    def __init__(self, what, known):
+        self.what, self.known = what, tuple(known)
+
+    def parse(self, text):
+        names = [name.strip() for name in text.split(',') if name.strip()]
+        if not names or any(name not in self.known for name in names):
+            raise ValueError('%r: expected comma-separated %s among %s' % (text, self.what, ', '.join(self.known)))
+        return sorted(set(names), key=self.known.index)
+
+
+class ResolutionMap(Kind):
+    """{resolution: whole number}, given as RES:N,RES:N (e.g. 4:64,8:32); JSON object keys are strings."""
+    metavar = 'RES:SIZE,...'
+
+    def parse(self, text):
+        try:
+            pairs = [item.split(':') for item in text.split(',') if item.strip()]
+            return {int(res): int(size) for res, size in pairs}
+        except ValueError:
+            raise ValueError('expected RES:SIZE pairs like 4:64,8:32, got %r' % text)
+
+    def to_json(self, value):
+        return {str(res): size for res, size in value.items()}
+
+    def from_json(self, value):
+        if isinstance(value, dict):
+            try:
+                return {int(res): size for res, size in value.items()}
+            except ValueError:
+                pass  # the rule reports it
+        return value
+
+
+class Keywords(Kind):
+    """{name: number}: config.json and Python callers only, no command-line flag."""
+
+
+def _argparse_type(setting):
+    """argparse type: the kind reads the text, then only values the setting's rule accepts pass."""
+    def parse(text):
+        try:
+            return check_value(setting.name, setting.kind.parse(text))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error))
+    parse.__name__ = setting.name  # argparse names the type in some messages
+    return parse
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The settings, one row each.  users: who reads the setting ('loop', 'data', 'losses', 'augment', 'metrics', 'G',
+# 'D', 'resume').  Rows used only by G and D size the networks (G_kwargs, D_kwargs: from the resumed snapshot, not
+# from config.json); 'resume' is the position of --resume; every other row is a run setting, in config.json.
+
+Setting = collections.namedtuple('Setting', 'name default kind rule users help flag default_help off_help')
+
+
+def _row(name, default, kind, rule, users, help, flag=None, default_help=None, off_help=None):
+    if flag is None:
+        flag = '--' + name.lower().replace('_', '-')
+    return Setting(name, default, kind, rule, tuple(users.split()), help, flag, default_help, off_help)
+
+
+NO_FLAG = ''
+
+SETTINGS = (
+    _row('data_dir', 'processData/AIS', Text(), _rule('a directory name', lambda v: isinstance(v, str) and v != ''),
+         'data', 'dataset directory: one TFRecords file per resolution', flag='--data'),
+    _row('total_kimg', 15000.0, Number(), _above(0), 'loop',
+         'train until this many thousand real images were shown'),
+    _row('lod_training_kimg', 600.0, Number(), _at_least(0), 'loop',
+         'kimg at each resolution before the next fades in'),
+    _row('lod_transition_kimg', 600.0, Number(), _at_least(0), 'loop', 'kimg of each fade-in'),
+    _row('minibatch', 16, Whole(), _at_least(1, whole=True), 'loop data', 'minibatch size'),
+    _row('minibatch_dict', {}, ResolutionMap(),
+         _rule('{resolution: size} with resolutions powers of two >= 4 and sizes >= 1',
+               lambda v: isinstance(v, dict) and all(values.is_power_of_two(r) and values.is_whole(s) and s >= 1
+                                                     for r, s in v.items())),
+         'loop data', 'per-resolution minibatch overrides, e.g. 4:64,8:64,16:32', flag='--minibatch-per-res'),
+    _row('lr', 0.001, Number(), _above(0), 'loop', 'Adam learning rate of G and D'),
+    _row('fmap_base', 8192, Whole(), _at_least(1, whole=True), 'G D',
+         'feature-map budget; nf(stage) = min(fmap_base / 2^stage, fmap_max)'),
+    _row('fmap_max', 512, Whole(), _at_least(1, whole=True), 'G D', 'most feature maps in any layer'),
+    _row('latent_size', None, Whole(), _at_least(1, whole=True, optional=True), 'G',
+         'length of the latent vector', default_help='nf(0), 512 with the defaults'),
+    _row('G_smoothing', 0.999, Number(), _between(0, 1, below=True), 'loop',
+         'Gs, the generator that is saved for inference, is the moving average of G with this rate per minibatch; '
+         'lower it (e.g. 0.99) for runs of only a few hundred kimg'),
+    _row('mirror', False, Switch(), _SWITCH, 'data', 'random horizontal flips of the real images',
+         off_help='no flips, also when resuming'),
+    _row('seed', 1000, Whole(), _rule(values.SEED_RANGE, values.is_seed), 'loop data', 'random seed'),
+    _row('tick_kimg', None, Number(), _above(0, optional=True), 'loop', 'kimg between log lines and fakes grids',
+         default_help='160 at 4x4 down to 80 at 64x64'),
+    _row('snapshot_ticks', 10, Whole(), _at_least(1, whole=True), 'loop', 'ticks between network snapshots'),
+    _row('resume_kimg', None, Number(), _at_least(0, optional=True), 'resume', 'schedule position of --resume',
+         default_help='read from its file name'),
+    _row('metrics', [], Repeated(METRICS), _names('metric names', METRICS), 'metrics',
+         'compute at every snapshot and log: swd = sliced Wasserstein distance to the reals; none = no metrics'),
+    _row('metric_images', None, Whole(), _at_least(1, whole=True, optional=True), 'metrics',
+         'images per set for --metrics', default_help='the whole dataset, at most 1000'),
+    _row('loss_kwargs', {}, Keywords(),
+         _rule('{name: number} with names among %s' % ', '.join(LOSS_KNOBS),
+               lambda v: isinstance(v, dict) and all(k in LOSS_KNOBS and _real(x) for k, x in v.items())),
+         'losses', 'keywords of losses.D_wgangp (wgan_lambda, wgan_epsilon, ...)', flag=NO_FLAG),
+    _row('conditional', False, Switch(), _SWITCH, 'loop data G D',
+         'one model of all classes of a labelled dataset (dataset_tool.py merge): G takes the one-hot label with the '
+         'latent, D also predicts it (the AC-GAN terms of the original PGGAN, weight 1); the class names are stored '
+         'with the networks for 2-inference.py --label',
+         off_help='ignore the labels of a labelled dataset, also when resuming'),
+    _row('augment', 'none', Choice(AUGMENT_POLICIES), _rule('one of %s' % ', '.join(AUGMENT_POLICIES),
+                                                            lambda v: v in AUGMENT_POLICIES), 'augment',
+         'augment every image D sees, real and generated, for small datasets: diffaugment = always %s; ada = each '
+         'of %s with one probability p that adapts to how much D overfits (mild ranges for CT: translation up to '
+         '1/8 of the side, brightness +-37.5 HU, contrast and scaling x0.91-1.1, rotation +-10 degrees)'
+         % (', '.join(POLICY_AUGMENTATIONS['diffaugment']), ', '.join(POLICY_AUGMENTATIONS['ada']))),
+    _row('augment_enable', [], CommaList('augmentations', AUGMENTATIONS), _names('augmentations', AUGMENTATIONS),
+         'augment', 'augmentations to add to the policy\'s, e.g. cutout (known: %s)' % ', '.join(AUGMENTATIONS)),
+    _row('augment_disable', [], CommaList('augmentations', AUGMENTATIONS), _names('augmentations', AUGMENTATIONS),
+         'augment', 'augmentations to take out of the policy\'s, e.g. rotate90,yflip'),
+    _row('ada_target', 0.6, Number(), _between(-1, 1), 'augment',
+         'ada: p rises while r_t, the mean sign of D\'s real scores measured from its threshold (midway between the '
+         'mean real and mean fake score; 1 when D puts every real above it, a sign of overfitting), is above this, '
+         'and falls while below'),
+    _row('ada_kimg', 500.0, Number(), _above(0), 'augment', 'ada: kimg for p to go from 0 to 1 at the fastest'),
+    _row('augment_p', None, Number(), _between(0, 1, optional=True), 'augment',
+         'ada: use this fixed probability instead of adapting p', default_help='adapt'),
+    _row('num_devices', 1, Whole(), _between(1, MAX_DEVICES, whole=True), 'loop',
+         'split each minibatch over this many GPUs and average gradients (without GPUs: as many logical CPU '
+         'devices)', flag='--num-gpus'),
+)
+BY_NAME = collections.OrderedDict((s.name, s) for s in SETTINGS)
+
+
+def _is_network(setting):
+    return set(setting.users) <= set(NETWORK_USERS)
+
+
+def _is_run(setting):
+    return not _is_network(setting) and 'resume' not in setting.users
+
+
+DEFAULTS = collections.OrderedDict((s.name, s.default) for s in SETTINGS if _is_run(s))
+NETWORK_DEFAULTS = collections.OrderedDict((s.name, s.default) for s in SETTINGS if _is_network(s))
+
+
+def defaults_for(user):
+    """{name: default} of the settings `user` (e.g. 'augment') reads: the defaults of its own keywords."""
+    return {s.name: s.default for s in SETTINGS if user in s.users}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Valid values
 
 
 def check_value(name, value):
     """Raise ValueError('must be ..., got ...') unless `value` is valid for the setting `name`."""
-    description, valid = _RULES[name]
+    description, valid = BY_NAME[name].rule
     if not valid(value):
         raise ValueError('must be %s, got %r' % (description, value))
     return value
@@ -136,9 +340,7 @@ def check_settings(settings, source='settings', mbstd_group_size=MBSTD_GROUP_SIZ
     if complete['augment'] == 'diffaugment' and complete['augment_p'] is not None:
         raise UserError('%s: diffaugment augments every image (p = 1); augment_p applies to ada' % source)
     devices = complete['num_devices']
-    sizes = [('minibatch', complete['minibatch'])]
-    sizes += [('minibatch at %dx%d' % (r, r), s) for r, s in sorted(complete['minibatch_dict'].items())]
-    for what, size in sizes:
+    for what, size in minibatch_sizes(complete):
         if size % devices:
             raise UserError('%s: %s %d cannot be split evenly over %d devices' % (source, what, size, devices))
         share = size // devices
@@ -147,6 +349,67 @@ def check_settings(settings, source='settings', mbstd_group_size=MBSTD_GROUP_SIZ
             raise UserError('%s: %s %d gives each device %d images, which the discriminator\'s minibatch-stddev '
                             'groups of %d do not divide' % (source, what, size, share, group))
     return complete
+
+
+def minibatch_sizes(settings):
+    """[(what, size)]: the minibatch and each per-resolution override."""
+    return [('minibatch', settings['minibatch'])] + [('minibatch at %dx%d' % (r, r), s)
+                                                     for r, s in sorted(settings['minibatch_dict'].items())]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command line
+
+
+def add_arguments(parser):
+    """One flag per setting that has one (--no-NAME too for switches), in the order of SETTINGS.  Every default
+    is None, so that a flag given on the command line can be told from one left out (given_settings)."""
+    for setting in SETTINGS:
+        if not setting.flag:
+            continue
+        parser.add_argument(setting.flag, dest=setting.name, default=None, help=_help(setting),
+                            **setting.kind.argparse_kwargs(setting))
+        if setting.off_help:
+            parser.add_argument('--no-' + setting.flag[2:], dest=setting.name, action='store_false', default=None,
+                                help=setting.off_help)
+
+
+def _help(setting):
+    restored = {True: ', or the resumed snapshot\'s', False: ', or the resumed run\'s'}[_is_network(setting)]
+    note = '' if 'resume' in setting.users else restored
+    return ('%s (default: %s%s)' % (setting.help, default_text(setting), note)).replace('%', '%%')
+
+
+def default_text(setting):
+    if setting.default_help:
+        return setting.default_help
+    value = setting.default
+    if isinstance(value, bool):
+        return 'on' if value else 'off'
+    if isinstance(value, float):
+        return '%g' % value
+    if value in ([], {}):
+        return 'none'
+    return str(value)
+
+
+def given_settings(args):
+    """{setting: value} of the flags given on the command line (argparse's namespace from add_arguments)."""
+    given = {}
+    for setting in SETTINGS:
+        value = getattr(args, setting.name, None)
+        if setting.flag and value is not None:
+            given[setting.name] = setting.kind.from_args(value)
+    return given
+
+
+def network_kwargs(given, defaults=False):
+    """(G_kwargs, D_kwargs): the network settings in `given`, each to the networks that use it; with `defaults`
+    also the others at their defaults.  None (the builder decides, e.g. latent_size) is left out."""
+    chosen = dict(NETWORK_DEFAULTS) if defaults else {}
+    chosen.update((name, value) for name, value in given.items() if name in NETWORK_DEFAULTS)
+    return tuple({name: value for name, value in chosen.items() if value is not None and net in BY_NAME[name].users}
+                 for net in NETWORK_USERS)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -180,6 +443,14 @@ def nimg_of_snapshot(path):
     return int(match.group(1)) * 1000 + int(match.group(2) or 0)
 
 
+def resume_kimg_of(snapshot, flag='--resume-kimg'):
+    """kimg at which `snapshot` was taken, from its file name; a UserError telling to pass `flag` otherwise."""
+    nimg = nimg_of_snapshot(snapshot)
+    if nimg is None:
+        raise UserError('%s: cannot tell how far training got from this file name; pass %s' % (snapshot, flag))
+    return nimg / 1000.0
+
+
 def nimg_of_kimg(kimg):
     return int(round(kimg * 1000))
 
@@ -210,8 +481,7 @@ def config_path(run_dir):
 def config_bytes(settings, **details):
     """config.json of a run: its settings (restored on resume) plus `details` (devices, sizes, ...) for people."""
     config = dict(details)
-    config.update(settings)
-    config['minibatch_dict'] = {str(r): s for r, s in settings['minibatch_dict'].items()}
+    config.update((name, BY_NAME[name].kind.to_json(value)) for name, value in settings.items())
     return (json.dumps(config, indent=2, sort_keys=True) + '\n').encode('utf-8')
 
 
@@ -227,18 +497,9 @@ def saved_settings(snapshot):
         raise UserError('%s: not a readable run configuration (%s)' % (path, str(error).splitlines()[0]))
     if not isinstance(config, dict):
         raise UserError('%s: not a run configuration (a JSON object)' % path)
-    settings = {name: config[name] for name in DEFAULTS if name in config}
-    if isinstance(settings.get('minibatch_dict'), dict):  # JSON object keys are strings
-        try:
-            settings['minibatch_dict'] = {int(r): s for r, s in settings['minibatch_dict'].items()}
-        except ValueError:
-            pass  # reported by check_settings below
+    settings = {name: BY_NAME[name].kind.from_json(config[name]) for name in DEFAULTS if name in config}
     if isinstance(settings.get('data_dir'), str):  # recorded absolute; a relative one is relative to the run
         settings['data_dir'] = os.path.join(os.path.dirname(path), settings['data_dir'])
-    for name in ('total_kimg', 'lod_training_kimg', 'lod_transition_kimg', 'lr', 'G_smoothing', 'tick_kimg',
-                 'augment_p', 'ada_target', 'ada_kimg'):
-        if _whole(settings.get(name)):
-            settings[name] = float(settings[name])
     check_settings(settings, path)
     return settings, path
 
@@ -247,11 +508,12 @@ def resolve_settings(given, outdir='results'):
     """The settings of a new run from those `given` explicitly (flags on the command line) and, when resuming,
     those of the resumed run, over DEFAULTS.
 
-    `given` may hold 'resume' (a snapshot path or 'latest': the newest snapshot under `outdir`) and
-    'resume_kimg' besides the settings.  Returns (settings, resume, resume_kimg, origins) with origins
-    {setting: where its value came from} for every setting not at its default.
+    `given` may hold 'resume' (a snapshot path or 'latest': the newest snapshot under `outdir`), 'resume_kimg'
+    and network settings besides the run settings (network settings are not resolved here: the networks, new
+    or resumed, check them).  Returns (settings, resume, resume_kimg, origins) with origins {setting: where its
+    value came from} for every setting not at its default.
     """
-    given = dict(given)
+    given = {name: value for name, value in given.items() if name not in NETWORK_DEFAULTS}
     resume = given.pop('resume', None)
     resume_kimg = given.pop('resume_kimg', None)
     check_settings(given, 'command line')
@@ -262,11 +524,7 @@ def resolve_settings(given, outdir='results'):
         if not os.path.isfile(resume):
             raise UserError('%s: no such snapshot to resume from' % resume)
         if resume_kimg is None:
-            nimg = nimg_of_snapshot(resume)
-            if nimg is None:
-                raise UserError('%s: cannot tell how far training got from this file name; pass --resume-kimg'
-                                % resume)
-            resume_kimg = nimg / 1000.0
+            resume_kimg = resume_kimg_of(resume)
         restored, restored_from = saved_settings(resume)
     settings = dict(DEFAULTS)
     settings.update(restored)
@@ -278,3 +536,79 @@ def resolve_settings(given, outdir='results'):
         raise UserError('%s: was taken at kimg %s, and the run is %s kimg long: nothing left to train (raise '
                         '--total-kimg)' % (resume, resume_kimg, settings['total_kimg']))
     return settings, resume, resume_kimg, origins
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Memory: refuse, before anything is built, networks and minibatches that cannot fit
+
+# Bytes held per parameter while training (float32): G with Gs, its gradient and two Adam moments; D without Gs.
+G_STATE_COPIES, D_STATE_COPIES = 5, 4
+# Floats held per feature-map value of one image in one training step (G and D, their reals/fakes/mixed passes,
+# the gradients and the gradient penalty's second-order terms): about 21 measured (peak resident memory of a 64x64
+# step, fmap_base 1024, fmap_max 128, minibatch 64, TensorFlow 2 on a CPU), rounded up.  The estimate is meant to
+# refuse what cannot fit, not to predict the peak.
+ACTIVATION_COPIES = 24
+FALLBACK_MEMORY_BYTES = 64 << 30        # when the machine does not say how much memory it has
+
+
+def network_parameters(resolution, num_channels=1, label_size=0, fmap_base=8192, fmap_max=512, latent_size=None,
+                       mbstd_group_size=MBSTD_GROUP_SIZE):
+    """(G, D): the trainable parameters of G_paper and D_paper of this size, counted without building them."""
+    nf = lambda stage: min(int(fmap_base / 2.0 ** stage), fmap_max)
+    conv = lambda fmaps_in, fmaps_out, kernel=3: kernel * kernel * fmaps_in * fmaps_out + fmaps_out
+    top = int(math.log(resolution, 2) + 0.5)
+    latent = nf(0) if latent_size is None else latent_size
+    G = (latent + label_size) * nf(1) * 16 + nf(1) + conv(nf(1), nf(1))
+    D = conv(nf(1) + (mbstd_group_size > 1), nf(1)) + nf(1) * 16 * nf(0) + nf(0) + nf(0) * (1 + label_size) + 1 \
+        + label_size
+    for res in range(2, top + 1):
+        G += conv(nf(res - 1), num_channels, kernel=1)            # ToRGB
+        D += conv(num_channels, nf(res - 1), kernel=1)            # FromRGB
+        if res > 2:
+            G += conv(nf(res - 2), nf(res - 1)) + conv(nf(res - 1), nf(res - 1))
+            D += conv(nf(res - 1), nf(res - 1)) + conv(nf(res - 1), nf(res - 2))
+    return G, D
+
+
+def training_bytes(resolution, minibatch, num_channels=1, label_size=0, fmap_base=8192, fmap_max=512,
+                   latent_size=None, mbstd_group_size=MBSTD_GROUP_SIZE):
+    """About how many bytes one training step at `resolution` (with every lower one built) holds."""
+    G, D = network_parameters(resolution, num_channels, label_size, fmap_base, fmap_max, latent_size,
+                              mbstd_group_size)
+    nf = lambda stage: min(int(fmap_base / 2.0 ** stage), fmap_max)
+    top = int(math.log(resolution, 2) + 0.5)
+    features = sum(nf(res - 1) * 4 ** res for res in range(2, top + 1)) + (latent_size or nf(0)) * 16
+    return 4 * (G * G_STATE_COPIES + D * D_STATE_COPIES + minibatch * features * ACTIVATION_COPIES)
+
+
+def memory_bytes():
+    """The machine's physical memory, or FALLBACK_MEMORY_BYTES when it cannot tell."""
+    try:
+        return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (AttributeError, ValueError, OSError):
+        return FALLBACK_MEMORY_BYTES
+
+
+def check_memory(settings, network, resolutions, source, num_channels=1, label_size=0, available=None):
+    """Refuse (UserError naming `source`) a run whose step at any of `resolutions` would need more than the
+    machine's memory: networks (`network`: fmap_base, fmap_max, latent_size, ...) and minibatches too large."""
+    available = memory_bytes() if available is None else available
+    minibatch_at = dict(settings['minibatch_dict'])
+    network = {k: v for k, v in network.items() if k in ('fmap_base', 'fmap_max', 'latent_size', 'mbstd_group_size')}
+    for resolution in resolutions:
+        minibatch = minibatch_at.get(resolution, settings['minibatch'])
+        needed = training_bytes(resolution, minibatch, num_channels, label_size, **network)
+        if needed > available:
+            G, D = network_parameters(resolution, num_channels, label_size, **network)
+            raise UserError('%s: training at %dx%d needs about %s of memory (G %s and D %s parameters, minibatch %d), '
+                            'more than the %s this machine has' % (source, resolution, resolution, _gigabytes(needed),
+                                                                   _count(G), _count(D), minibatch,
+                                                                   _gigabytes(available)))
+
+
+def _gigabytes(count):
+    return '%.3g GB' % (count / 1e9)
+
+
+def _count(number):
+    return '%d' % number if number < 1e9 else '%.2g' % number

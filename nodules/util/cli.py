@@ -8,6 +8,7 @@ import threading
 
 from tqdm import tqdm
 
+from nodules.util import values
 from nodules.util.errors import UserError
 
 
@@ -98,14 +99,11 @@ def nonnegative_int(text):
     return value
 
 
-SEED_LIMIT = 2 ** 32  # NumPy's RandomState takes seeds 0 .. 2**32 - 1
-
-
 def seed(text):
     """argparse type for random seeds: a whole number from 0 to 2**32 - 1 (what NumPy's RandomState takes)."""
     value = nonnegative_int(text)
-    if value >= SEED_LIMIT:
-        raise argparse.ArgumentTypeError('must be below 2**32 = %d, got %d' % (SEED_LIMIT, value))
+    if not values.is_seed(value):
+        raise argparse.ArgumentTypeError('must be below 2**32 = %d, got %d' % (values.SEED_LIMIT, value))
     return value
 
 
@@ -155,7 +153,7 @@ def power_of_two(minimum, maximum):
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError('%r is not a whole number' % text)
-        if not minimum <= value <= maximum or value & (value - 1):
+        if not values.is_power_of_two(value, minimum, maximum):
             raise argparse.ArgumentTypeError('must be a power of two from %d to %d, got %d'
                                              % (minimum, maximum, value))
         return value
@@ -163,11 +161,13 @@ def power_of_two(minimum, maximum):
 
 
 def progress(total, desc, unit='img', **kwargs):
-    """A tqdm bar on stderr that stays quiet when stderr is not a terminal (logs, CI, tests)."""
+    """A tqdm bar on stderr that stays quiet when stderr is not a terminal (logs, CI, tests): the progress factory
+    the scripts pass to library functions (see nodules/util/progress.py)."""
     return tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False, dynamic_ncols=True, **kwargs)
 
 
-def progress_write(line, stream=sys.stdout):
-    """Print a line without tearing an active progress bar."""
+def progress_write(line, stream=None):
+    """Print a line (on stdout unless `stream` says otherwise) without tearing an active progress bar."""
+    stream = sys.stdout if stream is None else stream  # the current one: tests and callers may redirect it
     tqdm.write(line, file=stream)
     stream.flush()

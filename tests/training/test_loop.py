@@ -14,15 +14,17 @@ import math
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_clean_failure, run_script
+from conftest import ROOT, assert_clean_failure, load_script, run_script
 from nodules.util.tfcompat import tf
 from nodules.gan import augment
 from nodules.data import dataset
@@ -346,6 +348,135 @@ def test_resume_takes_the_runs_settings_unless_given(tmp_path):
     assert sorted(origins) == ['lod_training_kimg', 'total_kimg']
 
 
+def example_value(setting, base):
+    """(argv, value): a valid value of `setting` unlike its default and base's, and the flags that give it."""
+    kind, flag = setting.kind, setting.flag
+    if isinstance(kind, training_settings.Switch):
+        value = not setting.default
+        return [flag if value else '--no-' + flag[2:]], value
+    if isinstance(kind, training_settings.Choice):
+        value = [c for c in kind.choices if c not in (setting.default, base.get(setting.name))][0]
+        return [flag, value], value
+    if isinstance(kind, training_settings.Repeated):
+        return [flag, kind.choices[0]], [kind.choices[0]]
+    if isinstance(kind, training_settings.CommaList):
+        return [flag, 'cutout'], ['cutout']
+    if isinstance(kind, training_settings.ResolutionMap):
+        return [flag, '8:32,16:8'], {8: 32, 16: 8}
+    if isinstance(kind, training_settings.Text):
+        return [flag, '/some/where/data'], '/some/where/data'
+    candidates = [0.5, 0.25, 2.5, 7.0] if isinstance(kind, training_settings.Number) else [8, 2, 3, 64]
+    for value in candidates:
+        try:
+            training_settings.check_value(setting.name, value)
+        except ValueError:
+            continue
+        if value != setting.default:
+            return [flag, repr(value)], value
+    raise AssertionError('no example value for %s' % setting.name)
+
+
+def test_every_setting_round_trips_through_the_command_line_and_config_json(tmp_path):
+    """3-train.py's parser is built from the settings table: each setting's flag gives exactly that setting,
+    with its type; run settings come back from config.json as they went in (numbers as numbers, resolutions as
+    numbers, not JSON strings), network settings go to the networks that use them."""
+    parse = load_script('3-train.py')
+    run_dir = tmp_path / '00000-x'
+    run_dir.mkdir()
+    snapshot = str(run_dir / 'network-snapshot-000001.pkl')
+    base = dict(training_settings.DEFAULTS, data_dir=str(tmp_path / 'data'), augment='ada')  # ada: any augment_*
+    flags = [s for s in training_settings.SETTINGS if s.flag]
+    assert len(flags) == len(training_settings.SETTINGS) - 1  # loss_kwargs: config.json and Python only
+    for setting in flags:
+        argv, value = example_value(setting, base)
+        given = parse.explicit_settings(parse.parse_args(argv + (['--resume', snapshot]
+                                                                 if setting.name == 'resume_kimg' else [])))
+        given.pop('resume', None)
+        assert given == {setting.name: value} and type(given[setting.name]) is type(value), (argv, given)
+        if setting.name in training_settings.NETWORK_DEFAULTS:
+            G_kwargs, D_kwargs = training_settings.network_kwargs(given)
+            assert (setting.name in G_kwargs, setting.name in D_kwargs) == ('G' in setting.users,
+                                                                            'D' in setting.users)
+            continue
+        if setting.name not in training_settings.DEFAULTS:
+            continue  # resume_kimg: where a resume starts, not a setting of the run
+        settings = dict(base, **given)
+        (run_dir / 'config.json').write_bytes(training_settings.config_bytes(settings, G_params=10))
+        restored, _ = training_settings.saved_settings(snapshot)
+        assert restored == settings, setting.name
+        for name in settings:
+            assert type(restored[name]) is type(settings[name]), name
+    # Whole numbers that JSON wrote without a fraction are the float settings' floats again.
+    (run_dir / 'config.json').write_text(json.dumps(dict(total_kimg=3, ada_kimg=2, minibatch_dict={'8': 4})))
+    restored, _ = training_settings.saved_settings(snapshot)
+    assert restored == dict(total_kimg=3.0, ada_kimg=2.0, minibatch_dict={8: 4})
+    assert type(restored['total_kimg']) is float and type(restored['ada_kimg']) is float
+
+
+def test_help_shows_every_default():
+    help_text = ' '.join(run_script('3-train.py', '-h').stdout.split())
+    for setting in training_settings.SETTINGS:
+        if setting.flag:
+            assert setting.flag in help_text
+            assert '(default: %s' % training_settings.default_text(setting) in help_text, setting.name
+    assert '--no-mirror' in help_text and '--no-conditional' in help_text
+
+
+@pytest.mark.parametrize('kwargs', [dict(fmap_base=32, fmap_max=8, latent_size=8), dict(fmap_base=64, fmap_max=16),
+                                    dict(fmap_base=48, fmap_max=8, label_size=3, mbstd_group_size=0)])
+def test_network_parameters_are_counted_without_building_the_networks(kwargs):
+    with fresh_session():
+        G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=16,
+                           **{k: v for k, v in kwargs.items() if k != 'mbstd_group_size'})
+        D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=16,
+                           **{k: v for k, v in kwargs.items() if k != 'latent_size'})
+        assert training_settings.network_parameters(16, **kwargs) == (G.num_params(), D.num_params())
+
+
+def test_memory_estimate_refuses_what_cannot_fit():
+    settings = dict(training_settings.DEFAULTS, minibatch_dict={4: 65536})
+    network = dict(fmap_base=1024, fmap_max=128)
+    needed = [training_settings.training_bytes(r, 16, **network) for r in (4, 8, 16, 32, 64)]
+    assert needed == sorted(needed) and needed[-1] < 1e9  # the small CPU configuration: well under 1 GB
+    training_settings.check_memory(settings, network, [8, 16, 32, 64], 'small', available=2e9)
+    with pytest.raises(training_settings.UserError) as error:  # the 4x4 minibatch override is the problem
+        training_settings.check_memory(settings, network, [4, 8], 'small', available=2e9)
+    assert str(error.value).startswith('small: training at 4x4 needs about ') and 'minibatch 65536' in str(error.value)
+    assert 'more than the 2 GB this machine has' in str(error.value)
+
+
+@pytest.mark.parametrize('total_kimg, lod_kimg, start_kimg, fragments', [
+    (3000, 600, 0, ['--total-kimg 3000 ends at 16x16 (lod 2.00)', 'the full 64x64 (lod 0) needs 4800 kimg',
+                    '--lod-training-kimg 600 and --lod-transition-kimg 600']),
+    (3300, 600, 0, ['ends at the fade-in of 32x32 (lod 1.50)']),
+    (10, 600, 0, ['ends at 4x4', 'this run trains 10 kimg', 'trails G by about 16 kimg (--g-smoothing 0.999 at '
+                                                           'minibatch 16)']),
+    (4800, 600, 0, []),
+    (4810, 600, 4800, ['this run trains 10 kimg']),
+])
+def test_short_runs_are_warned_of(total_kimg, lod_kimg, start_kimg, fragments):
+    cfg = types.SimpleNamespace(**dict(training_settings.DEFAULTS, total_kimg=float(total_kimg),
+                                       lod_training_kimg=float(lod_kimg), lod_transition_kimg=float(lod_kimg)))
+    lines = training_loop.schedule_warnings(cfg, training_loop.Schedule(64, lod_kimg, lod_kimg), start_kimg * 1000)
+    text = '\n'.join(lines)
+    assert all(line.startswith('warning: ') for line in lines)
+    for fragment in fragments:
+        assert fragment in text, text
+    assert bool(lines) == bool(fragments)
+
+
+def test_conditional_refuses_labels_that_are_not_one_hot(tmp_path, tiny_images):
+    labels = np.zeros((len(tiny_images), 2), np.float32)
+    labels[:, 0] = 1.0
+    labels[3] = [0.5, 0.5]
+    data = dataset.write_dataset(str(tmp_path / 'mixed'), tiny_images, labels=labels)
+    outdir = str(tmp_path / 'results')
+    result = train('--data', data, '--outdir', outdir, '--conditional', '--total-kimg', 1, *TINY_ARGS)
+    assert_clean_failure(result, dataset.labels_path(data), 'row 3 is not one-hot (0.5 0.5)', '--conditional')
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert run_dirs(outdir) == []
+
+
 @pytest.mark.parametrize('contents, fragment', [
     (b'{"total_kimg": ', 'not a readable run configuration'),
     (b'\xff\xfe', 'not a readable run configuration'),
@@ -373,7 +504,7 @@ def test_a_damaged_config_json_is_refused(tmp_path, contents, fragment):
 
 @pytest.fixture(scope='module')
 def tiny_training(data_dir):
-    """Tiny 16x16 networks with the training graph of the 16x16 level (minibatch 8, one device)."""
+    """Tiny 16x16 networks with the training graph of 16x16 (minibatch 8, one device)."""
     graph = tf.Graph()
     session = tf.Session(graph=graph, config=tfutil.session_config())
     with graph.as_default(), session.as_default():
@@ -383,6 +514,7 @@ def tiny_training(data_dir):
         schedule = training_loop.Schedule(16, initial_resolution=16, minibatch=8)
         graphs = training_loop.TrainingGraphs(G, D, Gs, data_dir, schedule, training_loop.available_devices(1),
                                               seed=5)
+        graphs.build(4)
         tfutil.initialize_uninitialized_vars()
         initial = {net: net.get_vars() for net in (G, D, Gs)}
 
@@ -412,7 +544,7 @@ def changed(before, after):
 def test_one_D_step_and_one_G_step_change_the_weights(tiny_training):
     with tiny_training.active() as t:
         G, D, Gs, graphs = t.G, t.D, t.Gs, t.graphs
-        ops = graphs.levels[4]
+        ops = graphs.build(4)
         graphs.set_lod(0.5)  # halfway through the fade-in of 16x16: 16x16 and 8x8 paths both in use
         Gs.set_vars({name: value + 0.25 for name, value in trainable_values(Gs).items()})  # Gs apart from G
         G0, D0, Gs0 = trainable_values(G), trainable_values(D), trainable_values(Gs)
@@ -455,7 +587,7 @@ def test_one_D_step_and_one_G_step_change_the_weights(tiny_training):
 def test_non_finite_gradients_skip_the_update(tiny_training):
     with tiny_training.active() as t:
         D, graphs = t.D, t.graphs
-        ops = graphs.levels[4]
+        ops = graphs.build(4)
         graphs.set_lod(0.0)
         D.set_vars({'4x4/Dense1/bias': np.array([np.nan], np.float32)})
         before = D.get_vars()
@@ -598,6 +730,7 @@ def _one_training_step(num_devices, initial, reals, monkeypatch, augment_policy=
             pipe = augment.AugmentPipe(augment_policy, initial_p=1.0, ada_target=None, cutout=True) \
                 if augment_policy else None
             graphs = training_loop.TrainingGraphs(G, D, Gs, '<unused>', schedule, devices, augment_pipe=pipe)
+            graphs.build(4)
         # The draws really are the fixed ones: no random op of the training graph is left.
         if pipe is None:
             assert sorted(kind for kind, _ in fixed.calls) == ['normal', 'normal', 'uniform']
@@ -607,7 +740,7 @@ def _one_training_step(num_devices, initial, reals, monkeypatch, augment_policy=
         graphs.set_lod(0.5)
         results = []
         for _ in range(2):
-            ops = graphs.levels[4]
+            ops = graphs.build(4)
             D_values = tfutil.run([ops['D_step'], ops['D_loss'], ops['gradient_penalty']], {graphs.lr_in: 0.001})[1:]
             after_D = trainable_values(D)
             G_loss = tfutil.run([ops['G_step'], ops['G_loss']], {graphs.lr_in: 0.001})[1]
@@ -734,6 +867,17 @@ def test_run_writes_every_output(first_run, tiny_images, data_dir):
         log_text = f.read()
     assert log_text.strip().splitlines()[-1].endswith(os.path.join(run_dir, 'network-final.pkl'))
     assert 'tick' in result.stdout
+    # network-final.pkl is the last snapshot itself: a hard link (where the file system has them, as here).
+    assert os.path.samefile(os.path.join(run_dir, 'network-final.pkl'),
+                            os.path.join(run_dir, 'network-snapshot-000001.024.pkl'))
+    # It says what it is doing before the first tick, builds each resolution's graph when its phase starts, and
+    # warns that 1 kimg is too short for Gs's moving average to follow G.
+    out = result.stdout
+    steps = ['reading and checking every file of %s' % data_dir, 'creating the networks', 'run %s' % run_dir,
+             'warning: this run trains 1 kimg, but Gs', 'checking the 4x4 file and building its training graph',
+             '4x4 training graph built in', ' tick 1 ', 'checking the 8x8 file', 'checking the 16x16 file']
+    assert [out.index(text) for text in steps] == sorted(out.index(text) for text in steps), out
+    assert 'warning: --total-kimg' not in out  # 16x16 is reached at 0.8 kimg
 
     # TensorBoard: the same values, one event per tick.
     tags = {}
@@ -982,6 +1126,12 @@ PARSE_TIME_REFUSALS = {
     'augment-p above 1': (['--augment', 'ada', '--augment-p', '1.5'], ['--augment-p']),
     'ada-target nan': (['--ada-target', 'nan'], ['--ada-target']),
     'ada-kimg 0': (['--ada-kimg', '0'], ['--ada-kimg']),
+    # Sizes whose memory no machine has: refused from the settings, before TensorFlow builds anything.
+    'fmap absurd': (['--fmap-base', '1000000000', '--fmap-max', '1000000000'],
+                    ['--fmap-base 1000000000 --fmap-max 1000000000', 'training at 4x4 needs about', 'GB']),
+    'latent-size absurd': (['--latent-size', '2000000000'], ['--latent-size 2000000000', 'of memory']),
+    'minibatch absurd': (['--minibatch', '10000000000'], ['--minibatch 10000000000', 'minibatch 10000000000']),
+    'num-gpus absurd': (['--num-gpus', '2147483648'], ['--num-gpus', 'from 1 to 64']),
 }
 
 
@@ -1197,14 +1347,79 @@ def test_labels_are_used_only_with_conditional(tmp_path, labelled_data_dir, ada_
     assert not os.path.exists(str(tmp_path / 'refused'))
 
 
-def test_setting_lists_match_the_augment_module():
-    """training_config names the policies and augmentations without importing TensorFlow; they must be augment's."""
-    assert training_settings.AUGMENT_POLICIES == augment.POLICIES
-    assert training_settings.AUGMENTATIONS == augment.AUGMENTATIONS
+# ----------------------------------------------------------------------------------------------------------------
+# A diverging run: nothing with non-finite weights is saved
+
+
+@pytest.mark.slow
+def test_weights_that_are_not_finite_are_never_saved(first_run, tmp_path):
+    """--lr 1e300 is infinite in float32: the first step makes weights infinite.  Training stops at the next tick
+    with one line naming the last good snapshot (the one resumed from), and writes no snapshot and no
+    network-final.pkl."""
+    _, first_dir, _ = first_run
+    snapshot = os.path.join(first_dir, 'network-snapshot-000001.024.pkl')
+    outdir = str(tmp_path / 'results')
+    result = train('--outdir', outdir, '--resume', snapshot, '--lr', '1e300', '--total-kimg', 1.5, '--tick-kimg',
+                   0.064, '--snapshot-ticks', 1)
+    assert_clean_failure(result, 'training diverged', 'non-finite weights at kimg 1.088',
+                         'the last good snapshot is %s' % snapshot)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    run_dir = os.path.join(outdir, run_dirs(outdir)[0])
+    names = os.listdir(run_dir)
+    assert not [n for n in names if SNAPSHOT.match(n)] and 'network-final.pkl' not in names
+    with open(os.path.join(run_dir, 'log.txt')) as f:
+        assert 'error: training diverged' in f.read().strip().splitlines()[-1]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # A dataset file that goes bad while training runs
+
+
+def forge_record_length(path):
+    """Replace `path` (a new file renamed over it) by one whose first record claims 2**40 bytes, with a length
+    checksum that matches: TensorFlow's reader trusts such a length and crashes the process."""
+    header = struct.pack('<Q', 2 ** 40)
+    forged = header + struct.pack('<I', dataset.masked_crc32c(header)) + b'\0' * 64
+    with open(path + '.new', 'wb') as f:
+        f.write(forged)
+    os.replace(path + '.new', path)
+
+
+def truncate_to_half(path):
+    with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('damage, fragment', [(forge_record_length, 'claims 1099511627776 bytes'),
+                                              (truncate_to_half, 'holds 16 records but')])
+def test_a_file_that_changes_during_training_is_checked_when_its_phase_opens_it(tmp_path, damage, fragment):
+    """The 8x8 file is damaged after the first tick at 4x4 (its check at the start passed): the fade-in to 8x8
+    checks it again before TensorFlow reads it, and training stops with one line naming it and the last good
+    snapshot; no network-final.pkl."""
+    data = dataset.write_dataset(str(tmp_path / 'tiny'), tiny_dataset_images())
+    damaged = dataset.tfrecord_path(data, 3)
+    outdir = str(tmp_path / 'results')
+    lines = []
+
+    def console(line):
+        lines.append(line)
+        if ' tick 1 ' in line:
+            damage(damaged)
+    settings = dict(training_settings.DEFAULTS, data_dir=data, total_kimg=1.0, lod_training_kimg=0.2,
+                    lod_transition_kimg=0.2, tick_kimg=0.064, snapshot_ticks=1)
+    with pytest.raises(training_settings.UserError) as error:
+        training_loop.train(settings, outdir, G_kwargs=dict(TINY, latent_size=LATENT), D_kwargs=TINY,
+                            console=console)
+    message = str(error.value)
+    run_dir = os.path.join(outdir, run_dirs(outdir)[0])
+    snapshots = sorted(n for n in os.listdir(run_dir) if SNAPSHOT.match(n))
+    assert message.startswith(damaged + ': ') and fragment in message, message
+    assert 'training stopped at kimg 0.256, the last good snapshot is %s' % os.path.join(run_dir, snapshots[-1]) \
+        in message
+    assert snapshots == ['network-snapshot-000000.%03d.pkl' % n for n in (64, 128, 192, 256)]
+    assert 'network-final.pkl' not in os.listdir(run_dir)
+    assert lines[-1].endswith('error: ' + message)
 
 
 @pytest.mark.slow
