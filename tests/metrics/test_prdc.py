@@ -81,3 +81,4 @@ def test_input_checks():
         prdc.prdc(real, np.full((6, 3), np.nan))
     with pytest.raises(ValueError, match='empty'):
         neighbours.nearest(np.zeros((0, 3)), real)
+

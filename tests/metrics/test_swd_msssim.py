@@ -442,7 +442,8 @@ def test_command_refuses_a_seed_numpy_cannot_take(runs):
 
 def test_metrics_module_needs_no_tensorflow():
     """The metrics package is pure NumPy: importing it in a fresh interpreter loads neither TensorFlow nor a network."""
-    code = ('import sys; sys.path.insert(0, %r); from nodules.metrics import msssim, swd; '
+    code = ('import sys; sys.path.insert(0, %r); '
+            'from nodules.metrics import frd, memorization, msssim, neighbours, prdc, spectral, swd; '
             'print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow" or m.startswith("nodules.gan") '
             'or m in ("nodules.generation", "nodules.data.dataset")))' % ROOT)
     result = subprocess.run([sys.executable, '-c', code], stdout=subprocess.PIPE, universal_newlines=True)
