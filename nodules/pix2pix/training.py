@@ -20,6 +20,7 @@ import numpy as np
 from nodules.gan import tfutil
 from nodules.pix2pix import losses, networks
 from nodules.util import outputs
+from nodules.util import progress as progress_reports
 from nodules.util.errors import UserError
 from nodules.util.tfcompat import tf
 
@@ -203,12 +204,12 @@ class Trainer(object):
         return dict(self.settings, resolution=self.resolution, G_kwargs=self.G_kwargs, D_kwargs=self.D_kwargs,
                     G_params=_parameters(self.nets.G_vars), D_params=_parameters(self.nets.D_vars))
 
-    def train(self, patches, masks, epochs=None, on_epoch=None, progress=None):
+    def train(self, patches, masks, epochs=None, on_epoch=None, progress=progress_reports.quiet):
         """Train until `epochs` epochs in all (default: the settings'), on uint8 [N, H, W] patches and masks.
 
         on_epoch(epoch, mean_losses) runs after every epoch (epoch counted from 1; the losses are the epoch's
         means by name: G, G_adversarial, G_reconstruction, D, D_real, D_fake, real_label).  progress: a factory
-        progress(total, desc, unit=...) -> context manager with update(n), told of every minibatch (None: quiet).
+        progress(total, desc, unit=...) -> context manager with update(n), told of every minibatch.
         Raises UserError on bad pairs (before any step) and when a loss stops being finite (the epoch's
         networks are then not handed to on_epoch).
         """
@@ -217,9 +218,6 @@ class Trainer(object):
         epochs = self.settings['epochs'] if epochs is None else epochs
         minibatch = min(self.settings['minibatch'], len(patches))
         steps = len(patches) // minibatch
-        if progress is None:
-            self._train_epochs(masks, patches, epochs, minibatch, on_epoch, lambda n: None)
-            return
         with progress((epochs - self.epoch) * steps, 'training', unit='minibatch') as bar:
             self._train_epochs(masks, patches, epochs, minibatch, on_epoch, bar.update)
 
