@@ -13,14 +13,17 @@ of one nodule), so that views of one nodule never end up on both sides of a trai
 """
 import argparse
 import collections
+import contextlib
 import os
 import re
+import signal
 import sys
+import threading
 
 import numpy as np
 
 from nodules.util import cli
-from nodules.util.errors import UserError
+from nodules.util.errors import UserError, check_folder_exists, check_regular_file
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 MAX_RESOLUTION = 1024            # the largest image a progressive GAN of this kind is built for
@@ -29,6 +32,9 @@ PHANTOM_MIN_RESOLUTION = 16      # phantoms.draw_dataset draws nothing smaller
 MAX_DATASET_BYTES = 2 ** 31
 # What `extract` writes next to the PNGs: one row per PNG, `file,nodule`.
 GROUPS_CSV = 'groups.csv'
+# --groups-from is matched against every file name within this many seconds: a pattern that backtracks
+# catastrophically (`^(a+)+$` on a long name) is stopped with a message instead of running for ever.
+GROUPS_FROM_SECONDS = 10.0
 # Pillow modes of grayscale images with more than 8 bits per pixel (16-bit PNGs open as 'I;16' or 'I').
 HIGH_DEPTH_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')
 
@@ -145,8 +151,7 @@ def create_phantoms(args):
 
 def _list_images(args):
     """[(path, class index or None)] in sorted order, and the class names (None without --labels-from-subdirs)."""
-    if not os.path.isdir(args.image_dir):
-        raise UserError('%s: no such image folder' % args.image_dir)
+    check_folder_exists(args.image_dir, 'folder of images', missing='no such image folder')
     if args.labels_from_subdirs:
         classes = sorted(d for d in os.listdir(args.image_dir) if os.path.isdir(os.path.join(args.image_dir, d)))
         files = [(os.path.join(args.image_dir, c, f), i) for i, c in enumerate(classes)
@@ -157,6 +162,8 @@ def _list_images(args):
                  if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not files:
         raise UserError('%s: no PNG or JPEG images found' % args.image_dir)
+    for path, _ in files:  # a pipe named *.png would block the reader for ever, a device never end
+        check_regular_file(path, 'PNG or JPEG image')
     return files, classes
 
 
@@ -202,8 +209,13 @@ def nodule_groups(files, pattern, classes=None):
     except re.error as error:
         raise UserError('--groups-from %r is not a regular expression (%s)' % (pattern, error))
     numbers, names = collections.OrderedDict(), []
-    for path, label in files:
-        match = regex.search(os.path.basename(path))
+    matches = []
+    with time_limit(GROUPS_FROM_SECONDS, lambda: '%s: matching its file name to --groups-from %r takes more than '
+                    '%g s (a pattern that backtracks without end, like (a+)+?); simplify the pattern'
+                    % (files[len(matches)][0], pattern, GROUPS_FROM_SECONDS)):
+        for path, _ in files:
+            matches.append(regex.search(os.path.basename(path)))
+    for (path, label), match in zip(files, matches):
         if match is None:
             raise UserError('%s: its file name does not match --groups-from %r' % (path, pattern))
         name = match.group(1) if regex.groups else match.group(0)
@@ -214,6 +226,25 @@ def nodule_groups(files, pattern, classes=None):
             name = '%s/%s' % (classes[label], name)
         names.append(numbers.setdefault(name, len(numbers)))
     return np.array(names, dtype=np.int64), list(numbers)
+
+
+@contextlib.contextmanager
+def time_limit(seconds, message):
+    """Stop the block with UserError(message()) after `seconds` (Python's regular expressions check for signals
+    while they match, so this bounds them).  Outside the main thread the block runs without a limit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame):
+        raise UserError(message())
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def create_from_images(args):

@@ -494,6 +494,39 @@ def test_overwrite_replaces_a_dataset_this_tool_wrote(project, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Inputs that would hang or are of the wrong type: refused at once, naming the file and what it is
+
+
+def test_a_pipe_named_like_an_image_is_refused_before_anything_reads_it(tmp_path):
+    write_pngs(tmp_path / 'images', gray_arrays(2, size=8))
+    os.mkfifo(str(tmp_path / 'images' / 'img_99.png'))   # opening it would block for ever
+    message = refusal('create_from_images', tmp_path / 'out', tmp_path / 'images')
+    assert message == '%s: is not a regular file (a device, pipe or socket), not a PNG or JPEG image' \
+        % (tmp_path / 'images' / 'img_99.png')
+    assert sorted(os.listdir(str(tmp_path))) == ['images']
+
+
+def test_a_file_as_the_image_folder_says_what_it_is(tmp_path):
+    (tmp_path / 'images').write_bytes(b'not a folder')
+    assert refusal('create_from_images', tmp_path / 'out', tmp_path / 'images') == \
+        '%s: is a regular file, not a folder of images' % (tmp_path / 'images')
+
+
+def test_a_catastrophic_groups_from_pattern_is_stopped_and_named(tmp_path, monkeypatch):
+    import dataset_tool
+    monkeypatch.setattr(dataset_tool, 'GROUPS_FROM_SECONDS', 0.5)
+    names = ['a' * 40 + 'b', 'aa']
+    for name, array in zip(names, gray_arrays(2, size=8)):
+        Image.fromarray(array).save(str(tmp_path / (name + '.png')))
+    started = time.time()
+    message = refusal('create_from_images', tmp_path / 'out', tmp_path, '--groups-from', '^(a+)+$')
+    assert time.time() - started < 10
+    assert message == "%s: matching its file name to --groups-from '^(a+)+$' takes more than 0.5 s (a pattern " \
+        "that backtracks without end, like (a+)+?); simplify the pattern" % (tmp_path / (names[0] + '.png'))
+    assert not os.path.exists(str(tmp_path / 'out'))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # create_phantoms
 
 

@@ -38,9 +38,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from nodules.util import progress as progress_reports
-from nodules.util.errors import UserError
+from nodules.util.errors import UserError, check_folder_exists, check_regular_file
 
 REQUIRED_COLUMNS = ('seriesuid', 'coordX', 'coordY', 'coordZ', 'diameter_mm')
+# A nodule list is read whole: refuse one larger than this (a million rows take about 60 MB) before reading.
+MAX_ANNOTATIONS_BYTES = 64 * 2 ** 20
 LABEL_COLUMNS = ('label', 'subtype')  # the first one present is used
 VOLUME_EXTENSIONS = ('.nii.gz', '.nii', '.mhd', '.mha')  # longest first, so 'x.nii.gz' is not taken as 'x.nii'
 # Files that are certainly not DICOM: directories holding only these are not handed to GDCM (which would open them).
@@ -102,11 +104,14 @@ def read_annotations(csv_path, label=None):
     many rows `label` filtered out.  Row numbers are those of a spreadsheet: the header is row 1.
     Raises UserError when the file itself is unusable.
     """
-    if os.path.isdir(csv_path):
-        raise UserError('%s: is a directory, not a CSV file' % csv_path)
+    check_regular_file(csv_path, 'CSV file')  # a pipe would block, a device such as /dev/zero never end
     try:
         # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark.
         with open(csv_path, newline='', encoding='utf-8-sig') as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_ANNOTATIONS_BYTES:
+                raise UserError('%s: holds %.0f MB; a nodule list of at most %.0f MB is read'
+                                % (csv_path, size / 1e6, MAX_ANNOTATIONS_BYTES / 1e6))
             reader = csv.DictReader(f)
             header = [name.strip() for name in reader.fieldnames or []]
             reader.fieldnames = header
@@ -410,8 +415,7 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
     """
     check_parameters(spacing, window, slices, resolution)
     window = (float(window[0]), float(window[1]))
-    if not os.path.isdir(scans):
-        raise UserError('%s: no such scans folder' % scans)
+    check_folder_exists(scans, 'folder of CT scans', missing='no such scans folder')
     nodules, skipped, label_column, other_label_rows = read_annotations(annotations, label=label)
     total_rows = len(nodules) + len(skipped) + other_label_rows
     multiplier = len(AUGMENTATIONS) if augment else 1

@@ -471,16 +471,20 @@ def _write_files(folder, out_dir, levels, labels, metadata, groups, progress):
     """Write the dataset's files into the staging folder of `folder` (an outputs.OutputFolder for `out_dir`)."""
     # Files inside the staging folder are named after the final folder, not after the temporary one.
     staged = lambda path: folder.path(os.path.basename(path))
-    writers = {log2: TFRecordWriter(staged(tfrecord_path(out_dir, log2))) for log2 in levels}
-    count, chunk = len(groups), 256
-    for start in range(0, count, chunk):
-        for log2, writer in writers.items():
-            for image in levels[log2][start:start + chunk]:
-                writer.write(serialize_image(image))
-        if progress is not None:
-            progress(min(chunk, count - start))
-    for writer in writers.values():
-        writer.close()
+    writers = {}
+    try:
+        for log2 in levels:
+            writers[log2] = TFRecordWriter(staged(tfrecord_path(out_dir, log2)))
+        count, chunk = len(groups), 256
+        for start in range(0, count, chunk):
+            for log2, writer in writers.items():
+                for image in levels[log2][start:start + chunk]:
+                    writer.write(serialize_image(image))
+            if progress is not None:
+                progress(min(chunk, count - start))
+    finally:  # closed on a failure too: no file stays open in the staging folder about to be removed
+        for writer in writers.values():
+            writer.close()
     with open(staged(groups_path(out_dir)), 'wb') as f:
         np.save(f, groups)
     if labels is not None:

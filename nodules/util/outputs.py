@@ -600,9 +600,13 @@ def _commit(landings):
 
 
 def write_file_atomic(path, data):
-    """Write bytes to `path` through a staging folder beside it and one rename (an existing file is replaced)."""
+    """Write bytes to `path` through a staging folder beside it and one rename (an existing file is replaced).
+    A failure (a full disk) is one UserError naming the file, and leaves the old file as it was."""
     directory = os.path.dirname(os.path.abspath(path))
-    stage = _make_stage(directory, os.path.basename(path))
+    try:
+        stage = _make_stage(directory, os.path.basename(path))
+    except OSError as error:
+        raise UserError('%s: cannot be written (%s)' % (path, error.strerror or error))
     try:
         staged = os.path.join(stage, _NEW, os.path.basename(path))
         with open(staged, 'wb') as f:
@@ -610,6 +614,9 @@ def write_file_atomic(path, data):
             f.flush()
             os.fsync(f.fileno())
         os.replace(staged, path)
+    except OSError as error:  # a full disk, say: one line, and the old file (if any) stays as it was
+        raise UserError('%s: cannot be written (%s); %s' % (path, error.strerror or error, 'the old file is unchanged'
+                                                          if os.path.exists(path) else 'nothing was written'))
     finally:
         try:
             _remove_stage(stage)
@@ -708,8 +715,11 @@ class FileSet(object):
             if not self.overwrite:
                 raise UserError('%s: already exists with different contents; nothing was written '
                                 '(use --overwrite, or other names)' % path)
-        with open(landing.staged(name), 'wb') as f:
-            f.write(data)
+        try:
+            with open(landing.staged(name), 'wb') as f:
+                f.write(data)
+        except OSError as error:  # a full disk, say: one line, and the set is abandoned
+            raise UserError('%s: cannot be written (%s); nothing was written' % (path, error.strerror or error))
         landing.add(name)
         self._written.add(key)
 

@@ -298,7 +298,7 @@ def test_labels_one_hot_and_label_filter(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('content, problem', [
-    (None, 'cannot read'),
+    (None, 'no such file'),
     ('', 'is empty'),
     ('seriesuid,x,y,z,diameter_mm\n1,2,3,4,5\n', 'missing column(s) coordX, coordY, coordZ'),
     ('seriesuid;coordX;coordY;coordZ;diameter_mm\n1;2;3;4;5\n', 'missing column(s) seriesuid, coordX'),
@@ -315,6 +315,38 @@ def test_unusable_csv_is_one_clear_error(tmp_path, content, problem):
         ct_patches.patches_from_ct(str(tmp_path / 'scans'), csv_path)
     message = str(error.value)
     assert message.startswith(csv_path + ': ') and problem in message and '\n' not in message
+
+
+@pytest.mark.parametrize('kind', ['directory', 'pipe', '/dev/zero', 'too large'])
+def test_a_csv_that_would_hang_or_never_end_is_refused_at_once(tmp_path, kind):
+    """A FIFO would block the reader for ever and /dev/zero never ends: both are refused before reading, by
+    name; a regular file larger than the bound is refused by its size (a sparse file here: nothing is read)."""
+    os.makedirs(str(tmp_path / 'scans'))
+    csv_path = {'/dev/zero': '/dev/zero'}.get(kind, str(tmp_path / 'nodules.csv'))
+    if kind == 'directory':
+        os.mkdir(csv_path)
+    elif kind == 'pipe':
+        os.mkfifo(csv_path)
+    elif kind == 'too large':
+        with open(csv_path, 'wb') as f:
+            f.truncate(ct_patches.MAX_ANNOTATIONS_BYTES + 1)
+    with pytest.raises(UserError) as error:
+        ct_patches.patches_from_ct(str(tmp_path / 'scans'), csv_path)
+    expected = {'directory': 'is a directory, not a CSV file',
+                'pipe': 'is not a regular file (a device, pipe or socket), not a CSV file',
+                '/dev/zero': 'is not a regular file (a device, pipe or socket), not a CSV file',
+                'too large': 'holds 67 MB; a nodule list of at most 67 MB is read'}[kind]
+    assert str(error.value) == '%s: %s' % (csv_path, expected)
+
+
+@pytest.mark.parametrize('kind', ['file', '/dev/null'])
+def test_scans_that_are_not_a_folder_say_what_they_are(tmp_path, kind):
+    csv_path = write_csv(tmp_path / 'nodules.csv', [('a', 1, 2, 3, 4)])
+    scans = '/dev/null' if kind == '/dev/null' else csv_path
+    with pytest.raises(UserError) as error:
+        ct_patches.patches_from_ct(scans, csv_path)
+    assert str(error.value) == '%s: is %s, not a folder of CT scans' % (
+        scans, 'a device' if kind == '/dev/null' else 'a regular file')
 
 
 def test_bad_parameters_and_missing_scans_folder(tmp_path):
@@ -482,6 +514,5 @@ def test_command_line_writes_nothing_when_nothing_is_usable(tmp_path):
 
     result = run_tool(tmp_path / 'ct', '--scans', tmp_path / 'scans', '--annotations', tmp_path / 'missing.csv')
     assert_clean_failure(result)
-    assert result.stderr.strip().splitlines() == ['error: %s: cannot read (No such file or directory)'
-                                                  % (tmp_path / 'missing.csv')]
+    assert result.stderr.strip().splitlines() == ['error: %s: no such file' % (tmp_path / 'missing.csv')]
     assert sorted(os.listdir(str(tmp_path))) == ['nodules.csv', 'scans']

@@ -13,6 +13,7 @@ import pytest
 from nodules.util.errors import UserError
 from conftest import ROOT, directory_contents as snapshot, run_script
 from test_legacy import memory_limit
+from test_outputs import full_disk  # noqa: F401 (a fixture)
 from nodules.util.tfcompat import tf, tfrecord_iterator, TFRecordWriter
 from nodules.data import dataset
 
@@ -354,6 +355,15 @@ def test_a_dataset_another_writer_made_meanwhile_is_never_replaced(tmp_path, mon
     assert sorted(os.listdir(str(tmp_path))) == ['AIS']
     assert sorted(os.listdir(str(out))) == ['AIS-groups.npy', 'AIS-r02.tfrecords', 'AIS-r03.tfrecords']
     np.testing.assert_array_equal(read_array(str(out / 'AIS-r03.tfrecords')), theirs)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(full_disk):
+    """TensorFlow's TFRecord writer meets ENOSPC: one line naming the dataset, no staging folder left."""
+    out = str(full_disk / 'AIS')
+    with pytest.raises(UserError) as error:
+        dataset.write_dataset(out, random_images(300, 1, 16))
+    assert str(error.value) == '%s: cannot be written (No space left on device); nothing was written' % out
+    assert os.listdir(str(full_disk)) == []
 
 
 def assert_failed_cleanly(tmp_path, out, before, error):

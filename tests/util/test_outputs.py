@@ -378,6 +378,59 @@ def test_a_new_set_cleans_up_after_a_killed_one(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# A full disk: one line naming the file, nothing half-written
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB file system (tmpfs) mounted for the test: writing more gives ENOSPC, as a full disk does."""
+    path = tmp_path / 'small-disk'
+    path.mkdir()
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    if mounted.returncode != 0:
+        pytest.skip('a small file system cannot be mounted here (%s)' % mounted.stdout.strip())
+    try:
+        yield path
+    finally:  # lazily: a file a failed test left open must not keep the mount
+        subprocess.run(['umount', '-l', str(path)])
+
+
+def noise_images(count, size=64, seed=0):
+    """Random uint8 images: their PNGs do not compress, so a few of them fill the small disk."""
+    return np.random.RandomState(seed).randint(0, 256, (count, size, size)).astype(np.uint8)
+
+
+def test_a_full_disk_stops_a_file_set_with_one_line(full_disk):
+    out = str(full_disk / 'out')
+    with pytest.raises(UserError) as error:
+        outputs.write_pngs(noise_images(40), out, 'img_%d.png', grid='mosaic.png')
+    assert re.match(r'^%s/img_\d+\.png: cannot be written \(No space left on device\); nothing was written$' % out,
+                    str(error.value)), str(error.value)
+    assert listing(str(full_disk)) == {}
+
+
+def test_a_full_disk_keeps_the_old_file_of_an_atomic_write(full_disk):
+    path = str(full_disk / 'network-final.pkl')
+    outputs.write_file_atomic(path, b'old weights')
+    with pytest.raises(UserError) as error:
+        outputs.write_file_atomic(path, b'x' * 200000)
+    assert str(error.value) == '%s: cannot be written (No space left on device); the old file is unchanged' % path
+    assert listing(str(full_disk)) == {'network-final.pkl': b'old weights'}
+
+
+def test_dataset_display_on_a_full_disk(full_disk, tmp_path):
+    from conftest import load_script
+    from nodules.data import dataset
+    data = dataset.write_dataset(str(tmp_path / 'noise'), noise_images(40)[:, np.newaxis])
+    with pytest.raises(UserError) as error:
+        load_script('1-dataset_display.py').main(['--tfrecords', dataset.tfrecord_path(data, 6), '--number', '40',
+                                                  '--outdir', str(full_disk / 'demo')])
+    assert 'cannot be written (No space left on device); nothing was written' in str(error.value)
+    assert listing(str(full_disk)) == {}
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Interrupts
 
 
