@@ -257,12 +257,11 @@ class _AddTo(object):
 
 
 def train_generator(argv, progress):
-    """One per-fold generator, trained as its line of jobs.txt (`python 3-train.py ARGV`) trains it, here in a
-    graph of its own; its log goes to its run's log.txt only, its kimg to `progress`."""
-    from nodules.gan import tfutil
-    with tfutil.separate_graph():
-        return train_script().main(argv, progress=lambda total, desc, unit=None, **kwargs: _AddTo(progress),
-                                   console=lambda line: None)
+    """One per-fold generator, trained as its line of jobs.txt (`python 3-train.py ARGV`) trains it, here in this
+    process (each run has a TensorFlow graph of its own); its log goes to its run's log.txt only, its kimg to
+    `progress`."""
+    return train_script().main(argv, progress=lambda total, desc, unit=None, **kwargs: _AddTo(progress),
+                               console=lambda line: None)
 
 
 def per_fold_generators(args, data, plans):
