@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from nodules.util.errors import UserError
+from nodules.util.errors import UserError, check_regular_file
 from nodules.util import outputs
 
 PRECISIONS = ('float32', 'bfloat16', 'float16')
@@ -49,8 +49,7 @@ def read_latents(path, max_count=MAX_IMAGES):
     The file's header (kind of numbers, shape, count) is checked before its data is read; the values must
     stay finite once cast to float32.  check_latent_size() then checks them against the generator.
     """
-    if not os.path.isfile(path):
-        raise UserError('%s: no such latents file' % path)
+    check_regular_file(path, 'latents file (.npy)', missing='no such latents file')  # a folder or pipe says so
     with open(path, 'rb') as f:
         magic = f.read(6)
     if magic.startswith(b'PK\x03\x04'):

@@ -493,6 +493,26 @@ def test_overwrite_replaces_a_dataset_this_tool_wrote(project, monkeypatch):
     no_leftovers(project / 'data', ['dsA', 'dsB', 'images', 'nodules.csv'])
 
 
+def test_create_phantoms_into_the_working_directory(tmp_path, monkeypatch):
+    """`create_phantoms .` in an empty folder writes the dataset into it (named after the folder, which stays the
+    user's working directory); again with --overwrite it replaces it in place; in a project folder it is refused
+    before any drawing."""
+    import dataset_tool
+    here = tmp_path / 'AIS'
+    here.mkdir()
+    monkeypatch.chdir(str(here))
+    inode = os.stat('.').st_ino
+    for overwrite in ([], ['--overwrite']):
+        dataset_tool.main(['create_phantoms', '.', '--subtype', 'AIS', '--nodules', '2', '--resolution', '16']
+                          + overwrite)
+        assert sorted(os.listdir('.')) == ['AIS-groups.npy', 'AIS-meta.json', 'AIS-r02.tfrecords',
+                                           'AIS-r03.tfrecords', 'AIS-r04.tfrecords']
+        assert os.stat('.').st_ino == inode and os.listdir(str(tmp_path)) == ['AIS']
+    (here / 'notes.txt').write_bytes(b'mine')
+    assert refusal('create_phantoms', '.', '--subtype', 'AIS', '--nodules', '2', '--overwrite').startswith(
+        '.: holds notes.txt, which is not part of a dataset')
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Inputs that would hang or are of the wrong type: refused at once, naming the file and what it is
 

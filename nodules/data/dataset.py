@@ -20,7 +20,7 @@ import numpy as np
 
 from nodules.util import outputs
 from nodules.util import values
-from nodules.util.errors import UserError, check_regular_file
+from nodules.util.errors import UserError, check_folder_exists, check_regular_file
 from nodules.util.tfcompat import tf, tfrecord_iterator, TFRecordWriter
 
 _TFRECORD_NAME = re.compile(r'^(?P<base>.+)-r(?P<log2>\d\d)\.tfrecords$')
@@ -48,8 +48,7 @@ def metadata_path(dataset_dir):
 
 def list_tfrecords(dataset_dir):
     """{log2(resolution): path} of the dataset's TFRecord files; a clear error when there are none."""
-    if not os.path.isdir(dataset_dir):
-        raise UserError('%s: no such dataset directory' % dataset_dir)
+    check_folder_exists(dataset_dir, 'dataset folder', missing='no such dataset directory')
     found = {}
     for name in sorted(os.listdir(dataset_dir)):
         match = _TFRECORD_NAME.match(name)
