@@ -239,7 +239,8 @@ def prepare(root, data, plans, folds, jobs, recipe, command, cwd=None, progress=
     """Check everything of the plan that exists under `root`, then write what is missing: the datasets, each
     fold's nodules.json, and (always, as they follow from the plan) folds.json, jobs.txt, slurm.sh and
     parallel.sh.  `folds` is experiment.folds_document(data, plans); `command` the words that start a 3-train.py
-    command line (e.g. ['python', '3-train.py']), run from `cwd`.  Returns the State of every job."""
+    command line (e.g. ['python', '3-train.py']), run from `cwd`; progress(1) after each job's dataset is found
+    right or written.  Returns the State of every job."""
     from nodules.data import dataset
     by_fold = {(entry['repeat'], entry['fold']): entry for entry in folds['folds']}
     plan_of = {(plan.repeat, plan.fold): plan for plan in plans}
@@ -258,6 +259,8 @@ def prepare(root, data, plans, folds, jobs, recipe, command, cwd=None, progress=
                                                                                       job.fold))
         if matches is None:
             missing_datasets.append((job, expected))
+        elif progress is not None:
+            progress(1)
     states = [job_state(job, recipe) for job in jobs]
     for job, expected in missing_datasets:
         dataset.write_dataset(job.data_dir, expected.images, labels=expected.labels, metadata=expected.metadata,
