@@ -23,12 +23,13 @@ FRD v1, as frd-score 1.0.1 runs it on 64x64 PNG patches:
   - z-scores with the mean and standard deviation of the first (real) set; columns that are then NaN or infinite
     in either set (e.g. constant in the real set) are dropped: 'features used' is what remains;
   - FRD = log of the squared Fréchet distance.
-On the shipped phantoms (150 + 150 patches) v1 separates the subtypes modestly (two AIS sets ~4.2, AIS against IAC
-~5.1), where v0 (94 features, min-max scaling) did not (71.3 and 63.6); so v1 it is.  Every figure is reported
-with its version, feature counts and normalisation (frd_settings()).
+On the shipped phantoms (150 + 150 patches) v1 separates the subtypes modestly (two halves of AIS 4.22, AIS
+against IAC 5.06), where v0 (Original image only, min-max scaling, no log) does not (71.26 and 63.63); so v1 it is
+(docs/metrics.md has the measurements and commands).  Every figure is reported with its version, feature counts
+and normalisation (frd_settings()).
 
-Speed: PyRadiomics spends ~0.37 s per 64x64 patch on one core here (~370 s per 1000 patches; `workers` splits
-that over processes).
+Speed: PyRadiomics spends ~0.18 CPU-seconds per 64x64 patch (176 per 1000 patches, measured on one core);
+`workers` splits that over processes.
 
 Needs Python >= 3.10 and the optional packages in requirements-metrics.txt.  On older Pythons (the legacy Python
 3.6 stack) unavailable_reason() says so in one line and nothing here runs; the other metrics of nodules/metrics
