@@ -1,5 +1,5 @@
 """Seeded fuzzing of the two file readers a user points at arbitrary files: TFRecords (nodules/data/dataset.py) and network
-pickles (nodules/gan/legacy.py).
+pickles (nodules/gan/legacy.py); and of the existing output folders a new dataset may or may not replace.
 
 Mutants of a small valid file of each kind -- flipped bytes, truncations, inserted bytes, length fields (with
 valid checksums, so TensorFlow would trust them), memo indices, frame lengths, protocol numbers -- go through
@@ -320,3 +320,85 @@ def test_mutated_files_through_the_scripts(tmp_path):
                     assert process.returncode == 1, (where, process.returncode, stderr)
                     assert stderr.startswith('error: %s: ' % case['path']) and stderr.count('\n') == 1, (where, stderr)
                     assert not os.path.exists(out), where
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output folders: what a new dataset may replace
+
+
+FOLDER_CASES = 24
+# The kinds of entry a seeded existing OUT_DIR (named AIS) holds: (name, what it is).  The first four are a
+# dataset's own files; everything else must never be replaced, with --overwrite or without.
+OWN_ENTRIES = [('AIS-r02.tfrecords', 'file'), ('AIS-groups.npy', 'file'), ('AIS-meta.json', 'file'),
+               ('AIS-rxx.labels', 'file')]
+OTHER_ENTRIES = [('notes.txt', 'file'), ('MIA-r02.tfrecords', 'file'), ('src', 'folder'), ('.git', 'folder'),
+                 ('AIS-r05.tfrecords', 'folder'), ('AIS-r03.tfrecords', 'link'), ('AIS-rxx.labels', 'pipe'),
+                 ('.staging-mybackup', 'folder'), ('.AIS.nodules-1-0123abcd.tmp', 'folder')]
+
+
+def make_entry(folder, name, kind):
+    path = os.path.join(folder, name)
+    if kind == 'file':
+        with open(path, 'wb') as f:
+            f.write(name.encode())
+    elif kind == 'folder':
+        os.mkdir(path)
+        with open(os.path.join(path, 'work.txt'), 'wb') as f:
+            f.write(b'the user data')
+    elif kind == 'link':
+        os.symlink(os.path.join(os.path.dirname(folder), 'target.txt'), path)
+    else:
+        os.mkfifo(path)
+
+
+def tree(root):
+    """{relative path: bytes of a regular file, or what else it is}, without opening anything but regular files."""
+    import stat
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                with open(path, 'rb') as f:
+                    found[os.path.relpath(path, root)] = f.read()
+            else:
+                found[os.path.relpath(path, root)] = 'link' if stat.S_ISLNK(mode) else 'folder' if stat.S_ISDIR(
+                    mode) else 'pipe'
+    return found
+
+
+def test_seeded_output_folders_are_replaced_only_when_they_hold_a_dataset(tmp_path):
+    """Seeded existing OUT_DIRs of random contents: write_dataset, with or without overwrite, succeeds exactly
+    when the folder is empty or (with overwrite) holds only a dataset's own files; otherwise it refuses in one
+    line naming the folder, and nothing anywhere changes."""
+    from nodules.data import dataset
+    from nodules.util.errors import UserError
+    rng = np.random.RandomState(SEED + 2)
+    images = random_images(2, 1, 4, seed=SEED % 1000)
+    for case in range(FOLDER_CASES):
+        root = tmp_path / ('case%02d' % case)
+        out = root / 'AIS'
+        os.makedirs(str(out))
+        (root / 'target.txt').write_bytes(b'what a link points to')
+        entries = {}
+        for _ in range(int(rng.randint(0, 4))):
+            pool = OWN_ENTRIES if rng.rand() < 0.6 else OTHER_ENTRIES
+            name, kind = pool[int(rng.randint(len(pool)))]
+            if name not in entries:
+                entries[name] = kind
+                make_entry(str(out), name, kind)
+        overwrite = bool(rng.rand() < 0.7)
+        where = 'case %d: %s, overwrite=%s (SEED=%d)' % (case, sorted(entries.items()), overwrite, SEED)
+        allowed = not entries or (overwrite and all((name, kind) in OWN_ENTRIES for name, kind in entries.items()))
+        before = tree(str(root))
+        try:
+            dataset.write_dataset(str(out), images, overwrite=overwrite)
+        except UserError as error:
+            assert not allowed, (where, str(error))
+            assert str(error).startswith(str(out) + ': ') and '\n' not in str(error), where
+            assert tree(str(root)) == before, where
+            continue
+        assert allowed, where
+        assert sorted(os.listdir(str(out))) == ['AIS-groups.npy', 'AIS-r02.tfrecords'], where
+        assert sorted(os.listdir(str(root))) == ['AIS', 'target.txt'], where
