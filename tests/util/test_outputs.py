@@ -430,6 +430,21 @@ def test_dataset_display_on_a_full_disk(full_disk, tmp_path):
     assert listing(str(full_disk)) == {}
 
 
+@pytest.mark.slow  # builds a network twice
+def test_inference_on_a_full_disk(full_disk, tmp_path):
+    """2-inference.py writes its PNGs through the same FileSet: a disk filled but for a few KiB stops it in one
+    line, and nothing of its PNGs is left."""
+    from conftest import load_script
+    from test_inference import conditional_pickle
+    model = conditional_pickle(str(tmp_path / 'tiny.pkl'))
+    (full_disk / 'filler').write_bytes(b'x' * 56 * 1024)
+    with pytest.raises(UserError) as error:
+        load_script('2-inference.py').main(['--model', model, '--number', '60', '--outdir', str(full_disk / 'demo'),
+                                            '--label', 'AIS'])
+    assert 'cannot be written (No space left on device); nothing was written' in str(error.value)
+    assert sorted(os.listdir(str(full_disk))) == ['filler']
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Interrupts
 
