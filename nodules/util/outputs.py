@@ -428,11 +428,12 @@ class _Landing(object):
         self.order = []       # staged names, in the order they were written
         self._done = []       # what the commit changed, for undoing it
 
-    def foreign(self, skip=()):
-        """The folder's entries that this command may not replace (its own live staging folders aside)."""
-        return sorted(name for name in os.listdir(self.folder) if name not in skip
-                      and not (self.owned(name) and os.path.isfile(os.path.join(self.folder, name))
-                               and not os.path.islink(os.path.join(self.folder, name)))
+    def foreign(self):
+        """The folder's entries that this command may not replace: all but regular files `owned` accepts (and
+        staging folders of ended processes, which are removed anyway)."""
+        return sorted(name for name in os.listdir(self.folder)
+                      if not (self.owned(name) and os.path.isfile(os.path.join(self.folder, name))
+                              and not os.path.islink(os.path.join(self.folder, name)))
                       and not _is_stale_stage(self.folder, name))
 
     def open(self):
