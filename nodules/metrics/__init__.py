@@ -1,1 +1,2 @@
-"""Quality metrics of generated nodules, in NumPy (no TensorFlow): callers bring the images."""
+"""Quality metrics of generated nodules, in NumPy (no TensorFlow; frd.py also uses the optional frd-score and
+PyRadiomics): callers bring the images."""
