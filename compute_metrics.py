@@ -198,17 +198,17 @@ def report(args, real, fake, real_text, fake_text):
                    fake=dict(source=args.fake if not args.halves else args.real, description=fake_text,
                              count=int(len(fake))),
                    seed=args.seed, metrics=list(args.metrics))
-    pictures = {}
-    if 'swd' in args.metrics:
-        results['swd'] = report_swd(args, real, fake)
-    if 'msssim' in args.metrics:
-        results['msssim'] = report_msssim(real, fake)
-    if 'prdc' in args.metrics:  # checked before the slow feature extraction
+    if 'prdc' in args.metrics:  # checked before any slow work
         from nodules.metrics import prdc
         smallest = max(prdc.PRECISION_RECALL_K, prdc.DENSITY_COVERAGE_K) + 1
         if min(len(real), len(fake)) < smallest:
             raise UserError('prdc needs at least %d images per set (k = %d nearest neighbours and the image '
                             'itself); raise --num' % (smallest, prdc.DENSITY_COVERAGE_K))
+    pictures = {}
+    if 'swd' in args.metrics:
+        results['swd'] = report_swd(args, real, fake)
+    if 'msssim' in args.metrics:
+        results['msssim'] = report_msssim(real, fake)
     features = None
     if needs_radiomics(args):
         features = radiomic_features(args, real, fake)
