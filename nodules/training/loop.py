@@ -410,8 +410,11 @@ class RunOutputs(object):
         line = '%s %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), line)
         if self.console is not None:
             self.console(line)
-        with open(self.path('log.txt'), 'a', encoding='utf-8') as f:
-            f.write(line + '\n')
+        try:
+            with open(self.path('log.txt'), 'a', encoding='utf-8') as f:
+                f.write(line + '\n')
+        except OSError:
+            pass  # a full disk: the line was still shown, and what then fails stops the run with its own message
 
     def write_config(self, settings, **details):
         outputs.write_file_atomic(training_settings.config_path(self.run_dir),
@@ -719,10 +722,14 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
                 _stop(run, 'training diverged: %s ha%s non-finite weights at kimg %.3f (not saved); the last good '
                            'snapshot is %s' % (' and '.join(diverged), 've' if len(diverged) > 1 else 's',
                                                nimg / 1000.0, last_snapshot or 'none'))
-            run.save_fakes(nimg)
-            if ticks % snapshot_ticks == 0 or done:
-                store_augment_p(graphs.augment_pipe, graphs.D)
-                last_snapshot = run.save_snapshot(nimg, networks)
-                run.log_metrics(nimg)
+            try:
+                run.save_fakes(nimg)
+                if ticks % snapshot_ticks == 0 or done:
+                    store_augment_p(graphs.augment_pipe, graphs.D)
+                    last_snapshot = run.save_snapshot(nimg, networks)
+                    run.log_metrics(nimg)
+            except UserError as error:  # a full disk, say: the file that could not be written is left as it was
+                _stop(run, '%s; training stopped at kimg %.3f, the last good snapshot is %s'
+                      % (error, nimg / 1000.0, last_snapshot or 'none'))
             tick_start_nimg, tick_start_time, stats, rts = nimg, time.time(), [], []
     return last_snapshot

@@ -101,23 +101,26 @@ class Kind(object):
         return dict(type=_argparse_type(setting), metavar=self.metavar or setting.flag[2:].upper().replace('-', '_'))
 
 
-class Number(Kind):
+class _Converted(Kind):
+    """Text converted by `convert` (a type), which refuses what is not `word`."""
+    convert, word = str, 'text'
+
     def parse(self, text):
         try:
-            return float(text)
+            return self.convert(text)
         except ValueError:
-            raise ValueError('%r is not a number' % text)
+            raise ValueError('%r is not a %s' % (text, self.word))
+
+
+class Number(_Converted):
+    convert, word = float, 'number'
 
     def from_json(self, value):
         return float(value) if values.is_whole(value) else value  # JSON writes 3.0 as 3
 
 
-class Whole(Kind):
-    def parse(self, text):
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError('%r is not a whole number' % text)
+class Whole(_Converted):
+    convert, word = int, 'whole number'
 
 
 class Text(Kind):

@@ -1371,6 +1371,29 @@ def test_weights_that_are_not_finite_are_never_saved(first_run, tmp_path):
         assert 'error: training diverged' in f.read().strip().splitlines()[-1]
 
 
+def limit_file_size(size=30000):
+    """preexec_fn: files larger than `size` bytes cannot be written (EFBIG), as on a full disk."""
+    import resource
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+@pytest.mark.slow
+def test_a_snapshot_that_cannot_be_written_stops_training_cleanly(tmp_path, data_dir):
+    """A snapshot larger than the process may write (the tiny networks' pickle is about 45 kB; the limit is 30 kB,
+    which the log, the grids and config.json stay under): one line naming it and the last good snapshot, exit
+    status 1, nothing half-written."""
+    outdir = str(tmp_path / 'results')
+    result = train('--data', data_dir, '--outdir', outdir, '--total-kimg', 0.256, '--tick-kimg', 0.064,
+                   '--snapshot-ticks', 1, *TINY_ARGS, preexec_fn=limit_file_size())
+    run_dir = os.path.join(outdir, run_dirs(outdir)[0])
+    snapshot = os.path.join(run_dir, 'network-snapshot-000000.064.pkl')
+    assert_clean_failure(result, snapshot, 'cannot be written', 'training stopped at kimg 0.064',
+                         'the last good snapshot is none')
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert sorted(n for n in os.listdir(run_dir) if not n.startswith('events.')) == [
+        'config.json', 'fakes000000.064.png', 'fakes000000.png', 'log.txt', 'reals.png']
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # A dataset file that goes bad while training runs
 
