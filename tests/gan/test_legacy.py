@@ -720,9 +720,10 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, tf_session, monkeypatch
     def broken_replace(src, dst):
         raise OSError(28, 'No space left on device')
     monkeypatch.setattr(os, 'replace', broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError) as error:  # one line naming the file (a full disk during training)
         legacy.save_network_pkl(path, (G, D, Gs))
     monkeypatch.undo()
+    assert str(error.value) == '%s: cannot be written (No space left on device); the old file is unchanged' % path
 
     assert listing(tmp_path) == ['network-snapshot-000140.pkl']
     with open(path, 'rb') as f:
