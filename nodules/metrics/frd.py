@@ -125,8 +125,18 @@ def _as_patches(images):
 
 
 def extractor():
-    """frd-score's FRD v1 PyRadiomics extractor for 2-D images."""
-    return _package().get_feature_extractor(frd_version=FRD_VERSION, image_dim=2)
+    """frd-score's FRD v1 PyRadiomics extractor for 2-D images, built as the package's get_feature_extractor()
+    builds it, except that its configuration file is read as UTF-8 here: the file has a non-ASCII comment, and
+    PyRadiomics would read it in the locale's encoding, which fails where that is ASCII (a bare C locale)."""
+    package = _package()
+    from radiomics import featureextractor
+    from ruamel.yaml import YAML  # PyRadiomics' own YAML reader (through pykwalify)
+    with open(package.V1_CONFIG_2D, encoding='utf-8') as config:
+        params = YAML(typ='safe').load(config)
+    feature_extractor = featureextractor.RadiomicsFeatureExtractor(params)
+    if 'LoG' in feature_extractor.enabledImagetypes:  # as the package does; 2-D extraction skips LoG anyway
+        feature_extractor.enableImageTypeByName('LoG', customArgs={'sigma': list(package.V1_DEFAULT_LOG_SIGMA)})
+    return feature_extractor
 
 
 def _write_pngs(images, folder):

@@ -5,6 +5,7 @@ FRD needs Python >= 3.10 with frd-score and pyradiomics-bhklab (requirements-met
 that compute it are skipped, with the reason printed.
 """
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -56,7 +57,6 @@ def test_radiomic_features_of_8_bit_patches(features, patches):
 @needs_frd
 def test_frd_is_the_packages_figure(features, patches, tmp_path):
     """frd-score's compute_frd on the same patches written as PNG folders gives exactly our value."""
-    import frd_score
     from PIL import Image
     folders = []
     for name in ('AIS', 'IAC'):
@@ -65,7 +65,12 @@ def test_frd_is_the_packages_figure(features, patches, tmp_path):
         for index, image in enumerate(patches[name]):
             Image.fromarray(image).save(str(folder / ('%d.png' % index)))
         folders.append(str(folder))
-    expected = frd_score.compute_frd(folders, num_workers=1)
+    # The package reads its configuration in the locale's encoding (our extractor() does not): in UTF-8 mode
+    # it runs under any locale, as in a bare-C-locale CI.
+    code = 'import frd_score, sys; print(repr(float(frd_score.compute_frd(sys.argv[1:], num_workers=1))))'
+    output = subprocess.run([sys.executable, '-c', code] + folders, env=dict(os.environ, PYTHONUTF8='1'),
+                            stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    expected = float(output.strip().splitlines()[-1])
     result = frd.frechet_radiomics_distance(features['AIS'][0], features['IAC'][0], features['AIS'][1])
     assert result['value'] == pytest.approx(expected, rel=1e-6)
     assert result['features_extracted'] == 398 and 0 < result['features_used'] <= 398
@@ -108,3 +113,17 @@ def test_settings_say_what_the_figure_means():
     assert settings['feature_classes'] == ['firstorder', 'glcm', 'glrlm', 'glszm', 'ngtdm']
     assert settings['package_versions']['frd-score'] and settings['package_versions']['pyradiomics-bhklab']
     assert 'z-score' in settings['normalisation']
+
+
+@needs_frd
+def test_extractor_builds_under_an_ascii_locale():
+    """The package's configuration file has a non-ASCII comment; a C locale without UTF-8 must not break FRD."""
+    code = ('from nodules.metrics import frd; e = frd.extractor(); '
+            'print(sorted(e.enabledImagetypes), sorted(e.enabledFeatures), e.settings["binWidth"])')
+    env = dict(os.environ, LC_ALL='C', LANG='C', PYTHONUTF8='0', PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, '-c', code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True)
+    assert result.returncode == 0, result.stderr
+    expected = frd.extractor()
+    assert result.stdout.strip() == '%s %s %s' % (sorted(expected.enabledImagetypes),
+                                                 sorted(expected.enabledFeatures), expected.settings['binWidth'])
