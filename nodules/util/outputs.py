@@ -388,7 +388,9 @@ def interrupts_deferred():
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         if received:
-            os.kill(os.getpid(), received[0])  # delivered now, to whatever handled it before
+            # Delivered now, to whatever handled it before.  To this thread, not the process: a process signal
+            # may land on one of TensorFlow's threads and reach Python only after the block has been left.
+            signal.pthread_kill(threading.get_ident(), received[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------
