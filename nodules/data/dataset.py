@@ -6,7 +6,10 @@ size, all with the same images in the same order, plus
                         order; every dataset written here has one (one nodule per image when nothing better is
                         known), datasets of other tools or earlier versions may lack it;
   D/<name>-rxx.labels   optional float32 [N, label_size] one-hot class labels (.npy, PGGAN's name);
-  D/<name>-meta.json    optional: where the images came from.
+  D/<name>-meta.json    optional: where the images came from;
+  D/<name>-masks.npy    optional uint8 [N, H, W]: one binary nodule mask per image (0 outside the nodule, 255
+                        inside) at the full resolution, in record order; the lower resolutions' masks are derived
+                        on reading (downsample_masks).
 Each record is a tf.train.Example with `shape` (int64 [C, H, W]) and `data` (the raw uint8 bytes in C, H, W
 order).
 """
@@ -40,6 +43,10 @@ def labels_path(dataset_dir):
 
 def groups_path(dataset_dir):
     return os.path.join(dataset_dir, '%s-groups.npy' % dataset_name(dataset_dir))
+
+
+def masks_path(dataset_dir):
+    return os.path.join(dataset_dir, '%s-masks.npy' % dataset_name(dataset_dir))
 
 
 def metadata_path(dataset_dir):
@@ -265,7 +272,7 @@ def _load_npy(path):
 
 def _check_npy_file(path):
     """Refuse a file that is not a regular .npy file whose header matches its size, so that a header promising
-    more than the file holds cannot make NumPy allocate it."""
+    more than the file holds cannot make NumPy allocate it; returns the (shape, dtype) its header describes."""
     if not os.path.isfile(path):
         raise UserError('%s: is not a regular file' % path)
     try:
@@ -288,6 +295,7 @@ def _check_npy_file(path):
     if dtype.hasobject or expected != size - header_size:
         raise UserError('%s: damaged: its header describes %s %s values but the file holds %d bytes of data'
                         % (path, list(shape), dtype, size - header_size))
+    return tuple(int(extent) for extent in shape), dtype
 
 
 def read_metadata(dataset_dir):
@@ -307,13 +315,114 @@ def read_metadata(dataset_dir):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Nodule masks
+
+
+def has_masks(dataset_dir):
+    """Whether the dataset has a masks file (anything by that name: read_masks judges what it is)."""
+    return os.path.lexists(masks_path(dataset_dir))
+
+
+def read_masks(dataset_dir, resolution=None, number=None):
+    """The dataset's nodule masks as uint8 [N, res, res], values 0 and 255, row i the mask of image i.
+
+    `resolution` None gives the full resolution (that of the largest TFRecords file); a smaller one (a power of
+    two the dataset has a file for) is derived by downsample_masks.  `number` gives only the first that many
+    masks (more than the dataset has is an error).  The file must exist (see has_masks) and list one mask per
+    image at the full resolution; its header is checked against the dataset (record count from the framing of the
+    largest TFRecords file, without reading the images) before its data are read.
+    """
+    path = masks_path(dataset_dir)
+    files = list_tfrecords(dataset_dir)
+    if not os.path.lexists(path):
+        raise UserError('%s: the dataset has no nodule masks (no %s)' % (dataset_dir, os.path.basename(path)))
+    check_regular_file(path, 'NumPy masks file')
+    top = max(files)
+    count = check_record_framing(files[top])
+    shape, dtype = _check_npy_file(path)
+    _check_mask_layout(shape, dtype, count, 2 ** top, path)  # from the header, before the data are read
+    masks = check_masks(_load_npy(path), count, 2 ** top, path)
+    if number is not None:
+        if number > count:
+            raise UserError('%s: holds only %d masks, %d were asked for' % (path, count, number))
+        masks = masks[:number]
+    if resolution is None or resolution == 2 ** top:
+        return masks
+    if not values.is_power_of_two(resolution) or int(np.log2(resolution)) not in files:
+        raise UserError('%s: has no %dx%d masks (its resolutions are %s)' % (
+            dataset_dir, resolution, resolution, ', '.join(str(2 ** k) for k in sorted(files))))
+    return downsample_masks(masks, resolution)
+
+
+def check_masks(masks, expected_count, resolution, name, allow_empty=True):
+    """Validated masks: a uint8 array [expected_count, resolution, resolution] holding only 0 and 255.
+
+    `name` (a file, folder or option) starts every error line.  None for `expected_count` or `resolution` skips
+    that check (the size must still be square).  Without `allow_empty`, a mask with no nodule pixel is refused.
+    """
+    masks = masks if isinstance(masks, np.ndarray) else np.asarray(masks)
+    _check_mask_layout(masks.shape, masks.dtype, expected_count, resolution, name)
+    binary = (masks == 0) | (masks == 255)
+    if not binary.all():
+        index, row, column = np.argwhere(~binary)[0]
+        others = np.unique(masks[~binary])
+        raise UserError('%s: not binary: mask %d holds %d at row %d, column %d (%d masks hold values other than 0 '
+                        'and 255, e.g. %s); masks hold only 0 (outside the nodule) and 255 (inside)'
+                        % (name, index, masks[index, row, column], row, column,
+                           int((~binary).any(axis=(1, 2)).sum()), ', '.join(str(v) for v in others[:5])))
+    if not allow_empty and len(masks):
+        empty = np.flatnonzero(~masks.any(axis=(1, 2)))
+        if len(empty):
+            raise UserError('%s: mask %d is empty (no pixel is 255)%s; every mask needs a nodule'
+                            % (name, empty[0], '' if len(empty) == 1 else ', and %d more' % (len(empty) - 1)))
+    return masks
+
+
+def _check_mask_layout(shape, dtype, expected_count, resolution, name):
+    if dtype != np.uint8 or len(shape) != 3:
+        raise UserError('%s: masks must be a uint8 array [N, H, W] holding 0 and 255, got %s %s'
+                        % (name, dtype, list(shape)))
+    count, height, width = shape
+    if expected_count is not None and count != expected_count:
+        raise UserError('%s: holds %d masks but the dataset has %d images; a masks file needs one mask per image'
+                        % (name, count, expected_count))
+    if height != width or (resolution is not None and height != resolution):
+        raise UserError('%s: masks are %dx%d but the images are %s; masks have the images\' full resolution'
+                        % (name, width, height, '%dx%d' % (resolution, resolution) if resolution else 'square'))
+
+
+def downsample_masks(masks, resolution):
+    """uint8 [N, H, W] binary masks -> uint8 [N, resolution, resolution]: the 2x2 box averages of the image pyramid
+    (build_pyramid), repeated down to `resolution` without rounding, then 255 where the average is at least 128,
+    else 0.  The averages are exact in float32 (multiples of 255 / 4**k), so a pixel is set exactly when at least
+    128/255 of the full-resolution pixels it covers are set: a little more than half (a block exactly half
+    covered averages 127.5 and is not set)."""
+    masks = np.asarray(masks)
+    size = masks.shape[-1]
+    if not (values.is_power_of_two(resolution, minimum=1) and resolution <= size):
+        raise UserError('masks of %dx%d cannot be brought to %r' % (size, size, resolution))
+    level = masks.astype(np.float32)
+    while level.shape[-1] > resolution:
+        level = _box_average(level)
+    return np.where(level >= 128, 255, 0).astype(np.uint8)
+
+
+def mask_area_fraction(masks):
+    """float64 [N]: the share of each mask's pixels inside the nodule."""
+    masks = np.asarray(masks)
+    return (masks > 0).mean(axis=(-2, -1), dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Checking a whole dataset
 
 
-DatasetSummary = collections.namedtuple('DatasetSummary', ['files', 'num_images', 'shape', 'labels', 'groups'])
+DatasetSummary = collections.namedtuple('DatasetSummary',
+                                        ['files', 'num_images', 'shape', 'labels', 'groups', 'masks'])
 DatasetSummary.__doc__ = (
     'What check_dataset found: files {log2(resolution): path}, num_images (records per file), shape [C, H, W] '
-    'at the top resolution, labels (float32 [N, label_size]) or None, groups (int64 [N] nodule numbers) or None.')
+    'at the top resolution, labels (float32 [N, label_size]) or None, groups (int64 [N] nodule numbers) or None, '
+    'masks (uint8 [N, H, W] at the top resolution) or None.')
 
 
 def check_dataset(dataset_dir):
@@ -322,7 +431,8 @@ def check_dataset(dataset_dir):
     Checks, each failure a UserError naming the file: every *-rNN.tfrecords file is well framed and passes
     TensorFlow's checksums; every record is an image of that file's resolution, with the same number of channels
     (1 or 3) everywhere; the resolutions run from 4x4 up without gaps; all files hold the same number of
-    records; and the labels and nodule groups files, when there are, have one entry per image.  Training calls
+    records; and the labels, nodule groups and masks files, when there are, have one entry per image (masks:
+    binary, of the full resolution).  Training calls
     this before it creates anything, so a damaged dataset is reported in its first second instead of after hours.
     """
     files = list_tfrecords(dataset_dir)
@@ -353,7 +463,8 @@ def check_dataset(dataset_dir):
     labels = read_labels(dataset_dir)
     _check_label_rows(dataset_dir, labels, counts[top])
     groups = read_groups(dataset_dir, counts[top])
-    return DatasetSummary(files, counts[top], [channels, 2 ** top, 2 ** top], labels, groups)
+    masks = read_masks(dataset_dir) if has_masks(dataset_dir) else None
+    return DatasetSummary(files, counts[top], [channels, 2 ** top, 2 ** top], labels, groups, masks)
 
 
 def _check_label_rows(dataset_dir, labels, num_images):
@@ -377,11 +488,15 @@ def build_pyramid(images):
     levels = {resolution_log2: images.astype(np.uint8)}
     level = images
     for log2 in range(resolution_log2 - 1, 1, -1):
-        level = level.astype(np.float32)
-        level = (level[:, :, 0::2, 0::2] + level[:, :, 0::2, 1::2]
-                 + level[:, :, 1::2, 0::2] + level[:, :, 1::2, 1::2]) * np.float32(0.25)
+        level = _box_average(level.astype(np.float32))
         levels[log2] = np.clip(np.rint(level), 0, 255).astype(np.uint8)
     return levels
+
+
+def _box_average(level):
+    """float32 [..., H, W] -> [..., H/2, W/2]: the mean of each 2x2 block, summed in PGGAN's order."""
+    return (level[..., 0::2, 0::2] + level[..., 0::2, 1::2]
+            + level[..., 1::2, 0::2] + level[..., 1::2, 1::2]) * np.float32(0.25)
 
 
 def serialize_image(image):
@@ -410,7 +525,7 @@ def check_image_batch(images, source='images'):
 
 # The files a dataset of this tool (or of PGGAN's) holds, named after its folder: a folder holding anything else is
 # never replaced by --overwrite.
-_DATASET_FILE = r'-(r\d\d\.tfrecords|groups\.npy|meta\.json|rxx\.labels)$'
+_DATASET_FILE = r'-(r\d\d\.tfrecords|groups\.npy|masks\.npy|meta\.json|rxx\.labels)$'
 
 
 def dataset_file_test(out_dir):
@@ -426,21 +541,24 @@ def check_new_dataset_dir(out_dir, overwrite=False, inputs=()):
     outputs.check_folder(out_dir, dataset_file_test(out_dir), overwrite, kind='dataset', inputs=inputs)
 
 
-def write_dataset(out_dir, images, labels=None, metadata=None, groups=None, overwrite=False, progress=None):
+def write_dataset(out_dir, images, labels=None, metadata=None, groups=None, masks=None, overwrite=False,
+                  progress=None):
     """Write the full multi-resolution set for uint8 [N, C, H, W] `images` into the new directory `out_dir`.
 
     The lower resolutions are built by build_pyramid.  `groups` (int64 [N], which nodule each image shows)
-    defaults to one nodule per image.  The folder lands whole through outputs.OutputFolder: an interrupted run
+    defaults to one nodule per image.  `masks` (uint8 [N, H, W], 0 and 255, at the images' resolution), when
+    given, become the dataset's masks file (check_masks).  The folder lands whole through outputs.OutputFolder: an interrupted run
     leaves nothing behind (and what a killed one leaves, the next removes).  An existing non-empty `out_dir` is
     an error unless `overwrite` is set, and even then unless it holds only a dataset's own files
     (check_new_dataset_dir).  `progress`, when given, is called with the number of images just written.
     """
     images = check_image_batch(images, out_dir)
     return write_levels(out_dir, build_pyramid(images), labels=labels, metadata=metadata, groups=groups,
-                        overwrite=overwrite, progress=progress)
+                        masks=masks, overwrite=overwrite, progress=progress)
 
 
-def write_levels(out_dir, levels, labels=None, metadata=None, groups=None, overwrite=False, progress=None):
+def write_levels(out_dir, levels, labels=None, metadata=None, groups=None, masks=None, overwrite=False,
+                 progress=None):
     """write_dataset for ready-made levels {log2(res): uint8 [N, C, res, res]} from 4x4 up (copied as they are)."""
     top = max(levels)
     images = check_image_batch(levels[top], out_dir)
@@ -455,9 +573,11 @@ def write_levels(out_dir, levels, labels=None, metadata=None, groups=None, overw
         if labels.ndim != 2 or labels.shape[0] != count:
             raise UserError('%s: labels must be [%d, label_size], got %s' % (out_dir, count, list(labels.shape)))
     groups = np.arange(count, dtype=np.int64) if groups is None else check_groups(groups, count, out_dir)
+    if masks is not None:
+        masks = check_masks(masks, count, 2 ** top, out_dir)
     with outputs.OutputFolder(out_dir, dataset_file_test(out_dir), overwrite, kind='dataset') as folder:
         try:
-            _write_files(folder, out_dir, levels, labels, metadata, groups, progress)
+            _write_files(folder, out_dir, levels, labels, metadata, groups, masks, progress)
         except OSError as error:  # a full disk, say: one line, and the staging folder goes
             raise UserError('%s: cannot be written (%s); nothing was written' % (out_dir, error.strerror or error))
         except tf.errors.OpError as error:  # TensorFlow's writer reports "PATH; REASON"
@@ -466,7 +586,7 @@ def write_levels(out_dir, levels, labels=None, metadata=None, groups=None, overw
     return out_dir
 
 
-def _write_files(folder, out_dir, levels, labels, metadata, groups, progress):
+def _write_files(folder, out_dir, levels, labels, metadata, groups, masks, progress):
     """Write the dataset's files into the staging folder of `folder` (an outputs.OutputFolder for `out_dir`)."""
     # Files inside the staging folder are named after the final folder, not after the temporary one.
     staged = lambda path: folder.path(os.path.basename(path))
@@ -489,6 +609,9 @@ def _write_files(folder, out_dir, levels, labels, metadata, groups, progress):
     if labels is not None:
         with open(staged(labels_path(out_dir)), 'wb') as f:
             np.save(f, labels)
+    if masks is not None:
+        with open(staged(masks_path(out_dir)), 'wb') as f:
+            np.save(f, np.ascontiguousarray(masks, dtype=np.uint8))
     if metadata is not None:
         with open(staged(metadata_path(out_dir)), 'w', encoding='utf-8') as f:
             json.dump(metadata, f, indent=2, sort_keys=True)
