@@ -799,6 +799,7 @@ def test_create_from_16bit_pngs_refuses_what_it_cannot_convert(tmp_path, case):
 # Closed pipes and interrupted extracts
 
 
+@pytest.mark.slow  # ~4 s: a real subprocess writing into a closed pipe
 def test_info_into_a_closed_pipe_ends_quietly(made):
     """`dataset_tool.py info DIR | head -0`: the reader is gone before anything is printed."""
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, SCRIPT), 'info', str(made.sets / 'gray')],

@@ -268,6 +268,7 @@ def assert_one_line_naming(outcome, path):
         assert len(message) > len(path) + 10, message   # says what is wrong, never an empty reason
 
 
+@pytest.mark.slow  # ~5 s: hundreds of mutated files through every reader
 def test_mutated_files_read_cleanly_or_fail_in_one_line(tmp_path):
     rng = np.random.RandomState(SEED)
     cases = [dict(c, kind='tfrecords') for c in write_cases(tmp_path, 'records', tfrecords_mutants(rng, CASES_PER_KIND),

@@ -790,6 +790,7 @@ for name, call in calls:
 """
 
 
+@pytest.mark.slow  # ~8 s: every reader plus the display script on a 2^50-length record
 def test_length_of_2_50_every_reader_and_the_display_cli(tmp_path):
     """The reported crash: TensorFlow's record reader died with SIGSEGV on this 112-byte file.  The readers run
     in a fresh interpreter, so a crash fails this test instead of ending the test run.  (The scripts' readers --

@@ -636,6 +636,7 @@ def read_states_in_fresh_python(paths, timeout=120):
     return result.stdout.splitlines()
 
 
+@pytest.mark.slow  # ~5 s: subprocesses with a time limit, one per kind of file
 def test_files_that_could_hang_the_reader_are_refused(tmp_path):
     fifo = str(tmp_path / 'pipe.pkl')
     os.mkfifo(fifo)  # opening it would wait for a writer forever
