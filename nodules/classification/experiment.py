@@ -140,9 +140,7 @@ def _labelled_dataset(data_dir, resolution, warn):
     where = dataset.labels_path(data_dir)
     if len(one_hot) != len(patches):
         raise UserError('%s: has %d label rows for %d images' % (where, len(one_hot), len(patches)))
-    bad = np.flatnonzero(~(np.isin(one_hot, (0.0, 1.0)).all(axis=1) & (one_hot.sum(axis=1) == 1)))
-    if len(bad):
-        raise UserError('%s: row %d is not one-hot (%s)' % (where, bad[0], one_hot[bad[0]].tolist()))
+    dataset.check_one_hot(one_hot, where, 'classification')
     labels = np.argmax(one_hot, axis=1).astype(np.int64)
     metadata = dataset.read_metadata(data_dir) or {}
     class_names = metadata.get('classes')

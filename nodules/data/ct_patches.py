@@ -22,6 +22,12 @@ neighbours at +-1, +-2, ... slice spacings.
 
 Windowing.  grey = clip(rint((HU - low) / (high - low) * 255), 0, 255) as uint8.
 
+Nodule masks (patches_and_masks_from_ct).  A folder of segmentation volumes, one per scan, named after the scan's
+series UID like the scans (`<uid>.nii.gz`, `.nii`, `.mhd` or `.mha` anywhere below it), each on exactly the scan's
+voxel grid (size, spacing, origin and direction), every non-zero voxel nodule.  The mask patches are cut on the
+same grids as the images, with nearest-neighbour interpolation and 0 outside the volume, and augmented alike:
+uint8 [N, res, res], 255 inside the nodule, 0 outside.
+
 Output order follows the CSV: for each usable row, its planes from inferior to superior (increasing z), and
 for each plane the augmentations in the order of AUGMENTATIONS.  Each usable row is one nodule: its planes and
 their augmentations share one group number (0, 1, ... in the order of the rows used).
@@ -38,6 +44,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nodules.util import progress as progress_reports
+from nodules.util import values
 from nodules.util.errors import UserError, check_folder_exists, check_regular_file
 
 REQUIRED_COLUMNS = ('seriesuid', 'coordX', 'coordY', 'coordZ', 'diameter_mm')
@@ -319,6 +326,69 @@ def read_scan(source):
     return image
 
 
+def find_mask_volumes(masks_dir, seriesuids):
+    """{uid: path} of the mask volumes below `masks_dir` named `<uid>.nii.gz` (.nii, .mhd, .mha), first in sorted
+    order; a clear error for a uid without one."""
+    check_folder_exists(masks_dir, 'folder of mask volumes', missing='no such masks folder')
+    found = {}
+    for folder, subfolders, filenames in os.walk(masks_dir):
+        subfolders.sort()
+        for filename in sorted(filenames):
+            uid = _volume_uid(filename)
+            if uid in seriesuids and uid not in found:
+                found[uid] = os.path.join(folder, filename)
+    missing = [uid for uid in seriesuids if uid not in found]
+    if missing:
+        raise UserError('%s: no mask volume for the scan %s (expected %s.nii.gz, .nii, .mhd or .mha below it)%s'
+                        % (masks_dir, missing[0], missing[0],
+                           '' if len(missing) == 1 else '; %d more scans lack one' % (len(missing) - 1)))
+    return found
+
+
+# Two voxel grids agree when their spacings and origins differ by less than this (mm) and their direction
+# cosines by less than MASK_DIRECTION_TOLERANCE: what survives writing the header as decimal text.
+MASK_GRID_TOLERANCE_MM = 1e-3
+MASK_DIRECTION_TOLERANCE = 1e-5
+
+
+def read_mask_volume(path, scan, scan_path):
+    """The binary nodule mask (sitk uint8, 1 = nodule: every non-zero voxel) of the label map at `path`, after
+    checking that it is a 3-D scalar volume of whole numbers on exactly the voxel grid of `scan` (read from
+    `scan_path`); every problem is one UserError naming the file."""
+    check_regular_file(path, 'mask volume')
+    try:
+        with itk_quiet():
+            mask = sitk.ReadImage(path)
+    except RuntimeError as error:
+        raise UserError('%s: cannot be read as a mask volume (%s)' % (path, _itk_reason(error)))
+    if mask.GetDimension() != 3 or mask.GetNumberOfComponentsPerPixel() != 1:
+        raise UserError('%s: is a %d-D image with %d value(s) per voxel; a mask volume is 3-D with one label per '
+                        'voxel' % (path, mask.GetDimension(), mask.GetNumberOfComponentsPerPixel()))
+    for what, mine, theirs, tolerance in (
+            ('size', mask.GetSize(), scan.GetSize(), 0),
+            ('spacing', mask.GetSpacing(), scan.GetSpacing(), MASK_GRID_TOLERANCE_MM),
+            ('origin', mask.GetOrigin(), scan.GetOrigin(), MASK_GRID_TOLERANCE_MM),
+            ('direction', mask.GetDirection(), scan.GetDirection(), MASK_DIRECTION_TOLERANCE)):
+        if np.max(np.abs(np.subtract(mine, theirs))) > tolerance:
+            raise UserError('%s: its %s %s differs from the scan %s (%s); a mask volume must lie on the scan\'s '
+                            'voxel grid' % (path, what, _numbers(mine), scan_path, _numbers(theirs)))
+    if 'complex' in mask.GetPixelIDTypeAsString():
+        raise UserError('%s: has complex voxels; a mask volume holds whole-number labels' % path)
+    labels = sitk.GetArrayFromImage(mask)
+    if labels.dtype.kind == 'f':
+        fractional = labels[labels != np.round(labels)]
+        if fractional.size:
+            raise UserError('%s: holds fractional values (e.g. %g); a mask volume holds whole-number labels (0: '
+                            'no nodule), not probabilities' % (path, fractional.flat[0]))
+    binary = sitk.GetImageFromArray((labels != 0).astype(np.uint8))
+    binary.CopyInformation(mask)
+    return binary
+
+
+def _numbers(values_):
+    return '(%s)' % ', '.join('%g' % v for v in values_)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Geometry and intensities
 
@@ -342,6 +412,26 @@ def nodule_planes(image, point, spacing=0.7, slices=1, resolution=64):
     K <= `slices`: neighbour planes lying wholly beyond the first or last slice of the scan are left out.
     Raises RowSkipped when the point itself is outside the scan.
     """
+    resampler, keep = _plane_grid(image, point, spacing, slices, resolution)
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetDefaultPixelValue(AIR_HU)
+    resampler.SetOutputPixelType(sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(resampler.Execute(image))[keep]  # [z, y, x]
+
+
+def mask_planes(mask, image, point, spacing=0.7, slices=1, resolution=64):
+    """uint8 [K, resolution, resolution] (255 nodule, 0 not) of a binary uint8 `mask` volume on the grid of the
+    scan `image`: the planes nodule_planes cuts from the scan, by nearest-neighbour interpolation (0 outside)."""
+    resampler, keep = _plane_grid(image, point, spacing, slices, resolution)
+    resampler.SetInterpolator(sitk.sitkNearestNeighbor)
+    resampler.SetDefaultPixelValue(0)
+    resampler.SetOutputPixelType(sitk.sitkUInt8)
+    return np.where(sitk.GetArrayFromImage(resampler.Execute(mask))[keep] > 0, 255, 0).astype(np.uint8)
+
+
+def _plane_grid(image, point, spacing, slices, resolution):
+    """The resampler onto the patch grid around `point` (interpolation still to be set) and the indices of the
+    planes that lie in the scan; RowSkipped when the point is outside it."""
     inside, index = _inside(image, point)
     if not inside:
         raise RowSkipped(SKIP_OUTSIDE, 'nodule at (%s) mm lies outside the scan (voxel index %s; scan size %s)'
@@ -357,14 +447,9 @@ def nodule_planes(image, point, spacing=0.7, slices=1, resolution=64):
     resampler.SetOutputSpacing([float(spacing), float(spacing), float(z_spacing)])
     resampler.SetOutputOrigin([float(v) for v in origin])
     resampler.SetOutputDirection([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
-    resampler.SetInterpolator(sitk.sitkLinear)
-    resampler.SetDefaultPixelValue(AIR_HU)
-    resampler.SetOutputPixelType(sitk.sitkFloat32)
-    planes = sitk.GetArrayFromImage(resampler.Execute(image))  # [z, y, x]
-
     plane_centres = [(point[0], point[1], origin[2] + k * z_spacing) for k in range(slices)]
     keep = [k for k, centre in enumerate(plane_centres) if _inside(image, centre)[0]]
-    return planes[keep]
+    return resampler, keep
 
 
 def window_hu(hu, window=(-1350.0, 150.0)):
@@ -393,7 +478,7 @@ def check_parameters(spacing, window, slices, resolution):
                             % ' '.join('%g' % v for v in window))
     if not 1 <= slices <= MAX_SLICES:
         raise UserError('--slices must be from 1 to %d, got %d' % (MAX_SLICES, slices))
-    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION or resolution & (resolution - 1):
+    if not values.is_power_of_two(resolution, MIN_RESOLUTION, MAX_RESOLUTION):
         raise UserError('--resolution must be a power of two from %d to %d, got %d'
                         % (MIN_RESOLUTION, MAX_RESOLUTION, resolution))
 
@@ -405,13 +490,22 @@ def _plural(count, word, plural=None):
 def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0, 150.0), slices=1, augment=False,
                     resolution=64, progress=progress_reports.quiet):
     """CT scans + nodule CSV -> (images uint8 [N, 1, res, res], labels float32 [N, classes] or None,
+    groups int64 [N], metadata); see patches_and_masks_from_ct."""
+    return patches_and_masks_from_ct(scans, annotations, None, label, spacing, window, slices, augment, resolution,
+                                     progress)[:4]
+
+
+def patches_and_masks_from_ct(scans, annotations, masks=None, label=None, spacing=0.7, window=(-1350.0, 150.0),
+                              slices=1, augment=False, resolution=64, progress=progress_reports.quiet):
+    """CT scans + nodule CSV -> (images uint8 [N, 1, res, res], labels float32 [N, classes] or None,
     groups int64 [N] (which nodule, i.e. which used CSV row, each patch comes from), metadata).
 
     Labels are one-hot over the sorted label values of the rows that gave patches, when the CSV has a label
     column and `label` is None (with `label`, only rows with that label are used and no labels are returned).
     Rows that cannot be used are reported one line each on stderr; a summary line goes to stdout.
     Raises UserError when the CSV is unusable or no patch at all could be made.  `progress`: a progress factory
-    (nodules/util/progress.py) for the scans read.
+    (nodules/util/progress.py) for the scans read.  `masks`: a folder of mask volumes (see the module
+    docstring), whose patches come fifth, uint8 [N, res, res] 0/255 (None without `masks`).
     """
     check_parameters(spacing, window, slices, resolution)
     window = (float(window[0]), float(window[1]))
@@ -435,7 +529,9 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
             sources, notes = find_scans(scans, by_scan)
     except RuntimeError as error:
         raise UserError('%s: cannot look for scans here (%s)' % (scans, _itk_reason(error)))
+    mask_paths = find_mask_volumes(masks, set(uid for uid in by_scan if uid in sources)) if masks else {}
     planes_by_row, scan_by_row, scans_used, planes_dropped = {}, {}, 0, 0
+    masks_by_row, mask_by_row = {}, {}
     with progress(len(by_scan), 'reading CT scans', unit='scan') as bar:
         for uid, scan_nodules in by_scan.items():
             try:
@@ -449,6 +545,7 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
                 skipped.extend((nodule.row, skip.reason, skip.message) for nodule in scan_nodules)
                 bar.update(1)
                 continue
+            mask = read_mask_volume(mask_paths[uid], image, sources[uid].path) if masks else None
             for nodule in scan_nodules:
                 try:
                     with itk_quiet():
@@ -463,9 +560,13 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
                     continue
                 planes_by_row[nodule.row] = planes
                 scan_by_row[nodule.row] = sources[uid].path
+                if mask is not None:
+                    masks_by_row[nodule.row] = mask_planes(mask, image, nodule.point, spacing=spacing,
+                                                           slices=slices, resolution=resolution)
+                    mask_by_row[nodule.row] = mask_paths[uid]
                 planes_dropped += slices - len(planes)
             scans_used += any(nodule.row in planes_by_row for nodule in scan_nodules)
-            del image
+            del image, mask
             bar.update(1)
 
     for row, reason, message in sorted(skipped):
@@ -477,6 +578,9 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
 
     patches = [augment_planes(planes_by_row[nodule.row], augment) for nodule in used]
     images = window_hu(np.concatenate(patches), window)[:, np.newaxis]
+    mask_patches = None
+    if masks:
+        mask_patches = np.concatenate([augment_planes(masks_by_row[nodule.row], augment) for nodule in used])
     classes, labels = None, None
     if label_column is not None and label is None:
         classes = sorted(set(nodule.label for nodule in used))
@@ -517,6 +621,10 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
                    'middle plane of the slices through the nodule'),
         ('orientation', 'LPS: columns towards patient left, rows towards posterior, planes towards superior'),
         ('interpolation', 'linear'),
+        ('masks', None if not masks else OrderedDict([
+            ('folder', os.path.abspath(masks)),
+            ('definition', 'every non-zero voxel of the mask volume named after the scan, cut on the patch grid '
+                           'by nearest-neighbour interpolation (0 outside the volume): 255 nodule, 0 not')])),
         ('padding_hu', AIR_HU),
         ('label_column', label_column),
         ('label_filter', label),
@@ -531,6 +639,7 @@ def patches_from_ct(scans, annotations, label=None, spacing=0.7, window=(-1350.0
             ('scan', os.path.abspath(scan_by_row[nodule.row])),
             ('world_mm', list(nodule.point)),
             ('diameter_mm', nodule.diameter), ('label', nodule.label),
+            ('mask_volume', os.path.abspath(mask_by_row[nodule.row]) if masks else None),
             ('patches', [int(offsets[i]), int(offsets[i + 1])])]) for i, nodule in enumerate(used)]),
     ])
-    return images, labels, groups, metadata
+    return images, labels, groups, metadata, mask_patches
