@@ -34,6 +34,7 @@ def run_script(script, *args, **kwargs):
     """
     if kwargs:
         return run_script_process(script, *args, **kwargs)
+    from nodules.gan import tfutil
     from nodules.util import cli
     argv = [str(a) for a in args]
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -42,7 +43,8 @@ def run_script(script, *args, **kwargs):
         os.chdir(ROOT)
         sys.argv = [os.path.join(ROOT, script)] + argv  # argparse names the program after sys.argv[0]
         try:
-            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            # A graph of its own, whose session is closed at the end, as a process of its own would have.
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), tfutil.separate_graph():
                 try:
                     cli.run(load_script(script).main, argv)
                     status = 0
