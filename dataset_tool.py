@@ -76,6 +76,11 @@ def parse_args(argv=None):
                    help='which nodule each image shows, from its file name: images whose names give the same first '
                         'group of REGEX (or, without groups, the same match) are views of one nodule; e.g. '
                         '"^(.+)_view[0-9]+" (default: one nodule per image)')
+    p.add_argument('--pairs', action='store_true',
+                   help='every image is a side-by-side pair as in the original pix2pix data: 8-bit grayscale, twice '
+                        'as wide as high (64x128), the CT patch in the left half and its binary nodule mask '
+                        '(exactly 0 and 255) in the right half; the patches become the images, the masks the '
+                        "dataset's masks file")
     p.add_argument('--input-range', type=float, nargs=2, metavar=('LOW', 'HIGH'),
                    help='for 16-bit grayscale images: the values that become black and white, linearly between '
                         '(default: the lowest and highest value of all the images)')
@@ -96,6 +101,10 @@ def parse_args(argv=None):
     p.add_argument('--slices', type=cli.positive_int, default=1,
                    help='patches per nodule from this many neighbouring axial slices, 1 to 64 (default: %(default)s)')
     p.add_argument('--augment', action='store_true', help='add horizontal flips and 90-degree rotations')
+    p.add_argument('--masks', metavar='DIR',
+                   help='folder of nodule segmentations, one per scan, named after its series UID like the scans '
+                        '(.nii/.nii.gz/.mhd/.mha) and on exactly its voxel grid, every non-zero voxel nodule: '
+                        'the same patches are cut from them (nearest neighbour) into the dataset\'s masks file')
     p.add_argument('--resolution', type=cli.positive_int, default=64,
                    help='patch size, a power of two from 4 to 1024 (default: %(default)s)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing dataset at OUT_DIR')
@@ -108,17 +117,18 @@ def parse_args(argv=None):
                         'its metadata, else its folder name), or labelled with class names in its metadata')
     p.add_argument('--overwrite', action='store_true', help='replace an existing dataset at OUT_DIR')
 
-    p = command('info', 'Files, resolutions, record counts, image shape, labels and nodules of a dataset.')
+    p = command('info', 'Files, resolutions, record counts, image shape, labels, nodules and masks of a dataset.')
     p.add_argument('dataset_dir', metavar='DIR')
 
-    p = command('extract', 'Save every record of one resolution as PNG files, and the nodule of each in %s.'
+    p = command('extract', 'Save every record of one resolution as PNG files, and the nodule of each in %s; a '
+                           'dataset with nodule masks also gets imgNNNNNNNN-mask.png (0 and 255) beside each image.'
                 % GROUPS_CSV)
     p.add_argument('dataset_dir', metavar='DIR')
     p.add_argument('out_dir', metavar='OUT')
     p.add_argument('--resolution', type=cli.positive_int, help='which resolution (default: the largest)')
     p.add_argument('--overwrite', action='store_true', help='replace existing files that differ')
 
-    p = command('compare', 'Check two datasets record by record (images, labels and nodule groups).')
+    p = command('compare', 'Check two datasets record by record (images, labels, nodule groups and masks).')
     p.add_argument('dataset_a', metavar='DIR_A')
     p.add_argument('dataset_b', metavar='DIR_B')
     return parser.parse_args(argv)
@@ -138,15 +148,16 @@ def create_phantoms(args):
     count = args.nodules * args.views
     check_dataset_size(count, 1, args.resolution, '--nodules %d --views %d' % (args.nodules, args.views))
     with cli.progress(count, 'drawing %s phantoms' % args.subtype) as bar:
-        images, groups, _ = phantoms.draw_dataset(args.subtype, args.nodules, args.views, args.seed,
-                                                  args.resolution, progress=bar.update)
+        images, groups, drawn = phantoms.draw_dataset(args.subtype, args.nodules, args.views, args.seed,
+                                                      args.resolution, progress=bar.update, masks=True)
     field_of_view_mm = 64 * phantoms.DEFAULT_MM_PER_PIXEL  # the same at every resolution
     metadata = {'source': 'synthetic phantoms (phantoms.py) -- NOT patient data', 'subtype': args.subtype,
                 'nodules': args.nodules, 'views': args.views, 'count': count, 'seed': args.seed,
                 'resolution': args.resolution, 'mm_per_pixel': field_of_view_mm / args.resolution,
                 'window_hu': list(phantoms.DEFAULT_WINDOW),
-                'windowing': 'grey = clip(rint((HU - low) / (high - low) * 255), 0, 255), (low, high) = window_hu'}
-    _write(args, images, groups=groups, metadata=metadata)
+                'windowing': 'grey = clip(rint((HU - low) / (high - low) * 255), 0, 255), (low, high) = window_hu',
+                'masks': phantoms.MASK_DEFINITION}
+    _write(args, images, groups=groups, metadata=metadata, masks=np.where(drawn['masks'], 255, 0).astype(np.uint8))
 
 
 def _list_images(args):
@@ -252,12 +263,17 @@ def create_from_images(args):
     if args.input_range is not None and not (np.all(np.isfinite(args.input_range))
                                              and args.input_range[0] < args.input_range[1]):
         raise UserError('--input-range needs finite LOW < HIGH, got %g %g' % tuple(args.input_range))
+    if args.pairs and args.input_range is not None:
+        raise UserError('--input-range applies to 16-bit grayscale images; --pairs are 8-bit')
     files, classes = _list_images(args)
     groups, nodule_names = nodule_groups(files, args.groups_from, classes)
-    images = []
+    images, masks = [], []
     with cli.progress(len(files), 'reading images') as bar:
         for path, _ in files:
             array = read_image(path)
+            if args.pairs:
+                array, mask = split_pair(array, path)
+                masks.append(mask)
             if not images:
                 dataset.check_image_batch(np.zeros((1,) + array.shape, np.uint8), path)
                 check_dataset_size(len(files), array.shape[0], array.shape[1], args.image_dir,
@@ -272,9 +288,12 @@ def create_from_images(args):
             images.append(array)
             bar.update(1)
     images = np.stack(images)
+    masks = np.stack(masks) if args.pairs else None
     metadata = {'source': 'images from %s' % os.path.abspath(args.image_dir), 'count': len(images),
                 'shuffled_with_seed': args.seed if args.shuffle else None, 'classes': classes,
                 'groups_from': args.groups_from, 'nodules': int(groups.max()) + 1, 'nodule_names': nodule_names}
+    if args.pairs:
+        metadata['pairs'] = 'side-by-side pairs: the patch from the left half, the nodule mask from the right half'
     if images.dtype != np.uint8:
         images, used_range = to_8bit(images, args.input_range, args.image_dir)
         metadata.update(source_bit_depth=16, input_range=used_range,
@@ -290,7 +309,29 @@ def create_from_images(args):
         np.random.RandomState(args.seed).shuffle(order)
         images, groups = images[order], groups[order]
         labels = labels[order] if labels is not None else None
-    _write(args, images, labels=labels, groups=groups, metadata=metadata)
+        masks = masks[order] if masks is not None else None
+    _write(args, images, labels=labels, groups=groups, metadata=metadata, masks=masks)
+
+
+def split_pair(array, path):
+    """([1, H, H] patch, [H, H] mask) from the [C, H, 2H] pixels of one side-by-side pair (create_from_images
+    --pairs): the patch is the left half, the mask the right half, which must hold only 0 and 255."""
+    channels, height, width = array.shape
+    if array.dtype != np.uint8 or channels != 1:
+        raise UserError('%s: is a %s image with %d channel(s); --pairs needs 8-bit grayscale pairs'
+                        % (path, _depth(array) if channels == 1 else 'colour', channels))
+    if width != 2 * height:
+        raise UserError('%s: is %dx%d; a --pairs image is twice as wide as high (e.g. 128x64: the patch in columns '
+                        '0-63, its mask in columns 64-127)' % (path, width, height))
+    patch, mask = array[:, :, :height], array[0, :, height:]
+    not_binary = (mask != 0) & (mask != 255)
+    if not_binary.any():
+        found = np.unique(mask[not_binary])
+        raise UserError('%s: its mask half (columns %d-%d) is not binary: %d pixels hold values other than 0 and '
+                        '255 (%s%s); --pairs needs a mask of exactly 0 and 255'
+                        % (path, height, width - 1, int(not_binary.sum()), ', '.join(str(v) for v in found[:6]),
+                           ', ...' if len(found) > 6 else ''))
+    return patch, mask
 
 
 def _depth(array):
@@ -299,26 +340,28 @@ def _depth(array):
 
 def create_from_ct(args):
     from nodules.data import ct_patches
-    images, labels, groups, metadata = ct_patches.patches_from_ct(
-        args.scans, args.annotations, label=args.label, spacing=args.spacing, window=tuple(args.window),
-        slices=args.slices, augment=args.augment, resolution=args.resolution, progress=cli.progress)
-    _write(args, images, labels=labels, groups=groups, metadata=metadata)
+    images, labels, groups, metadata, masks = ct_patches.patches_and_masks_from_ct(
+        args.scans, args.annotations, masks=args.masks, label=args.label, spacing=args.spacing,
+        window=tuple(args.window), slices=args.slices, augment=args.augment, resolution=args.resolution,
+        progress=cli.progress)
+    _write(args, images, labels=labels, groups=groups, metadata=metadata, masks=masks)
 
 
-def _write(args, images, labels=None, groups=None, metadata=None):
+def _write(args, images, labels=None, groups=None, metadata=None, masks=None):
     from nodules.data import dataset
     with cli.progress(len(images), 'writing %s' % args.out_dir) as bar:
-        dataset.write_dataset(args.out_dir, images, labels=labels, metadata=metadata, groups=groups,
+        dataset.write_dataset(args.out_dir, images, labels=labels, metadata=metadata, groups=groups, masks=masks,
                               overwrite=args.overwrite, progress=bar.update)
-    print('wrote %d images of %d nodules, %dx%d (%d channel(s)), to %s'
-          % (images.shape[0], len(np.unique(groups)), images.shape[3], images.shape[2], images.shape[1], args.out_dir))
+    print('wrote %d images of %d nodules, %dx%d (%d channel(s)), %sto %s'
+          % (images.shape[0], len(np.unique(groups)), images.shape[3], images.shape[2], images.shape[1],
+             'and their nodule masks, ' if masks is not None else '', args.out_dir))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # merge
 
 
-MergeInput = collections.namedtuple('MergeInput', 'path levels classes class_index groups nodules metadata')
+MergeInput = collections.namedtuple('MergeInput', 'path levels classes class_index groups nodules metadata masks')
 
 
 def check_merge_arguments(args):
@@ -338,7 +381,8 @@ def command_inputs(args):
     if args.command == 'create_from_images':
         return [('IMAGE_DIR', args.image_dir)]
     if args.command == 'create_from_ct':
-        return [('--scans', args.scans), ('--annotations', args.annotations)]
+        return [('--scans', args.scans), ('--annotations', args.annotations)] + (
+            [('--masks', args.masks)] if args.masks else [])
     if args.command == 'merge':
         return [('DIR', path) for path in args.inputs]
     return []
@@ -388,13 +432,28 @@ def merge(args):
                    % (len(classes), os.path.basename(dataset.labels_path(args.out_dir)))),
         ('sources', sources)])
     groups = np.concatenate(groups)
+    masks = _merged_masks(parts)
     with cli.progress(count, 'writing %s' % args.out_dir) as bar:
-        dataset.write_levels(args.out_dir, levels, labels=labels, metadata=metadata, groups=groups,
+        dataset.write_levels(args.out_dir, levels, labels=labels, metadata=metadata, groups=groups, masks=masks,
                              overwrite=args.overwrite, progress=bar.update)
-    print('wrote %d images of %d nodules in %d classes (%s), %dx%d, to %s'
+    print('wrote %d images of %d nodules in %d classes (%s), %dx%d, %sto %s'
           % (count, first_nodule, len(classes), ', '.join('%s: %d' % item for item in
                                                           zip(classes, metadata['class_counts'])),
-             shape[2], shape[1], args.out_dir))
+             shape[2], shape[1], 'with nodule masks, ' if masks is not None else '', args.out_dir))
+
+
+def _merged_masks(parts):
+    """The inputs' masks in the order of their images, or None (with a warning naming the inputs without masks
+    when only some have them: a dataset has a mask for every image or none)."""
+    from nodules.data import dataset
+    missing = [part.path for part in parts if part.masks is None]
+    if not missing:
+        return np.concatenate([part.masks for part in parts])
+    if len(missing) < len(parts):
+        print('warning: %s %s no nodule masks (%s); the merged dataset has none'
+              % (', '.join(missing), 'has' if len(missing) == 1 else 'have',
+                 os.path.basename(dataset.masks_path(missing[0]))), file=sys.stderr)
+    return None
 
 
 def _merge_input(path):
@@ -428,7 +487,7 @@ def _merge_input(path):
             original = summary.groups[groups == nodule][0]
             raise UserError('%s: nodule %d has images of the classes %s; a nodule has one class'
                             % (dataset.groups_path(path), original, ' and '.join(classes[c] for c in present)))
-    return MergeInput(path, levels, classes, class_index, groups, len(order), metadata)
+    return MergeInput(path, levels, classes, class_index, groups, len(order), metadata, summary.masks)
 
 
 def _labelled_classes(path, labels, metadata):
@@ -479,6 +538,14 @@ def info(args):
         print('  nodules: %d (%s image%s each)' % (len(np.unique(groups)), '%d' % views[0] if len(views) == 1
                                                     else '%d to %d' % (views[0], views[-1]),
                                                     '' if views[-1] == 1 else 's'))
+    if dataset.has_masks(args.dataset_dir):
+        masks = dataset.read_masks(args.dataset_dir)
+        area = dataset.mask_area_fraction(masks)
+        print('  masks: yes, %dx%d, mean nodule area %.1f pixels (%.2f%% of the patch), %d empty'
+              % (masks.shape[2], masks.shape[1], area.mean() * masks.shape[1] * masks.shape[2], 100 * area.mean(),
+                 int((area == 0).sum())))
+    else:
+        print('  masks: no')
     metadata = dataset.read_metadata(args.dataset_dir)
     if metadata:
         for key in sorted(metadata):
@@ -508,16 +575,22 @@ def extract(args):
     images = dataset.read_images(files[log2])
     images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
     groups = dataset.read_groups(args.dataset_dir, len(images))
+    masks = dataset.read_masks(args.dataset_dir, 2 ** log2) if dataset.has_masks(args.dataset_dir) else None
     paths, _ = outputs.png_set_paths(args.out_dir, 'img%08d.png', len(images))
+    mask_paths = outputs.png_set_paths(args.out_dir, 'img%08d-mask.png', len(images))[0] if masks is not None else []
     groups_csv = os.path.join(args.out_dir, GROUPS_CSV)
-    with outputs.FileSet(paths + ([groups_csv] if groups is not None else []), args.overwrite) as written:
+    with outputs.FileSet(paths + mask_paths + ([groups_csv] if groups is not None else []),
+                         args.overwrite) as written:
         for path, image in zip(paths, images):
             written.write_png(path, image)
+        for path, mask in zip(mask_paths, masks if masks is not None else []):
+            written.write_png(path, mask)
         if groups is not None:
             rows = ['file,nodule'] + ['%s,%d' % (os.path.basename(path), nodule) for path, nodule in zip(paths, groups)]
             written.write(groups_csv, ('\n'.join(rows) + '\n').encode('ascii'))
-    print('wrote %d PNGs of %dx%d to %s, %s' % (
-        len(images), 2 ** log2, 2 ** log2, args.out_dir,
+    print('wrote %d PNGs of %dx%d%s to %s, %s' % (
+        len(images), 2 ** log2, 2 ** log2, ' and their nodule masks (img*-mask.png)' if masks is not None else '',
+        args.out_dir,
         'and the nodule of each (%d nodules) to %s' % (len(np.unique(groups)), GROUPS_CSV) if groups is not None
         else 'no %s (the dataset has no nodule groups)' % GROUPS_CSV))
 
@@ -540,7 +613,10 @@ def compare(args):
         rest_a, rest_b = sum(1 for _ in records_a), sum(1 for _ in records_b)
         if rest_a != rest_b:
             problems.append('%dx%d: %d vs %d records' % (2 ** log2, 2 ** log2, count + rest_a, count + rest_b))
-    for what, read in (('labels', dataset.read_labels), ('nodule groups', dataset.read_groups)):
+    def masks(path):
+        return dataset.read_masks(path) if dataset.has_masks(path) else None
+    for what, read in (('labels', dataset.read_labels), ('nodule groups', dataset.read_groups),
+                       ('nodule masks', masks)):
         a, b = read(args.dataset_a), read(args.dataset_b)
         if (a is None) != (b is None):
             problems.append('only %s has %s' % ('the first' if b is None else 'the second', what))
@@ -550,7 +626,7 @@ def compare(args):
         same_records = not any('record' in problem or 'resolutions' in problem for problem in problems)
         raise UserError('%s and %s %s: %s' % (args.dataset_a, args.dataset_b, 'hold identical records but differ'
                                                if same_records else 'differ', '; '.join(problems)))
-    print('%s and %s hold identical records, labels and nodule groups' % (args.dataset_a, args.dataset_b))
+    print('%s and %s hold identical records, labels, nodule groups and masks' % (args.dataset_a, args.dataset_b))
 
 
 def main(argv=None):

@@ -321,7 +321,7 @@ def test_extract_of_a_dataset_without_groups_writes_pngs_only(made):
 
 
 def test_compare_equal(made):
-    assert 'identical records, labels and nodule groups' in ok(made.later['same']).stdout
+    assert 'identical records, labels, nodule groups and masks' in ok(made.later['same']).stdout
 
 
 @pytest.mark.parametrize('case, problem', [
@@ -505,7 +505,7 @@ def test_create_phantoms_into_the_working_directory(tmp_path, monkeypatch):
     for overwrite in ([], ['--overwrite']):
         dataset_tool.main(['create_phantoms', '.', '--subtype', 'AIS', '--nodules', '2', '--resolution', '16']
                           + overwrite)
-        assert sorted(os.listdir('.')) == ['AIS-groups.npy', 'AIS-meta.json', 'AIS-r02.tfrecords',
+        assert sorted(os.listdir('.')) == ['AIS-groups.npy', 'AIS-masks.npy', 'AIS-meta.json', 'AIS-r02.tfrecords',
                                            'AIS-r03.tfrecords', 'AIS-r04.tfrecords']
         assert os.stat('.').st_ino == inode and os.listdir(str(tmp_path)) == ['AIS']
     (here / 'notes.txt').write_bytes(b'mine')
@@ -562,14 +562,14 @@ def test_create_phantoms_writes_the_generators_views_and_nodules(tmp_path):
     assert 'wrote 6 images of 3 nodules, 16x16' in results[0].stdout
     no_leftovers(sets, ['one', 'again', 'other'])
     images, groups, _ = phantoms.draw_dataset('MIA', 3, 2, 1, 16)
-    assert_dataset(sets / 'one', images, extra_files=['-meta.json'])      # the generator's images, in its order
+    assert_dataset(sets / 'one', images, extra_files=['-meta.json', '-masks.npy'])   # the generator's images
     assert read_groups(sets / 'one') == groups.tolist() == [0, 0, 1, 1, 2, 2]
     metadata = read_json(sets / 'one' / 'one-meta.json')
     assert 'NOT patient data' in metadata.pop('source')
     assert metadata == {'subtype': 'MIA', 'nodules': 3, 'views': 2, 'count': 6, 'seed': 1, 'resolution': 16,
                         'mm_per_pixel': 2.8, 'window_hu': [-1500.0, 500.0],
                         'windowing': 'grey = clip(rint((HU - low) / (high - low) * 255), 0, 255), '
-                                     '(low, high) = window_hu'}
+                                     '(low, high) = window_hu', 'masks': phantoms.MASK_DEFINITION}
     same, different = run_all([(SCRIPT, 'compare', sets / 'one', sets / 'again'),
                                (SCRIPT, 'compare', sets / 'one', sets / 'other')])
     ok(same)

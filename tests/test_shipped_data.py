@@ -54,6 +54,7 @@ def test_shipped_datasets_record_their_nodules(name, nodules, views):
     assert summary.num_images == nodules * views >= 300 and summary.shape == [1, 64, 64]
     assert summary.groups.tolist() == np.repeat(np.arange(nodules), views).tolist()   # views of a nodule together
     assert summary.labels is None
+    assert summary.masks.shape == (nodules * views, 64, 64) and summary.masks.any(axis=(1, 2)).all()
     metadata = dataset.read_metadata(directory)
     assert (metadata['nodules'], metadata['views'], metadata['count']) == (nodules, views, nodules * views)
 

@@ -621,10 +621,6 @@ def patches_and_masks_from_ct(scans, annotations, masks=None, label=None, spacin
                    'middle plane of the slices through the nodule'),
         ('orientation', 'LPS: columns towards patient left, rows towards posterior, planes towards superior'),
         ('interpolation', 'linear'),
-        ('masks', None if not masks else OrderedDict([
-            ('folder', os.path.abspath(masks)),
-            ('definition', 'every non-zero voxel of the mask volume named after the scan, cut on the patch grid '
-                           'by nearest-neighbour interpolation (0 outside the volume): 255 nodule, 0 not')])),
         ('padding_hu', AIR_HU),
         ('label_column', label_column),
         ('label_filter', label),
@@ -639,7 +635,13 @@ def patches_and_masks_from_ct(scans, annotations, masks=None, label=None, spacin
             ('scan', os.path.abspath(scan_by_row[nodule.row])),
             ('world_mm', list(nodule.point)),
             ('diameter_mm', nodule.diameter), ('label', nodule.label),
-            ('mask_volume', os.path.abspath(mask_by_row[nodule.row]) if masks else None),
             ('patches', [int(offsets[i]), int(offsets[i + 1])])]) for i, nodule in enumerate(used)]),
     ])
+    if masks:
+        metadata['masks'] = OrderedDict([
+            ('folder', os.path.abspath(masks)),
+            ('definition', 'every non-zero voxel of the mask volume named after the scan, cut on the patch grid by '
+                           'nearest-neighbour interpolation (0 outside the volume): 255 nodule, 0 not')])
+        for record, nodule in zip(metadata['nodules'], used):
+            record['mask_volume'] = os.path.abspath(mask_by_row[nodule.row])
     return images, labels, groups, metadata, mask_patches

@@ -80,6 +80,10 @@ SUBTYPES = ('AIS', 'MIA', 'IAC')
 KINDS = ('ground-glass', 'part-solid', 'solid')
 DEFAULT_WINDOW = (-1500.0, 500.0)
 DEFAULT_MM_PER_PIXEL = 0.7
+# What a phantom's nodule mask covers (draw_dataset(masks=True)); datasets record it in their metadata.
+MASK_DEFINITION = ('the nodule in the slice: pixels whose centre lies inside the outline of its ground glass or its '
+                   'solid part (the middle of the soft margin, the lung texture\'s irregularity included, bubbles '
+                   'included, spicules and vessels excluded), in the image\'s orientation')
 
 # Per-subtype distributions of the nodule, overlapping on purpose (pathology labels, not CT appearances).
 #   kinds:          probabilities of pure ground glass, part-solid and solid
@@ -1069,8 +1073,11 @@ def draw_dataset(subtype, nodules, views, seed, resolution=64, progress=None, mm
       per nodule:  kind (index into KINDS), diameter_mm, solid_mm (0 for pure ground glass), glass_hu (NaN for
                    solid nodules), lobulation, spiculated, bubbles, vessel_contact
       per image:   slice_mm, shift_mm [N, 2], rotation_deg, quarter_turns, flipped
-      masks:       bool [N, resolution, resolution], where the nodule's outline covers at least half a pixel,
-                   in the image's orientation (only with masks=True)
+      masks:       bool [N, resolution, resolution], the nodule as it is cut by the image's slice (only with
+                   masks=True): pixels whose centre lies inside the outline of the ground glass or of the solid
+                   part (where the soft margin is half way, i.e. its smoothstep >= 0.5, after the lung texture has
+                   made it irregular), bubbles inside it counted as nodule, spicules and vessels not; in the
+                   image's orientation, at the image's resolution.  Drawing masks does not change the images.
     Nodule i depends only on (subtype, seed, i); its view j only on (subtype, seed, i, j).
     """
     _check(subtype, nodules, views, seed, resolution, mm_per_pixel, window)
