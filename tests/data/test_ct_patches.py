@@ -516,3 +516,154 @@ def test_command_line_writes_nothing_when_nothing_is_usable(tmp_path):
     assert_clean_failure(result)
     assert result.stderr.strip().splitlines() == ['error: %s: no such file' % (tmp_path / 'missing.csv')]
     assert sorted(os.listdir(str(tmp_path))) == ['nodules.csv', 'scans']
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Nodule masks: segmentation volumes on the scan's grid, cut into the same patches
+
+
+def nodule_mask_volume(volume, centre, label=1, pixel_type=sitk.sitkUInt8):
+    """The label map of the sphere alone (the markers are not nodule), on the scan's voxel grid."""
+    size = volume.GetSize()
+    index = np.indices(size[::-1], dtype=np.float64)[::-1]
+    direction = np.reshape(volume.GetDirection(), (3, 3))
+    world = (np.asarray(volume.GetOrigin())[:, None, None, None]
+             + np.tensordot(direction, index * np.reshape(volume.GetSpacing(), (3, 1, 1, 1)), axes=1))
+    inside = np.sqrt(((world - np.asarray(centre)[:, None, None, None]) ** 2).sum(axis=0)) <= RADIUS
+    mask = sitk.Cast(sitk.GetImageFromArray((inside * label).astype(np.int32)), pixel_type)
+    mask.CopyInformation(volume)
+    return mask
+
+
+def reference_mask_planes(mask, centre, slices, z_spacing, resolution=64, spacing=PIXEL_MM):
+    """Independent nearest-neighbour lookup: each patch pixel's world point -> the scan voxel whose centre is
+    nearest (index rounded half up), 0 outside the volume; 255 where the label is non-zero."""
+    labels = sitk.GetArrayFromImage(mask)                               # [z, y, x]
+    direction = np.reshape(mask.GetDirection(), (3, 3))
+    offsets = (np.arange(resolution) - (resolution - 1) / 2.0) * spacing
+    planes = []
+    for k in range(slices):
+        z = centre[2] + (k - (slices - 1) / 2.0) * z_spacing
+        ys, xs = np.meshgrid(centre[1] + offsets, centre[0] + offsets, indexing='ij')
+        points = np.stack([xs, ys, np.full(xs.shape, z)])             # [3, rows, columns]
+        index = np.tensordot(direction.T, points - np.asarray(mask.GetOrigin())[:, None, None], axes=1)
+        index = np.floor(index / np.reshape(mask.GetSpacing(), (3, 1, 1)) + 0.5).astype(int)
+        size = np.reshape(mask.GetSize(), (3, 1, 1))
+        inside = ((index >= 0) & (index < size)).all(axis=0)
+        i, j, l = [np.where(inside, v, 0) for v in index]
+        planes.append(np.where(inside & (labels[l, j, i] != 0), 255, 0).astype(np.uint8))
+    return np.stack(planes)
+
+
+@pytest.mark.parametrize('scan_format, mask_format', [('mhd', 'nii.gz'), ('nii.gz', 'mhd')])
+def test_mask_patches_are_the_nearest_voxels_of_the_label_map(tmp_path, capsys, scan_format, mask_format):
+    origin, direction = GEOMETRY[scan_format]
+    volume, centre = ct_volume(origin, direction)
+    write_scan(volume, tmp_path / 'scans', 'scan1', scan_format)
+    os.makedirs(str(tmp_path / 'masks' / 'deep'))
+    mask = nodule_mask_volume(volume, centre, label=300, pixel_type=sitk.sitkUInt16)   # any non-zero label
+    sitk.WriteImage(mask, str(tmp_path / 'masks' / 'deep' / ('scan1.' + mask_format)))
+    csv_path = write_csv(tmp_path / 'nodules.csv', [nodule_row('scan1', centre)])
+
+    images, _, groups, metadata, masks = ct_patches.patches_and_masks_from_ct(
+        str(tmp_path / 'scans'), csv_path, masks=str(tmp_path / 'masks'), slices=3, augment=True)
+    assert masks.dtype == np.uint8 and masks.shape == (15, 64, 64) and len(images) == 15
+    reference = reference_mask_planes(mask, centre, 3, SPACING[2])
+    assert reference[1].sum() > 0 and reference[1].sum() > reference[0].sum()   # the sphere, widest in the middle
+    for plane in range(3):
+        np.testing.assert_array_equal(masks[plane * 5], reference[plane])
+        for variant, (_, function) in enumerate(ct_patches.AUGMENTATIONS):
+            np.testing.assert_array_equal(masks[plane * 5 + variant], function(masks[plane * 5]))
+            np.testing.assert_array_equal(images[plane * 5 + variant, 0], function(images[plane * 5, 0]))
+    # the mask lies on the bright sphere of the patch (the images are interpolated linearly, so its edge may
+    # differ by a pixel), and the markers stay outside it
+    rows, columns = np.indices((64, 64))
+    near = np.hypot(rows - MIDDLE, columns - MIDDLE) <= 6.0 / PIXEL_MM
+    bright, mask = (images[5, 0] > (grey(LUNG_HU) + grey(NODULE_HU)) / 2) & near, masks[5] > 0
+    assert 2.0 * (bright & mask).sum() / (bright.sum() + mask.sum()) > 0.85
+    assert not (mask & ~near).any() and (images[5, 0] > (grey(LUNG_HU) + grey(NODULE_HU)) / 2)[~near].any()
+    assert metadata['nodules'][0]['mask_volume'].endswith('scan1.' + mask_format)
+    assert 'nearest-neighbour' in metadata['masks']['definition']
+    # without masks the same call gives the same images
+    same = ct_patches.patches_from_ct(str(tmp_path / 'scans'), csv_path, slices=3, augment=True)
+    np.testing.assert_array_equal(same[0], images)
+
+
+def test_create_from_ct_writes_the_masks_file(tmp_path):
+    from nodules.data import dataset
+    volume, centre = ct_volume(*GEOMETRY['mhd'])
+    write_scan(volume, tmp_path / 'scans', 'scan1', 'mhd')
+    os.makedirs(str(tmp_path / 'masks'))
+    sitk.WriteImage(nodule_mask_volume(volume, centre), str(tmp_path / 'masks' / 'scan1.nii'))
+    csv_path = write_csv(tmp_path / 'nodules.csv', [nodule_row('scan1', centre)])
+    result = run_tool(tmp_path / 'ct', '--scans', tmp_path / 'scans', '--annotations', csv_path,
+                      '--masks', tmp_path / 'masks', '--resolution', 16)
+    assert result.returncode == 0, result.stderr
+    assert 'and their nodule masks' in result.stdout
+    masks = dataset.read_masks(str(tmp_path / 'ct'))
+    reference = reference_mask_planes(nodule_mask_volume(volume, centre), centre, 1, SPACING[2], resolution=16,
+                                      spacing=PIXEL_MM)
+    np.testing.assert_array_equal(masks, reference)
+
+
+def shifted_origin(volume, centre):
+    mask = nodule_mask_volume(volume, centre)
+    mask.SetOrigin([v + 0.5 for v in mask.GetOrigin()])
+    return mask, 'its origin (120.8, -75.1, -209.5) differs from the scan'
+
+
+def other_size(volume, centre):
+    return nodule_mask_volume(volume, centre)[:, :, :6], 'its size (48, 48, 6) differs from the scan'
+
+
+def other_spacing(volume, centre):
+    mask = nodule_mask_volume(volume, centre)
+    mask.SetSpacing([0.6, 0.8, 2.0])
+    return mask, 'its spacing (0.6, 0.8, 2) differs from the scan'
+
+
+def fractional(volume, centre):
+    mask = sitk.Cast(nodule_mask_volume(volume, centre), sitk.sitkFloat32) * 0.25
+    return mask, 'holds fractional values (e.g. 0.25); a mask volume holds whole-number labels'
+
+
+def two_dimensional(volume, centre):
+    return nodule_mask_volume(volume, centre)[:, :, 5], 'is a 2-D image with 1 value(s) per voxel'
+
+
+BAD_MASK_VOLUMES = [shifted_origin, other_size, other_spacing, fractional, two_dimensional]
+
+
+@pytest.mark.parametrize('make', BAD_MASK_VOLUMES, ids=[f.__name__ for f in BAD_MASK_VOLUMES])
+def test_a_mask_volume_off_the_scans_grid_is_one_line_naming_it(tmp_path, make):
+    volume, centre = ct_volume(*GEOMETRY['mhd'])
+    scan = write_scan(volume, tmp_path / 'scans', 'scan1', 'mhd')
+    mask, fragment = make(volume, centre)
+    os.makedirs(str(tmp_path / 'masks'))
+    mask_path = str(tmp_path / 'masks' / 'scan1.nii.gz')
+    sitk.WriteImage(mask, mask_path)
+    csv_path = write_csv(tmp_path / 'nodules.csv', [nodule_row('scan1', centre)])
+    result = run_tool(tmp_path / 'ct', '--scans', tmp_path / 'scans', '--annotations', csv_path,
+                      '--masks', tmp_path / 'masks')
+    assert_clean_failure(result)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: %s: ' % mask_path) and fragment in lines[0], lines
+    if 'differs' in fragment:
+        assert scan in lines[0]
+    assert sorted(os.listdir(str(tmp_path))) == ['masks', 'nodules.csv', 'scans']
+
+
+def test_a_scan_without_a_mask_volume_is_named(tmp_path):
+    volume, centre = ct_volume(*GEOMETRY['mhd'])
+    write_scan(volume, tmp_path / 'scans', 'scan1', 'mhd')
+    os.makedirs(str(tmp_path / 'masks'))
+    sitk.WriteImage(nodule_mask_volume(volume, centre), str(tmp_path / 'masks' / 'scan2.nii.gz'))
+    csv_path = write_csv(tmp_path / 'nodules.csv', [nodule_row('scan1', centre)])
+    result = run_tool(tmp_path / 'ct', '--scans', tmp_path / 'scans', '--annotations', csv_path,
+                      '--masks', tmp_path / 'masks')
+    assert result.stderr.strip().splitlines() == [
+        'error: %s: no mask volume for the scan scan1 (expected scan1.nii.gz, .nii, .mhd or .mha below it)'
+        % (tmp_path / 'masks')]
+    missing = run_tool(tmp_path / 'ct', '--scans', tmp_path / 'scans', '--annotations', csv_path,
+                       '--masks', tmp_path / 'nowhere')
+    assert missing.stderr.strip().splitlines() == ['error: %s: no such masks folder' % (tmp_path / 'nowhere')]
