@@ -6,9 +6,10 @@
     python compute_metrics.py --real processData/MIA --fake all.pkl --label MIA        # one class of a conditional model
     python compute_metrics.py --real processData/AIS --fake demo/weight/AIS.pkl \
         --metrics frd,prdc,memorization,spectral --heldout HELDOUT_DIR --json metrics.json
+    python compute_metrics.py --real PAIRS --fake demo/weight/pix2pix-AIS.pkl --metrics maskfidelity  # pix2pix
 
 swd and msssim (the default) are the metrics of PGGAN; frd, prdc, memorization and spectral are those of current
-medical-imaging papers (nodules/metrics/).  Everything is computed offline; nothing is downloaded.  FRD and the
+medical-imaging papers (nodules/metrics/); maskfidelity measures a pix2pix model (nodules/metrics/maskfidelity.py).  Everything is computed offline; nothing is downloaded.  FRD and the
 radiomic feature space need Python >= 3.10 and the optional packages of requirements-metrics.txt.
 """
 import argparse
@@ -18,10 +19,11 @@ import sys
 
 import numpy as np
 
+from nodules.metrics import maskfidelity
 from nodules.util import cli
 from nodules.util.errors import UserError
 
-METRICS = ('swd', 'msssim', 'frd', 'prdc', 'memorization', 'spectral')
+METRICS = ('swd', 'msssim', 'frd', 'prdc', 'memorization', 'spectral', 'maskfidelity')
 DEFAULT_METRICS = ('swd', 'msssim')
 PRDC_SPACES = ('radiomics', 'pixels')
 
@@ -45,9 +47,15 @@ def parse_args(argv=None):
                     '(k=5); memorization = distances to the nearest training patch (--real) of generated patches '
                     'against those of real held-out patches (--heldout); spectral = largest peak of the mean '
                     'power spectrum at the up-sampling periods 2, 4, 8 px over its neighbourhood (~1 = no '
-                    'lattice)')
+                    'lattice); maskfidelity = for a pix2pix model (--fake from 5-pix2pix.py) and pairs (--real: '
+                    'a dataset with masks or a folder of PNG pairs): Dice between each mask and the nodule '
+                    'segmented from the patch generated from it by a fixed rule (%s), the same for the real '
+                    'patch of each mask (the rule\'s ceiling on this data), and SWD of generated against real '
+                    'patches. With a pix2pix --fake every metric compares the real patches of --real\'s pairs '
+                    'with those generated from their masks' % maskfidelity.RULE)
     parser.add_argument('--real', required=True, metavar='DATASET_DIR',
-                        help='the reference dataset (a directory of multi-resolution TFRecords, e.g. processData/AIS)')
+                        help='the reference dataset (a directory of multi-resolution TFRecords, e.g. processData/AIS; '
+                             'for a pix2pix --fake a dataset with masks or a folder of PNG pairs)')
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--fake', metavar='MODEL.pkl|DATASET_DIR',
                         help='a network pickle to generate images from, or another dataset directory')
@@ -58,8 +66,8 @@ def parse_args(argv=None):
                         help='images per set (default: all images of --real, half of them with --halves, '
                              'the smaller dataset for two datasets)')
     parser.add_argument('--seed', type=cli.seed, default=0,
-                        help='seed of the latent vectors (as in 2-inference.py) and of the SWD sampling '
-                             '(default: %(default)s)')
+                        help='seed of the latent vectors (as in 2-inference.py; of the dropout draws for a pix2pix '
+                             'model, as in 5-pix2pix.py generate) and of the SWD sampling (default: %(default)s)')
     parser.add_argument('--metrics', type=metric_list, default=list(DEFAULT_METRICS), metavar='LIST',
                         help='comma-separated subset of %s (default: %s)' % (','.join(METRICS),
                                                                               ','.join(DEFAULT_METRICS)))
@@ -137,8 +145,39 @@ def load_sets(args):
             % (args.fake, number, ' of %s' % which if which else '', args.seed))
 
 
-def check_options(args):
+def is_pix2pix_model(fake):
+    """Whether --fake is a pix2pix pickle (which generates from masks, not from latent vectors)."""
+    if fake is None or os.path.isdir(fake):
+        return False
+    from nodules.gan import legacy
+    return legacy.model_kind(fake) == 'pix2pix'
+
+
+def load_pix2pix_sets(args):
+    """(real patches, generated patches [N, 1, H, W], masks [N, H, W], descriptions): the first NUM pairs of
+    --real and the patches the pix2pix model --fake generates from their masks."""
+    from nodules.pix2pix import data, generation
+    pairs = data.read_pairs(args.real)
+    number = args.num or len(pairs)
+    _need(args.real, len(pairs), number, 'pairs')
+    pairs = pairs.subset(np.arange(number))
+    generator = generation.load_generator(args.fake)
+    masks = generator.check_masks(pairs.masks, args.real)
+    with cli.progress(number, 'generating') as bar:
+        fake = generator.generate(masks, args.seed, args.batch_size, bar.update)
+    return (pairs.patches[:, np.newaxis], fake[:, np.newaxis], masks,
+            '%s, the patches of pairs 0..%d' % (args.real, number - 1),
+            '%s, %d patches generated from their masks, dropout seed %d, minibatch %d'
+            % (args.fake, number, args.seed, args.batch_size))
+
+
+def check_options(args, pix2pix=False):
     """Refuse combinations that cannot work, before anything is read or computed (FRD's packages included)."""
+    if 'maskfidelity' in args.metrics and not pix2pix:
+        raise UserError('--metrics maskfidelity measures a pix2pix model: give its pickle (5-pix2pix.py train) as '
+                        '--fake and pairs as --real')
+    if pix2pix and (args.label is not None or args.label_index is not None):
+        raise UserError('%s: a pix2pix model has no classes; --label and --label-index do not apply' % args.fake)
     if 'memorization' in args.metrics:
         if args.halves:
             raise UserError('--metrics memorization audits a generator (--fake) against its training set (--real), '
@@ -178,20 +217,27 @@ def main(argv=None):
     if (args.label is not None or args.label_index is not None) and (args.halves or os.path.isdir(args.fake)):
         raise UserError('%s applies to a network pickle given as --fake, not to datasets'
                         % ('--label' if args.label is not None else '--label-index'))
-    check_options(args)
-    real, fake, real_text, fake_text = load_sets(args)
+    pix2pix = is_pix2pix_model(args.fake)
+    check_options(args, pix2pix)
+    masks = None
+    if pix2pix:
+        real, fake, masks, real_text, fake_text = load_pix2pix_sets(args)
+    else:
+        real, fake, real_text, fake_text = load_sets(args)
     try:
-        results, pictures = report(args, real, fake, real_text, fake_text)
+        results, pictures = report(args, real, fake, real_text, fake_text, masks)
     except ValueError as error:  # what nodules/metrics/ refuses (sizes, shapes) is the user's input
         raise UserError(str(error))
     write_outputs(args, results, pictures)
 
 
-def report(args, real, fake, real_text, fake_text):
-    """Print every metric asked for; returns (results for --json, {path: PNG bytes})."""
-    if real.shape[2:] != fake.shape[2:]:
-        raise UserError('the real images are %dx%d but the fake ones are %dx%d; metrics compare one size'
-                            % (real.shape[3], real.shape[2], fake.shape[3], fake.shape[2]))
+def report(args, real, fake, real_text, fake_text, masks=None):
+    """Print every metric asked for; returns (results for --json, {path: PNG bytes}).  `masks`: those the fake
+    patches were generated from (a pix2pix model), for maskfidelity."""
+    if real.shape[1:] != fake.shape[1:]:
+        raise UserError('the real images (%s) are %s but the fake ones (%s) are %s; metrics compare images of one '
+                        'size and channel count' % (args.real, _shape_text(real), args.fake or args.real,
+                                                     _shape_text(fake)))
     print('real: %s (%s)' % (real_text, _shape_text(real)))
     print('fake: %s (%s)' % (fake_text, _shape_text(fake)))
     results = dict(real=dict(source=args.real, description=real_text, count=int(len(real))),
@@ -205,8 +251,10 @@ def report(args, real, fake, real_text, fake_text):
             raise UserError('prdc needs at least %d images per set (k = %d nearest neighbours and the image '
                             'itself); raise --num' % (smallest, prdc.DENSITY_COVERAGE_K))
     pictures = {}
-    if 'swd' in args.metrics:
+    if 'swd' in args.metrics or 'maskfidelity' in args.metrics:
         results['swd'] = report_swd(args, real, fake)
+    if 'maskfidelity' in args.metrics:
+        results['maskfidelity'] = report_maskfidelity(masks, real, fake)
     if 'msssim' in args.metrics:
         results['msssim'] = report_msssim(real, fake)
     features = None
@@ -242,6 +290,18 @@ def report_swd(args, real, fake):
     print('  %-9s %10.3f' % ('average', average))
     return dict(per_level=dict(('%dx%d' % (r, r), float(v)) for r, v in zip(resolutions, per_level)),
                 average=float(average), seed=args.seed, images_per_set=int(len(real)))
+
+
+def report_maskfidelity(masks, real, fake):
+    result = maskfidelity.mask_fidelity(masks, _grayscale(fake, 'Mask fidelity'), _grayscale(real, 'Mask fidelity'))
+    print('')
+    print('Mask fidelity: Dice between each mask and the nodule segmented from the patch (%d masks; rule: %s; '
+          '1 = the nodule follows the mask exactly)' % (result['count'], result['rule']))
+    for key, note in (('fake', 'generated from the mask'), ('real', 'real patch of the mask: the rule\'s ceiling')):
+        values = result['generated' if key == 'fake' else 'real']
+        print('  %-9s mean %.3f  median %.3f  (10%%: %.3f, 90%%: %.3f)   (%s)'
+              % (key, values['mean'], values['median'], values['p10'], values['p90'], note))
+    return dict(rule=result['rule'], count=result['count'], fake=result['generated'], real=result['real'])
 
 
 def report_msssim(real, fake):

@@ -1,8 +1,11 @@
-"""Network pickles: the published AIS/MIA/IAC weights, PGGAN snapshots, and the files 3-train.py writes.
+"""Network pickles: the published AIS/MIA/IAC weights, PGGAN snapshots, and the files 3-train.py and
+5-pix2pix.py write.
 
-A pickle is a tuple (G, D, Gs) of objects of class `tfutil.Network` (older files: `network.Network`), each
-carrying a version-2 state dict: name, static_kwargs, build_module_src, build_func_name and the variables as
-(name, array) pairs.  The original loader executed `build_module_src`.  This one never runs anything from a
+A pickle is a tuple of objects of class `tfutil.Network` (older files: `network.Network`), each carrying a
+version-2 state dict: name, static_kwargs, build_module_src, build_func_name and the variables as
+(name, array) pairs.  Two kinds of model are stored so (KINDS): a PGGAN is (G, D, Gs), built by G_paper
+and D_paper; a pix2pix model is (G, D), built by pix2pix_G and pix2pix_D.  A reader says which kind it
+expects, and a file of the other kind is refused in one line that says what it holds.  The original loader executed `build_module_src`.  This one never runs anything from a
 file, and nothing a file claims can make it allocate much more than the file's own size:
 
 1. A pass over the opcodes, before any object is built, checks that the file is one complete pickle of a
@@ -44,8 +47,43 @@ _NETWORK_NAME = re.compile(r'[A-Za-z0-9.][A-Za-z0-9_.\-]{0,99}\Z')  # a TensorFl
 _DTYPE_CODE = re.compile(r'[biuf][0-9]{1,2}\Z')  # booleans, integers, floats: what weights are stored as
 
 
+class ModelKind(object):
+    """One kind of network pickle: the roles of its networks, in order, and the build function of each."""
+
+    def __init__(self, name, roles, build_funcs, description, used_by):
+        self.name, self.roles, self.build_funcs = name, tuple(roles), dict(build_funcs)
+        self.description, self.used_by = description, used_by
+
+    def holds(self, states):
+        """Whether unpickled states look like this kind: as many networks, each with a role's build function."""
+        return len(states) == len(self.roles) and all(
+            isinstance(state, dict) and state.get('build_func_name') in self.build_funcs.get(role, ())
+            for role, state in zip(self.roles, states))
+
+    def summary(self):
+        return '%s (%s)' % (self.description, ', '.join(self.roles))
+
+
+_PGGAN_BUILD_FUNCS = tuple(sorted(tfutil.BUILD_FUNCS))
+KINDS = {
+    'pggan': ModelKind('pggan', ('G', 'D', 'Gs'), {'G': _PGGAN_BUILD_FUNCS, 'D': _PGGAN_BUILD_FUNCS,
+                                                   'Gs': _PGGAN_BUILD_FUNCS},
+                       'a PGGAN network pickle', '2-inference.py'),
+    # The pix2pix networks are built by nodules/pix2pix (not through tfutil): only their names are known here.
+    'pix2pix': ModelKind('pix2pix', ('G', 'D'), {'G': ('pix2pix_G',), 'D': ('pix2pix_D',)},
+                         'a pix2pix mask-to-patch model', '5-pix2pix.py generate'),
+}
+
+
 class NetworkState(object):
-    """What an unpickled network becomes here: just its state dict, nothing executable."""
+    """What an unpickled network becomes here: just its state dict, nothing executable.  Pickled, it is named
+    `tfutil.Network` with the state dict as its state, exactly like a network (save_network_states)."""
+
+    def __init__(self, state=None):
+        self.state = state
+
+    def __getstate__(self):
+        return self.state
 
     def __setstate__(self, state):
         self.state = state
@@ -68,6 +106,11 @@ def save_network_pkl(path, networks):
     outputs.write_file_atomic(path, buffer.getvalue())
 
 
+def save_network_states(path, states):
+    """Write networks given as state dicts (a pix2pix model's (G, D)) in the same layout, atomically."""
+    save_network_pkl(path, [NetworkState(state) for state in states])
+
+
 class _NetworkPickler(pickle._Pickler):
     """Names our network class `tfutil.Network`, as the original code and the published files do.
 
@@ -77,7 +120,7 @@ class _NetworkPickler(pickle._Pickler):
     """
 
     def save_global(self, obj, name=None):
-        if obj is not tfutil.Network:
+        if obj is not tfutil.Network and obj is not NetworkState:
             return super(_NetworkPickler, self).save_global(obj, name)
         self.save('tfutil')
         self.save('Network')
@@ -85,26 +128,52 @@ class _NetworkPickler(pickle._Pickler):
         self.memoize(obj)
 
 
-def read_network_states(path):
-    """Unpickle `path` safely into the three state dicts of (G, D, Gs); nothing in the file is executed.
+def read_network_states(path, kind='pggan'):
+    """Unpickle `path` safely into the state dicts of its networks, (G, D, Gs) for kind 'pggan' and (G, D) for
+    'pix2pix' (see KINDS); nothing in the file is executed.
 
-    Every failure is a UserError of one line naming the file and what is wrong with it.
+    Every failure is a UserError of one line naming the file and what is wrong with it; a pickle of the other
+    kind is refused saying what it holds and what reads it.
     """
+    expected = KINDS[kind]
+    loaded = _unpickle(path)
+    networks = isinstance(loaded, tuple) and all(isinstance(n, NetworkState) for n in loaded)
+    states = [getattr(n, 'state', None) for n in loaded] if networks else []
+    if networks and not expected.holds(states):
+        for other in KINDS.values():
+            if other is not expected and other.holds(states):
+                raise UserError('%s: is %s, not %s; %s reads it'
+                                % (path, other.summary(), expected.summary(), other.used_by))
+    if not (networks and len(loaded) == len(expected.roles)):
+        raise UserError('%s: holds a %s, not the (%s) network tuple of %s'
+                        % (path, type(loaded).__name__, ', '.join(expected.roles), expected.description))
+    for role, state in zip(expected.roles, states):
+        _check_state(path, role, state, expected)
+    return states
+
+
+def model_kind(path):
+    """The name of the kind of model (KINDS) a network pickle holds; a UserError when it is none of them."""
+    loaded = _unpickle(path)
+    if isinstance(loaded, tuple) and all(isinstance(n, NetworkState) for n in loaded):
+        states = [getattr(n, 'state', None) for n in loaded]
+        for kind in KINDS.values():
+            if kind.holds(states):
+                return kind.name
+    read_network_states(path)  # says what is wrong, as for a PGGAN pickle
+    return 'pggan'
+
+
+def _unpickle(path):
+    """The object a network pickle holds, unpickled safely (module docstring, steps 1 and 2)."""
     data = _read_model_file(path)
     _scan_opcodes(path, data)
     try:
-        loaded = _RestrictedUnpickler(io.BytesIO(data)).load()
+        return _RestrictedUnpickler(io.BytesIO(data)).load()
     except _Refused as error:
         raise UserError('%s: refused: it %s' % (path, error))
     except Exception as error:  # whatever the unpickling machinery or NumPy raise on bytes that make no sense
         raise UserError('%s: not a valid network pickle (damaged: %s)' % (path, _describe_error(error)))
-    if not (isinstance(loaded, tuple) and len(loaded) == 3 and all(isinstance(n, NetworkState) for n in loaded)):
-        raise UserError('%s: holds a %s, not the (G, D, Gs) network tuple of a PGGAN pickle'
-                        % (path, type(loaded).__name__))
-    states = [getattr(n, 'state', None) for n in loaded]
-    for role, state in zip(('G', 'D', 'Gs'), states):
-        _check_state(path, role, state)
-    return states
 
 
 def network_from_state(state, path='<state>'):
@@ -406,10 +475,10 @@ class _RestrictedUnpickler(pickle._Unpickler):
 # Checking the states
 
 
-def _check_state(path, role, state):
+def _check_state(path, role, state, kind=KINDS['pggan']):
     where = '%s: network %s' % (path, role)
     if not isinstance(state, dict):
-        raise UserError('%s has a state of type %s, not the dict of a PGGAN network' % (where, type(state).__name__))
+        raise UserError('%s has a state of type %s, not the dict of a network' % (where, type(state).__name__))
     missing = sorted(STATE_KEYS - set(state))
     if missing:
         raise UserError('%s lacks %s' % (where, ', '.join(missing)))
@@ -420,9 +489,10 @@ def _check_state(path, role, state):
     if not isinstance(name, str) or not _NETWORK_NAME.match(name):
         raise UserError('%s has the name %s; expected a short name such as G, D or Gs' % (where, _short(name)))
     build_func_name = state['build_func_name']
-    if not isinstance(build_func_name, str) or build_func_name not in tfutil.BUILD_FUNCS:
-        raise UserError('%s is built by %s, which is not a PGGAN network (%s)'
-                        % (where, _short(build_func_name), ', '.join(sorted(tfutil.BUILD_FUNCS))))
+    if not isinstance(build_func_name, str) or build_func_name not in kind.build_funcs[role]:
+        raise UserError('%s is built by %s, which is not a %s network (%s)'
+                        % (where, _short(build_func_name), {'pggan': 'PGGAN'}.get(kind.name, kind.name),
+                           ', '.join(kind.build_funcs[role])))
     kwargs = state['static_kwargs']
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) and _is_setting(v) for k, v in kwargs.items()):
         raise UserError('%s has malformed static_kwargs (expected names with numbers, strings, booleans, None or short lists of those)'

@@ -14,12 +14,9 @@ Two quirks of the original, reproduced by default:
 * reconstruction='mse': the term the script calls L1 is a mean squared error.  'l1' is the mean absolute
   error of the pix2pix paper.
 """
+from nodules.pix2pix.settings import LABEL_SMOOTHING, REAL_LABEL_RANGE, RECONSTRUCTION_WEIGHT, RECONSTRUCTIONS
 from nodules.util.tfcompat import tf
 
-LABEL_SMOOTHING = ('once', 'per-step', 'none')
-RECONSTRUCTIONS = ('mse', 'l1')
-REAL_LABEL_RANGE = (0.8, 1.1)
-RECONSTRUCTION_WEIGHT = 1000.0
 LOG_EPSILON = 1e-12
 
 

@@ -19,24 +19,14 @@ import numpy as np
 
 from nodules.gan import tfutil
 from nodules.pix2pix import losses, networks
+from nodules.pix2pix import settings as pix2pix_settings
 from nodules.util import outputs
 from nodules.util import progress as progress_reports
 from nodules.util.errors import UserError
-from nodules.util.tfcompat import tf
+from nodules.util.tfcompat import native_stderr_captured, tf
 
-DEFAULTS = collections.OrderedDict([
-    ('ngf', 128), ('ndf', 128),
-    ('epochs', 500), ('minibatch', 32),
-    ('G_lr', 1e-4), ('D_lr', 1e-4), ('beta1', 0.5), ('beta2', 0.999), ('adam_epsilon', 1e-7),
-    ('label_smoothing', 'once'),              # losses.LABEL_SMOOTHING; 'once' is the original's
-    ('real_label', None),                     # c of 'once'; None: drawn from the seed
-    ('real_label_range', list(losses.REAL_LABEL_RANGE)),
-    ('reconstruction', 'mse'),                # losses.RECONSTRUCTIONS; 'mse' is the original's "L1"
-    ('reconstruction_weight', losses.RECONSTRUCTION_WEIGHT),
-    ('flip', True),                           # random left-right flips of the pairs
-    ('dropout_rate', 0.5),
-    ('seed', None),                           # None: one is drawn and recorded
-])
+# The Trainer's settings and their defaults (the original's): see nodules/pix2pix/settings.py, one row each.
+DEFAULTS = pix2pix_settings.TRAINER_DEFAULTS
 MASK_VALUES = (0, 255)
 
 
@@ -134,13 +124,14 @@ class Pix2pixGraph(object):
                                                       settings['reconstruction_weight'])
             self.D_loss, self.D_terms = losses.D_loss(real_scores, fake_scores, settings['label_smoothing'],
                                                       settings['real_label'], settings['real_label_range'])
-            self.G_vars, self.D_vars = _scope_variables('G'), _scope_variables('D')
+            self.G_vars, self.D_vars = scope_variables('G'), scope_variables('D')
             self.G_step = _adam(settings, 'G_lr', 'G_adam').minimize(self.G_loss, var_list=list(self.G_vars.values()))
             self.D_step = _adam(settings, 'D_lr', 'D_adam').minimize(self.D_loss, var_list=list(self.D_vars.values()))
-            self._setters = _variable_setters(list(self.G_vars.values()) + list(self.D_vars.values()))
+            self._setters = variable_setters(list(self.G_vars.values()) + list(self.D_vars.values()))
             initializer = tf.global_variables_initializer()
             self.graph.finalize()  # every op exists now: nothing grows the graph step by step
-        self.session = tf.Session(graph=self.graph, config=session_config())
+        with native_stderr_captured():  # CUDA probing on GPU-less machines logs errors that are not ours
+            self.session = tf.Session(graph=self.graph, config=session_config())
         self.session.run(initializer)
 
     def assign(self, values):
@@ -157,14 +148,14 @@ def _adam(settings, rate, name):
                                   epsilon=settings['adam_epsilon'], name=name)
 
 
-def _scope_variables(scope):
+def scope_variables(scope):
     """{name inside the scope: variable} of the scope's trainable variables, in creation order."""
     prefix = scope + '/'
     return collections.OrderedDict((v.name[len(prefix):].split(':')[0], v)
                                    for v in tf.trainable_variables() if v.name.startswith(prefix))
 
 
-def _variable_setters(variables):
+def variable_setters(variables):
     """{variable: (assign op, placeholder)}: made once, so loading weights never adds to the graph."""
     setters = {}
     with tf.name_scope('setters'):
@@ -196,7 +187,6 @@ class Trainer(object):
         self.D_kwargs = dict(D_kwargs or {}, resolution=resolution, ndf=self.settings['ndf'])
         self.nets = Pix2pixGraph(self.settings, self.G_kwargs, self.D_kwargs)
         self.epoch = 0  # epochs trained so far: a caller resuming a run sets it (and set_network_states)
-        self._random_state = np.random.RandomState(self.settings['seed'])
 
     @property
     def config(self):
@@ -233,11 +223,13 @@ class Trainer(object):
 
     def _train_epoch(self, masks, patches, minibatch, minibatches_done):
         sums = collections.OrderedDict()
-        batches = epoch_minibatches(len(patches), minibatch, self._random_state)
+        # The shuffle and flips of an epoch depend on (seed, epoch) only: a resumed run repeats them.
+        random_state = np.random.RandomState([self.settings['seed'], self.epoch])
+        batches = epoch_minibatches(len(patches), minibatch, random_state)
         for indices in batches:
             batch_masks, batch_patches = masks[indices], patches[indices]
             if self.settings['flip']:
-                batch_masks, batch_patches = flip_pairs(batch_masks, batch_patches, self._random_state)
+                batch_masks, batch_patches = flip_pairs(batch_masks, batch_patches, random_state)
             for name, value in self._step(batch_masks, batch_patches).items():
                 sums[name] = sums.get(name, 0.0) + value
             minibatches_done(1)
