@@ -26,6 +26,8 @@ from nodules.data import dataset
 from nodules import generation
 from nodules.gan import legacy
 from nodules.gan import losses
+from nodules.metrics import memorization
+from nodules.metrics import spectral
 from nodules.metrics import swd as quality_metrics
 from nodules.gan import networks
 from nodules.util import outputs
@@ -314,6 +316,11 @@ def _class_names(data_dir, label_size):
     return None
 
 
+# What the network builders assume for keywords that a pickle may not store (the original's pickles and snapshots
+# written before the setting existed).
+BUILDER_DEFAULTS = {'num_channels': 1, 'label_size': 0, 'fused_scale': True}
+
+
 def _networks(data, settings, resume, G_kwargs, D_kwargs):
     """(G, D, Gs): loaded from the snapshot `resume`, or new ones for the dataset, with the network settings
     G_kwargs and D_kwargs (for new networks the others at the defaults of training_settings).  Networks that could
@@ -343,7 +350,7 @@ def _networks(data, settings, resume, G_kwargs, D_kwargs):
     for have_kwargs, asked in zip(stored, (G_kwargs, D_kwargs)):
         expected = dict(asked or {}, **common)
         for key, value in sorted(expected.items()):
-            have = have_kwargs.get(key, {'num_channels': 1, 'label_size': 0}.get(key))
+            have = have_kwargs.get(key, BUILDER_DEFAULTS.get(key))
             if have != value:
                 source = data.data_dir if key in common else 'the command line'
                 raise UserError('%s: networks have %s=%s but %s asks for %s' % (resume, key, have, source, value))
@@ -389,7 +396,7 @@ class RunOutputs(object):
     fakes grids of Gs for fixed latents, snapshots and metrics."""
 
     def __init__(self, run_dir, data, Gs, seed, metrics=(), metric_images=None, grid_size=(8, 4),
-                 console=None):
+                 console=None, heldout=None):
         self.run_dir, self.data, self.Gs = run_dir, data, Gs
         self.console = console
         self.grid_columns = grid_size[0]
@@ -398,10 +405,14 @@ class RunOutputs(object):
         self.grid_labels = data.cycled_labels(grid_count)
         self.summaries = tf.summary.FileWriter(run_dir)
         self.metrics = list(metrics)
+        # memorization needs real patches the generator never saw (uint8 [N, C, H, W]); without them it is skipped
+        self.heldout = heldout
         if self.metrics:
             self.metric_reals = dataset.read_images(data.top_file, min(metric_images or METRIC_IMAGES, data.count))
             self.metric_latents = generation.random_latents(len(self.metric_reals), Gs.input_shapes[0][1],
                                                             (seed + 1) % values.SEED_LIMIT)
+        if 'memorization' in self.metrics and heldout is not None:
+            self.training_images = dataset.read_images(data.top_file)  # the audit compares with every one
 
     def path(self, name):
         return os.path.join(self.run_dir, name)
@@ -454,18 +465,49 @@ class RunOutputs(object):
                                                      for tag, value in values]), nimg // 1000)
         self.summaries.flush()
 
+    def log_metric_settings(self, heldout_dir):
+        """Lines that say, once, what the metrics compare with: the reals' own spectral peak (the level a
+        generator without a lattice reaches) and whether memorization can run."""
+        if 'spectral' in self.metrics:
+            self.log('spectral peak of the reals (%d images): %s'
+                     % (len(self.metric_reals), spectral.describe_peak(spectral.spectral_peaks(self.metric_reals))))
+        if 'memorization' in self.metrics and self.heldout is None:
+            self.log('memorization: skipped, no --heldout dataset of real patches the generator never sees to '
+                     'compare with')
+        if heldout_dir and 'memorization' not in self.metrics:
+            self.log('--heldout %s: not used, --metrics has no memorization' % heldout_dir)
+
     def log_metrics(self, nimg):
-        if 'swd' not in self.metrics:
+        """The metrics of Gs at a snapshot, each by the function compute_metrics.py calls, on one set of fakes."""
+        computed = [name for name in self.metrics if name != 'memorization' or self.heldout is not None]
+        if not computed:
             return
-        fakes = self._generate(self.metric_latents, self.data.cycled_labels(len(self.metric_latents)))
-        per_size, average = quality_metrics.sliced_wasserstein_distance(self.metric_reals,
-                                                                         generation.channels_first(fakes))
-        sizes = quality_metrics.swd_resolutions(self.data.resolution)
-        self.log('swd x1e3 at kimg %.3f: %s, average %.3f' % (
-            nimg / 1000.0,
-            ', '.join('%dx%d %.3f' % (r, r, v) for r, v in zip(sizes, per_size)), average))
-        self.summarize(nimg, [('Metrics/swd_%dx%d' % (r, r), v) for r, v in zip(sizes, per_size)]
-                       + [('Metrics/swd_average', average)])
+        fakes = generation.channels_first(
+            self._generate(self.metric_latents, self.data.cycled_labels(len(self.metric_latents))))
+        kimg = nimg / 1000.0
+        scalars = []
+        if 'swd' in computed:
+            per_size, average = quality_metrics.sliced_wasserstein_distance(self.metric_reals, fakes)
+            sizes = quality_metrics.swd_resolutions(self.data.resolution)
+            self.log('swd x1e3 at kimg %.3f: %s, average %.3f' % (
+                kimg, ', '.join('%dx%d %.3f' % (r, r, v) for r, v in zip(sizes, per_size)), average))
+            scalars += [('Metrics/swd_%dx%d' % (r, r), v) for r, v in zip(sizes, per_size)]
+            scalars.append(('Metrics/swd_average', average))
+        if 'spectral' in computed:
+            peaks = spectral.spectral_peaks(fakes)
+            self.log('spectral peak at kimg %.3f: %s' % (kimg, spectral.describe_peak(peaks)))
+            scalars.append(('Metrics/spectral_peak', peaks['peak']))
+            scalars += [('Metrics/spectral_peak_period%s' % period, ratio)
+                        for period, ratio in sorted(peaks['by_period'].items(), key=lambda item: int(item[0]))]
+        if 'memorization' in computed:
+            audit = memorization.audit(fakes, self.heldout, self.training_images)
+            self.log('memorization at kimg %.3f: median ratio %.3f, near-copy share %.3f (%d generated, %d '
+                     'held-out, %d training patches)' % (kimg, audit['median_ratio'], audit['near_copy_share'],
+                                                         audit['generated_count'], audit['heldout_count'],
+                                                         audit['training_count']))
+            scalars += [('Metrics/memorization_median_ratio', audit['median_ratio']),
+                        ('Metrics/memorization_near_copy_share', audit['near_copy_share'])]
+        self.summarize(nimg, scalars)
 
     def close(self):
         self.summaries.close()
@@ -567,6 +609,27 @@ def train(settings=None, outdir='results', resume=None, resume_kimg=None, G_kwar
                       console)
 
 
+def _check_metrics(cfg, data):
+    """Refuse metrics that cannot be computed on this dataset, before the run directory exists; returns the
+    held-out images for memorization (uint8 [N, C, H, W], every file of their dataset checked), or None."""
+    if 'swd' in cfg.metrics and data.resolution < 16:
+        raise UserError('%s: --metrics swd needs images of at least 16x16, these are %dx%d'
+                        % (cfg.data_dir, data.resolution, data.resolution))
+    if 'spectral' in cfg.metrics and (data.resolution < spectral.BASE_PERIOD or data.num_channels != 1):
+        raise UserError('%s: --metrics spectral needs grayscale images of at least %dx%d, these are %dx%d with %d '
+                        'channels' % (cfg.data_dir, spectral.BASE_PERIOD, spectral.BASE_PERIOD, data.resolution,
+                                      data.resolution, data.num_channels))
+    if 'memorization' not in cfg.metrics or not cfg.heldout_dir:
+        return None
+    summary = dataset.check_dataset(cfg.heldout_dir)
+    if max(summary.files) != data.resolution_log2 or summary.shape[0] != data.num_channels:
+        raise UserError('%s: --heldout images are %dx%d with %d channel(s), but %s has %dx%d with %d; the '
+                        'memorization audit compares one size' % (
+                            cfg.heldout_dir, 2 ** max(summary.files), 2 ** max(summary.files), summary.shape[0],
+                            cfg.data_dir, data.resolution, data.resolution, data.num_channels))
+    return dataset.read_images(summary.files[max(summary.files)])
+
+
 def _train(settings, outdir, resume, resume_kimg, G_kwargs, D_kwargs, origins, grid_size, progress, console):
     settings = training_settings.check_settings(dict(settings or {}))
     cfg = types.SimpleNamespace(**settings)
@@ -577,9 +640,7 @@ def _train(settings, outdir, resume, resume_kimg, G_kwargs, D_kwargs, origins, g
     # Everything that can be wrong with the input is found before the run directory exists.
     console('reading and checking every file of %s ...' % cfg.data_dir)
     data = TrainingData(cfg.data_dir, cfg.conditional)
-    if 'swd' in cfg.metrics and data.resolution < 16:
-        raise UserError('%s: --metrics swd needs images of at least 16x16, these are %dx%d'
-                        % (cfg.data_dir, data.resolution, data.resolution))
+    heldout = _check_metrics(cfg, data)
     schedule = Schedule(data.resolution, cfg.lod_training_kimg, cfg.lod_transition_kimg, minibatch=cfg.minibatch,
                         minibatch_dict=cfg.minibatch_dict, lr=cfg.lr, tick_kimg=cfg.tick_kimg)
     np.random.seed(cfg.seed)
@@ -598,9 +659,10 @@ def _train(settings, outdir, resume, resume_kimg, G_kwargs, D_kwargs, origins, g
     restored_p = restore_augment_p(pipe, D, resume)
 
     run_dir = new_run_dir(outdir, '%s-%dx%d' % (dataset.dataset_name(cfg.data_dir), data.resolution, data.resolution))
-    run = RunOutputs(run_dir, data, Gs, cfg.seed, cfg.metrics, cfg.metric_images, grid_size, console)
+    run = RunOutputs(run_dir, data, Gs, cfg.seed, cfg.metrics, cfg.metric_images, grid_size, console, heldout)
     try:
-        run.write_config(dict(settings, data_dir=os.path.abspath(cfg.data_dir)),
+        run.write_config(dict(settings, **{name: os.path.abspath(settings[name])
+                                           for name in training_settings.DIRECTORY_SETTINGS if settings[name]}),
                          resume=resume and os.path.abspath(resume), resume_kimg=start_nimg / 1000.0,
                          G_kwargs=G.static_kwargs, D_kwargs=D.static_kwargs, G_params=G.num_params(),
                          D_params=D.num_params(), devices=devices, augment_config=pipe.config)
@@ -622,6 +684,7 @@ def _train(settings, outdir, resume, resume_kimg, G_kwargs, D_kwargs, origins, g
         run.log('augment: %s%s' % (pipe.policy, ' (%s)' % ', '.join(pipe.enabled) if pipe.enabled else ''))
         if restored_p:
             run.log(restored_p)
+        run.log_metric_settings(cfg.heldout_dir)
         run.save_reals()
         run.save_fakes(start_nimg)
         tf.get_default_graph().finalize()  # any op created from here on would be a bug (per-step graph growth)

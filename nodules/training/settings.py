@@ -27,7 +27,9 @@ from nodules.util.errors import UserError
 # ----------------------------------------------------------------------------------------------------------------
 # The vocabulary of the settings
 
-METRICS = ('swd',)
+METRICS = ('swd', 'spectral', 'memorization')
+# Settings that name a directory: recorded absolute in config.json, a relative one read relative to the run.
+DIRECTORY_SETTINGS = ('data_dir', 'heldout_dir')
 AUGMENT_POLICIES = ('none', 'diffaugment', 'ada')
 AUGMENTATIONS = ('xflip', 'yflip', 'rotate90', 'translate', 'scale', 'rotate', 'brightness', 'contrast', 'cutout')
 # What each policy applies unless told otherwise.  DiffAugment's colour for grey images is brightness and contrast.
@@ -241,6 +243,13 @@ SETTINGS = (
     _row('fmap_base', 8192, Whole(), _at_least(1, whole=True), 'G D',
          'feature-map budget; nf(stage) = min(fmap_base / 2^stage, fmap_max)'),
     _row('fmap_max', 512, Whole(), _at_least(1, whole=True), 'G D', 'most feature maps in any layer'),
+    _row('fused_scale', True, Switch(), _SWITCH, 'G D',
+         'fused resampling: G up-scales with one stride-2 transposed convolution (its 3x3 kernel folded with the '
+         'up-sampling) and D down-scales with one stride-2 convolution likewise, as the original networks and their '
+         'published weights do',
+         off_help='unfused resampling: nearest-neighbour up-sampling then a 3x3 convolution in G, a 3x3 convolution '
+                  'then 2x2 averaging in D (as many weights; the transposed convolution tends to draw fine texture '
+                  'as a lattice at the up-sampling periods)'),
     _row('latent_size', None, Whole(), _at_least(1, whole=True, optional=True), 'G',
          'length of the latent vector', default_help='nf(0), 512 with the defaults'),
     _row('G_smoothing', 0.999, Number(), _between(0, 1, below=True), 'loop',
@@ -255,9 +264,18 @@ SETTINGS = (
     _row('resume_kimg', None, Number(), _at_least(0, optional=True), 'resume', 'schedule position of --resume',
          default_help='read from its file name'),
     _row('metrics', [], Repeated(METRICS), _names('metric names', METRICS), 'metrics',
-         'compute at every snapshot and log: swd = sliced Wasserstein distance to the reals; none = no metrics'),
+         'compute at every snapshot and log (repeat the flag for several): swd = sliced Wasserstein distance to the '
+         'reals; spectral = largest peak of the generated patches\' mean power spectrum at the up-sampling periods '
+         '2, 4 and 8 px over its neighbourhood (about 1 when smooth, higher for a lattice); memorization = distances '
+         'from generated patches to their nearest training patch against those of the --heldout patches (median '
+         'ratio ~1 and near-copy share ~0.05 when nothing is copied); none = no metrics'),
     _row('metric_images', None, Whole(), _at_least(1, whole=True, optional=True), 'metrics',
          'images per set for --metrics', default_help='the whole dataset, at most 1000'),
+    _row('heldout_dir', None, Text(), _rule('a directory name', lambda v: isinstance(v, str) and v != '',
+                                            optional=True), 'metrics',
+         'for --metrics memorization: a dataset of real patches the generator never trains on (nodules of other '
+         'patients), of the training data\'s size', flag='--heldout',
+         default_help='none, and memorization is skipped with a line in log.txt saying why'),
     _row('loss_kwargs', {}, Keywords(),
          _rule('{name: number} with names among %s' % ', '.join(LOSS_KNOBS),
                lambda v: isinstance(v, dict) and all(k in LOSS_KNOBS and _real(x) for k, x in v.items())),
@@ -501,8 +519,9 @@ def saved_settings(snapshot):
     if not isinstance(config, dict):
         raise UserError('%s: not a run configuration (a JSON object)' % path)
     settings = {name: BY_NAME[name].kind.from_json(config[name]) for name in DEFAULTS if name in config}
-    if isinstance(settings.get('data_dir'), str):  # recorded absolute; a relative one is relative to the run
-        settings['data_dir'] = os.path.join(os.path.dirname(path), settings['data_dir'])
+    for name in DIRECTORY_SETTINGS:
+        if isinstance(settings.get(name), str):  # recorded absolute; a relative one is relative to the run
+            settings[name] = os.path.join(os.path.dirname(path), settings[name])
     check_settings(settings, path)
     return settings, path
 
