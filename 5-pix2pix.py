@@ -1,5 +1,7 @@
 """pix2pix, the original project's second generator: train a model that turns a binary nodule mask into a CT
 patch, and generate patches from masks or from a requested nodule diameter."""
+import argparse
+
 import numpy as np
 
 from nodules.util import cli
@@ -49,12 +51,14 @@ def parse_args(argv=None):
                         help='masks: a folder of HxH mask PNGs (8-bit grayscale, 0 outside and 255 inside the '
                              'nodule; HxW pairs of the training layout are read for their right half), or a '
                              'dataset with masks')
-    source.add_argument('--diameter-mm', type=float, metavar='D',
+    source.add_argument('--diameter-mm', type=diameters, metavar='D[,D...]',
                         help='draw centred masks of this equal-area diameter in mm (the patch is 44.8 mm across at '
-                             '64 px, 0.7 mm per pixel, as the phantoms; %g to %g mm)'
-                             % (mask_drawing.MIN_DIAMETER_MM, mask_drawing.max_diameter_mm()))
+                             '64 px, 0.7 mm per pixel, as the phantoms; %g to %g mm); several, e.g. 4,6,8,10: '
+                             '--number masks of each, mask i of every diameter the same outline scaled, and the '
+                             '--grid has one row per diameter' % (mask_drawing.MIN_DIAMETER_MM,
+                                                                  mask_drawing.max_diameter_mm()))
     generate.add_argument('--number', type=cli.positive_int,
-                          help='with --diameter-mm: how many (default: %d)' % DEFAULT_NUMBER)
+                          help='with --diameter-mm: how many of each diameter (default: %d)' % DEFAULT_NUMBER)
     generate.add_argument('--shape', choices=mask_drawing.SHAPES,
                           help='with --diameter-mm: outline of the drawn masks (default: round)')
     generate.add_argument('--seed', type=cli.seed, default=None,
@@ -75,6 +79,22 @@ def parse_args(argv=None):
     return args
 
 
+def diameters(text):
+    """argparse type: comma-separated diameters in mm, each within what a 64-pixel patch can hold."""
+    low, high = mask_drawing.MIN_DIAMETER_MM, mask_drawing.max_diameter_mm()
+    values = []
+    for item in text.split(','):
+        try:
+            value = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError('%r is not a number of millimetres' % item.strip())
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError('%g mm does not fit a 64-pixel patch at 0.7 mm per pixel (%g to %g mm)'
+                                             % (value, low, high))
+        values.append(value)
+    return values
+
+
 def _check_generate_args(parser, args):
     if args.masks is not None:
         for option in ('number', 'shape', 'seeds'):
@@ -84,11 +104,8 @@ def _check_generate_args(parser, args):
         for option in ('seed', 'number'):
             if getattr(args, option) is not None:
                 parser.error('argument --seeds: not allowed with argument --%s' % option)
-    if args.diameter_mm is not None:
-        low, high = mask_drawing.MIN_DIAMETER_MM, mask_drawing.max_diameter_mm()
-        if not low <= args.diameter_mm <= high:
-            parser.error('argument --diameter-mm: %g mm does not fit a 64-pixel patch at 0.7 mm per pixel (%g to '
-                         '%g mm)' % (args.diameter_mm, low, high))
+        if len(args.diameter_mm or []) > 1:
+            parser.error('argument --seeds: one --diameter-mm at a time')
     args.seed = 0 if args.seed is None else args.seed
     args.number = args.number or DEFAULT_NUMBER
     args.shape = args.shape or 'round'
@@ -109,14 +126,15 @@ def generate(args):
     if args.masks is not None:
         masks = generator.check_masks(data.read_pairs(args.masks, need_patches=False).masks, args.masks)
     elif args.seeds is None:
-        masks = mask_drawing.draw_masks(args.diameter_mm, args.number, args.shape, args.seed, generator.resolution)
+        masks = np.concatenate([mask_drawing.draw_masks(diameter, args.number, args.shape, args.seed,
+                                                        generator.resolution) for diameter in args.diameter_mm])
     pattern = 'seed%04d.png' if args.seeds else 'pix2pix_%04d.png'
     count = len(args.seeds) if args.seeds else len(masks)
     paths, grid_path = outputs.png_set_paths(args.outdir, pattern, count, args.grid, numbers=args.seeds)
     with cli.progress(count, 'generating') as bar:
         if args.seeds:
             def masks_of_seed(seed, number):
-                return mask_drawing.draw_masks(args.diameter_mm, number, args.shape, seed, generator.resolution)
+                return mask_drawing.draw_masks(args.diameter_mm[0], number, args.shape, seed, generator.resolution)
             patches = generator.generate_per_seed(masks_of_seed, args.seeds, args.batch_size, bar.update)
             masks = np.stack([masks_of_seed(seed, 1)[0] for seed in args.seeds])
         else:
@@ -125,7 +143,9 @@ def generate(args):
         for path, patch in zip(paths, patches):
             files.write_png(path, patch)
         if grid_path:  # mask | generated, one pair per tile
+            rows = len(args.diameter_mm) if args.diameter_mm and not args.seeds else None
             files.write(grid_path, outputs.mosaic_png(np.concatenate([masks, patches], axis=2),
+                                                      columns=args.number if rows and rows > 1 else None,
                                                       padding=outputs.GRID_PADDING))
     print('wrote %d file(s) from %s to %s%s' % (len(paths) + bool(grid_path), args.model, args.outdir,
                                                ' (mosaic: %s)' % grid_path if grid_path else ''))

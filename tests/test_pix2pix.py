@@ -133,6 +133,21 @@ def test_generate_from_diameters_is_repeatable_and_writes_a_grid(trained):
 
 
 @pytest.mark.slow
+def test_several_diameters_draw_one_outline_scaled_one_grid_row_each(trained):
+    root = trained['root']
+    result = run_script(SCRIPT, 'generate', '--model', trained['model'], '--diameter-mm', '4,10', '--number', '2',
+                        '--shape', 'lobulated', '--outdir', root / 'rows', '--grid', 'grid.png')
+    assert result.returncode == 0, result.stderr
+    assert len(os.listdir(str(root / 'rows'))) == 5
+    grid = png(root / 'rows' / 'grid.png')
+    assert grid.shape == (2 * 64 + 2, 2 * 128 + 2)          # a row per diameter, --number pairs per row
+    for row, diameter in enumerate((4.0, 10.0)):
+        for column in range(2):
+            tile = grid[row * 66:row * 66 + 64, column * 130:column * 130 + 64]
+            np.testing.assert_array_equal(tile, mask_drawing.draw_mask(diameter, 'lobulated', 0, column))
+
+
+@pytest.mark.slow
 def test_each_seed_of_a_list_is_its_own(trained):
     root = trained['root']
     common = ['generate', '--model', trained['model'], '--diameter-mm', '6', '--shape', 'spiculated',
