@@ -4,12 +4,13 @@ import collections
 import contextlib
 import importlib.util
 import io
+import math
 import os
 import shlex
 import sys
 import time
 
-from nodules.util import cli
+from nodules.util import cli, values
 from nodules.util.errors import UserError
 
 DEFAULT_DATA = ['processData/AIS', 'processData/MIA', 'processData/IAC']
@@ -99,8 +100,8 @@ def positive_float(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError('%r is not a number' % text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError('must be above 0, got %s' % text)
+    if not (value > 0 and math.isfinite(value)):  # an infinite rate trains nothing, at chance level
+        raise argparse.ArgumentTypeError('must be a finite number above 0, got %s' % text)
     return value
 
 
@@ -161,7 +162,7 @@ def parse_args(argv=None):
                         help='dropout rate before the last layer (default: %(default)s)')
     parser.add_argument('--lr', type=positive_float, default=1e-3, help='Adam learning rate (default: %(default)s)')
     parser.add_argument('--batch-size', type=cli.positive_int, default=64, help='minibatch (default: %(default)s)')
-    parser.add_argument('--seed', type=cli.nonnegative_int, default=0,
+    parser.add_argument('--seed', type=cli.seed, default=0,
                         help='seed of folds, weights, minibatches and generated patches: the same command gives '
                              'the same numbers (default: %(default)s)')
     parser.add_argument('--overwrite', action='store_true',
@@ -320,12 +321,18 @@ def main(argv=None):
 
     data = experiment.load_patch_data(args.data, args.resolution)
     experiment.check_foldable(data, args.folds)
+    values.check_memory(cnn.training_bytes(args.resolution, len(data.class_names), args.widths, args.batch_size),
+                        '--widths %s --batch-size %d: training the classifier on %dx%d patches'
+                        % (','.join(str(w) for w in args.widths), args.batch_size, args.resolution, args.resolution))
     print('%s: %s; %d-fold cross-validation x %d repeat(s), arms %s'
           % (', '.join(data.sources), ', '.join('%s %d patches / %d nodules' % (
               c, (data.labels == i).sum(), (experiment.group_classes(data) == i).sum())
               for i, c in enumerate(data.class_names)), args.folds, args.repeats, ','.join(args.arms)))
     sys.stdout.flush()
     plans = experiment.plan_folds(data, args.folds, args.repeats, args.validation_fraction, args.seed)
+    if any(arm in experiment.GENERATED_ARMS for arm in args.arms):
+        for plan in plans:  # before generators are trained or loaded: a count no fold can have
+            experiment.generated_counts(args.synthetic_per_class, data, plan)
     generators = None
     if args.recipe:
         generators = per_fold_generators(args, data, plans)

@@ -69,7 +69,7 @@ def parse_args(argv=None):
     p.add_argument('image_dir', metavar='IMAGE_DIR',
                    help='folder of square, power-of-two, equally sized images (grayscale or RGB)')
     p.add_argument('--shuffle', action='store_true', help='store the images in random order')
-    p.add_argument('--seed', type=cli.nonnegative_int, default=123, help='seed for --shuffle (default: %(default)s)')
+    p.add_argument('--seed', type=cli.seed, default=123, help='seed for --shuffle (default: %(default)s)')
     p.add_argument('--labels-from-subdirs', action='store_true',
                    help='IMAGE_DIR holds one subfolder per class; write one-hot labels in sorted folder order')
     p.add_argument('--groups-from', metavar='REGEX',
@@ -125,7 +125,8 @@ def parse_args(argv=None):
                 % GROUPS_CSV)
     p.add_argument('dataset_dir', metavar='DIR')
     p.add_argument('out_dir', metavar='OUT')
-    p.add_argument('--resolution', type=cli.positive_int, help='which resolution (default: the largest)')
+    p.add_argument('--resolution', type=cli.power_of_two(4, MAX_RESOLUTION),
+                   help='which resolution (default: the largest)')
     p.add_argument('--overwrite', action='store_true', help='replace existing files that differ')
 
     p = command('compare', 'Check two datasets record by record (images, labels, nodule groups and masks).')

@@ -5,11 +5,12 @@ latents (random_latents, seed_latents, load_latents, interpolation_latents) -> g
 2-inference.py, compute_metrics.py and the training loop's image grids all generate through generate_images.
 """
 import os
+import re
 
 import numpy as np
 
 from nodules.util.errors import UserError, check_regular_file
-from nodules.util import outputs
+from nodules.util import outputs, values
 
 PRECISIONS = ('float32', 'bfloat16', 'float16')
 # One command generates at most this many images: they are held in memory (64x64: 4 KB each, plus 2 KB of
@@ -17,6 +18,13 @@ PRECISIONS = ('float32', 'bfloat16', 'float16')
 MAX_IMAGES = 100000
 # Generator output is converted to 8 bits this many images at a time, so float32 output never piles up.
 _CHUNK_IMAGES = 1024
+# Float32 values held per feature-map value of one image while a minibatch is generated: about 1.2 measured (peak
+# resident memory of 2-inference.py with the demo weights at --batch-size 250 and 2000), rounded up.
+GENERATION_ACTIVATION_COPIES = 2
+_LAYER_BIAS = re.compile(r'(\d+)x\1/.+/bias\Z')  # a layer of the RxR block: its bias has one value per feature map
+# Latent values beyond this overflow float32 in the generator's input normalisation (the mean of their squares),
+# which then gives every such vector the image of the all-zero latent.
+MAX_LATENT_MAGNITUDE = 1e15
 
 
 def check_image_count(count, what='images'):
@@ -66,8 +74,9 @@ def read_latents(path, max_count=MAX_IMAGES):
         raise UserError('%s: not a NumPy .npy array' % path)
     if latents.dtype.names is not None:
         raise UserError('%s: holds a structured array (%s); latents must be plain numbers' % (path, latents.dtype))
-    if latents.dtype.kind not in 'fiu':
-        raise UserError('%s: holds %s values; latents must be real numbers' % (path, latents.dtype))
+    if latents.dtype.kind != 'f':
+        raise UserError('%s: holds %s values; latents must be floating-point numbers (float16, float32 or float64)'
+                        % (path, latents.dtype))
     if latents.ndim != 2 or 0 in latents.shape:
         raise UserError('%s: latents have shape %s; generators need [N, latent_size]' % (path, list(latents.shape)))
     if latents.shape[0] > max_count:
@@ -81,7 +90,23 @@ def read_latents(path, max_count=MAX_IMAGES):
     if not np.all(np.isfinite(latents)):
         raise UserError('%s: latents contain NaN or infinite values, or values beyond float32 range (3.4e38)'
                         % path)
+    largest = float(np.max(np.abs(latents)))
+    if largest > MAX_LATENT_MAGNITUDE:
+        raise UserError('%s: latents hold values up to %.3g; beyond %g they overflow the generator\'s input '
+                        'normalisation (standard-normal latents stay within about 6)'
+                        % (path, largest, MAX_LATENT_MAGNITUDE))
     return latents
+
+
+def generation_bytes(Gs, batch_size):
+    """About how many bytes generating one minibatch of `batch_size` images with `Gs` holds: its feature maps,
+    counted from the biases of its layers."""
+    per_image = 0
+    for name, var in Gs.vars.items():
+        match = _LAYER_BIAS.match(name)
+        if match:
+            per_image += int(match.group(1)) ** 2 * int(np.prod(var.shape.as_list()))
+    return 4 * GENERATION_ACTIVATION_COPIES * batch_size * per_image
 
 
 def check_latent_size(latents, latent_size, path):
@@ -198,6 +223,8 @@ def generate_images(Gs, latents, label_index=None, batch_size=32, precision='flo
         if label_index is not None or labels.shape != (len(latents), label_size):
             raise ValueError('labels must be [%d, %d] (and label_index None), got %s'
                              % (len(latents), label_size, list(labels.shape)))
+    values.check_memory(generation_bytes(Gs, min(batch_size, len(latents))),
+                        '--batch-size %d: generating %d images at once' % (batch_size, min(batch_size, len(latents))))
     height, width, channels = Gs.output_shapes[0][1:]
     images = np.empty((len(latents), height, width) + ((channels,) if channels != 1 else ()), dtype=np.uint8)
     chunk = batch_size * max(1, _CHUNK_IMAGES // batch_size)  # whole minibatches: results do not depend on it

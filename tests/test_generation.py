@@ -168,7 +168,9 @@ def saved(path, array):
 
 
 @pytest.mark.parametrize('case,fragment', [
-    ('strings', 'real numbers'),
+    ('strings', 'floating-point numbers'),
+    ('integers', 'holds int16 values; latents must be floating-point numbers'),  # the README promises floats
+    ('beyond 1e15', 'latents hold values up to 1e+16; beyond 1e+15 they overflow'),
     ('structured', 'structured'),
     ('npz', '.npz'),
     ('objects', 'Python objects'),
@@ -176,7 +178,7 @@ def saved(path, array):
     ('nan', 'NaN'),
     ('one-dimensional', 'shape [16]'),
     ('empty', 'shape [0, 16]'),
-    ('complex', 'real numbers'),
+    ('complex', 'floating-point numbers'),
     ('too many', 'at most 5'),
     ('not npy', 'not a NumPy .npy array'),
     ('missing', 'no such latents file'),
@@ -185,6 +187,10 @@ def test_read_latents_refuses_what_is_not_a_latent_array(tmp_path, case, fragmen
     path = str(tmp_path / 'z.npy')
     if case == 'strings':
         saved(path, np.full((4, 16), '0.5'))
+    elif case == 'integers':
+        saved(path, np.arange(64, dtype=np.int16).reshape(4, 16))
+    elif case == 'beyond 1e15':  # finite in float32, but the squares of the input normalisation overflow
+        saved(path, np.array([[0.5] * 15 + [-1e16]] * 4, np.float32))
     elif case == 'structured':
         saved(path, np.zeros(4, dtype=[('z', np.float32, (16,))]))
     elif case == 'npz':
@@ -216,13 +222,24 @@ def test_read_latents_casts_numbers_to_float32(tmp_path):
     values = np.random.RandomState(7).randn(3, 16)
     latents = generation.read_latents(saved(tmp_path / 'f64.npy', values))
     assert latents.dtype == np.float32 and np.array_equal(latents, values.astype(np.float32))
-    latents = generation.read_latents(saved(tmp_path / 'int.npy', np.arange(32, dtype=np.int16).reshape(2, 16)))
+    latents = generation.read_latents(saved(tmp_path / 'f16.npy', np.arange(32, dtype=np.float16).reshape(2, 16)))
     assert latents.dtype == np.float32 and latents[1, 15] == 31
     with pytest.raises(UserError, match=r'needs \[N, 512\]'):
-        generation.load_latents(str(tmp_path / 'int.npy'), 512)
+        generation.load_latents(str(tmp_path / 'f16.npy'), 512)
 
 
 def test_image_count_is_bounded_before_anything_is_allocated():
     with pytest.raises(UserError, match='at most %d' % generation.MAX_IMAGES):
         generation.random_latents(generation.MAX_IMAGES + 1, 512, seed=0)
     generation.check_image_count(generation.MAX_IMAGES)
+
+
+def test_generation_memory_estimate_counts_every_feature_map(tiny_generator):
+    """Per image: each layer's feature maps (the length of its bias) times its pixels, counted independently from
+    the networks' rule nf(stage) = min(fmap_base / 2**stage, fmap_max) with fmap_base 128 and fmap_max 32."""
+    nf = lambda stage: min(128 // 2 ** stage, 32)
+    # 4x4: the dense layer and one convolution; every larger block: two convolutions
+    per_image = 2 * 16 * nf(1) + 2 * 64 * nf(2) + 2 * 256 * nf(3)
+    expected = 4 * generation.GENERATION_ACTIVATION_COPIES * per_image
+    assert generation.generation_bytes(tiny_generator, 1) == expected
+    assert generation.generation_bytes(tiny_generator, 1000) == 1000 * expected

@@ -20,6 +20,7 @@ from nodules.gan import tfutil
 from nodules.util.tfcompat import tf
 
 SCRIPT = '2-inference.py'
+DEMO_MODEL = os.path.join(ROOT, 'demo', 'weight', 'AIS.pkl')  # unconditional, stores no class names
 TINY = {'num_channels': 1, 'resolution': 16, 'label_size': 0, 'fmap_base': 64, 'fmap_max': 16}
 LATENT_SIZE = 16
 SIZE = 16
@@ -123,7 +124,8 @@ FAILURES = ['missing model', 'not a pickle', 'truncated pickle', 'pickle of some
             'label index without labels', 'grid exists with other contents', 'grid is an image name',
             'grid under a file', 'grid ends in a slash', 'overwrite onto a directory',
             'seeds with seed', 'seeds with number', 'seeds with latents', 'seeds with interpolate',
-            'seeds not a list', 'seeds range backwards', 'seeds beyond 2**32', 'seeds twice', 'seeds too many']
+            'seeds not a list', 'seeds range backwards', 'seeds beyond 2**32', 'seeds twice', 'seeds too many',
+            'latents of integers', 'latents beyond 1e15', 'batch beyond memory']
 # --seeds LIST: (extra arguments, fragments of the one-line refusal)
 SEEDS_REFUSALS = {
     'seeds with seed': (['--seeds', '0-3', '--seed', '1'], ['--seeds', 'not allowed with', '--seed']),
@@ -207,7 +209,13 @@ def prepare_failures(model, root):
             bad = os.path.join(d, 'z.npy')
             if name == 'latents of strings':
                 np.save(bad, np.full((4, LATENT_SIZE), '0.5'))
-                fragments = [bad, 'real numbers']
+                fragments = [bad, 'floating-point numbers']
+            elif name == 'latents of integers':  # the README promises float arrays: an int array is a mistake
+                np.save(bad, np.ones((4, LATENT_SIZE), np.int32))
+                fragments = [bad + ': holds int32 values; latents must be floating-point numbers']
+            elif name == 'latents beyond 1e15':  # finite, but their squares overflow: the all-zero latent's image
+                np.save(bad, np.full((4, LATENT_SIZE), 1e30, np.float32))
+                fragments = [bad + ': latents hold values up to 1e+30; beyond 1e+15 they overflow']
             elif name == 'latents of a structured dtype':
                 np.save(bad, np.zeros(4, dtype=[('z', np.float32, (LATENT_SIZE,))]))
                 fragments = [bad, 'structured']
@@ -245,6 +253,9 @@ def prepare_failures(model, root):
             for index in (0, 9):
                 write(os.path.join(out, 'inference_img_%d.png' % index), b'earlier results')
             args, fragments = args + ['--overwrite'], ['inference_img_5.png', 'directory']
+        elif name == 'batch beyond memory':  # the demo weights: about 1.9 MB per image in the estimate, 190 GB
+            args = ['--model', DEMO_MODEL, '--outdir', out, '--number', '100000', '--batch-size', '100000']
+            fragments = ['--batch-size 100000: generating 100000 images at once needs about 192 GB of memory']
         elif name in SEEDS_REFUSALS:
             extra, fragments = SEEDS_REFUSALS[name]
             args = args + extra
@@ -451,7 +462,6 @@ def test_bad_input_fails_cleanly_and_writes_nothing(runs, name):
 # ----------------------------------------------------------------------------------------------------------------
 # Conditional generators: --label NAME next to --label-index
 
-DEMO_MODEL = os.path.join(ROOT, 'demo', 'weight', 'AIS.pkl')  # unconditional, stores no class names
 
 
 @pytest.fixture(scope='module')

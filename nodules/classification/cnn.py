@@ -88,6 +88,20 @@ def num_weights(resolution, num_classes, widths=DEFAULT_WIDTHS):
             + widths[-1] * num_classes + num_classes)
 
 
+# Float32 values held while training, per weight (the weight, its gradient and Adam's two moments) and per
+# activation of one patch (the outputs of convolution, batch normalisation and ReLU and their gradients).
+WEIGHT_COPIES = 4
+ACTIVATION_COPIES = 6
+
+
+def training_bytes(resolution, num_classes, widths=DEFAULT_WIDTHS, batch_size=BATCH_SIZE):
+    """About how many bytes training holds: meant to refuse widths and minibatches that cannot fit, not to
+    predict the peak."""
+    activations = sum(layer.size ** 2 * layer.out_channels for layer in conv_layers(resolution, widths))
+    return 4 * (WEIGHT_COPIES * num_weights(resolution, num_classes, widths)
+                + ACTIVATION_COPIES * max(batch_size, EVAL_BATCH_SIZE) * activations)
+
+
 class Classifier(object):
     """The network in its own graph and session: `fit` trains from freshly seeded weights, `predict` gives class
     probabilities.  One instance serves many training runs (folds, arms, repeats): each `fit` starts anew."""

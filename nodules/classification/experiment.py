@@ -30,6 +30,7 @@ import sys
 
 import numpy as np
 
+from nodules import generation
 from nodules.classification import statistics
 from nodules.util.errors import UserError
 
@@ -282,10 +283,13 @@ def parse_generated_count(text):
         count = int(text)
         if count <= 0:
             raise ValueError
-        return ('count', count)
     except ValueError:
         raise ValueError('expected a number of patches per class (e.g. 300) or a positive ratio to the real '
                          'training patches (e.g. 1x or 0.5x), got %r' % text)
+    if count > generation.MAX_IMAGES:
+        raise ValueError('%d patches per class asked for; at most %d are generated per class'
+                         % (count, generation.MAX_IMAGES))
+    return ('count', count)
 
 
 def generated_counts(spec, data, plan):
@@ -294,7 +298,12 @@ def generated_counts(spec, data, plan):
     if kind == 'count':
         return [value] * len(data.class_names)
     real = np.bincount(data.labels[plan.fit], minlength=len(data.class_names))
-    return [max(1, int(round(value * n))) for n in real]
+    counts = [max(1, int(round(value * n))) for n in real]
+    for name, count in zip(data.class_names, counts):
+        if count > generation.MAX_IMAGES:
+            raise UserError('--synthetic-per-class %gx asks for %d patches of class %s; at most %d are generated per '
+                            'class' % (value, count, name, generation.MAX_IMAGES))
+    return counts
 
 
 class GeneratorSet(object):
@@ -320,7 +329,6 @@ class GeneratorSet(object):
     def _generator(self, path, conditional):
         """Load (once) the Gs of `path` into its own graph and session, and check it suits the cnn."""
         if path not in self._loaded:
-            from nodules import generation
             from nodules.gan import tfutil
             from nodules.util.tfcompat import native_stderr_captured, tf
             with native_stderr_captured():
@@ -356,7 +364,6 @@ class GeneratorSet(object):
 
     def generate(self, class_index, number, seed, progress=None):
         from nodules.data import dataset
-        from nodules import generation
         path, label = self.sources[class_index]
         graph, session, Gs = self._generator(path, label is not None)
         with graph.as_default(), session.as_default():

@@ -570,7 +570,6 @@ G_STATE_COPIES, D_STATE_COPIES = 5, 4
 # step, fmap_base 1024, fmap_max 128, minibatch 64, TensorFlow 2 on a CPU), rounded up.  The estimate is meant to
 # refuse what cannot fit, not to predict the peak.
 ACTIVATION_COPIES = 24
-FALLBACK_MEMORY_BYTES = 64 << 30        # when the machine does not say how much memory it has
 
 
 def network_parameters(resolution, num_channels=1, label_size=0, fmap_base=8192, fmap_max=512, latent_size=None,
@@ -603,18 +602,10 @@ def training_bytes(resolution, minibatch, num_channels=1, label_size=0, fmap_bas
     return 4 * (G * G_STATE_COPIES + D * D_STATE_COPIES + minibatch * features * ACTIVATION_COPIES)
 
 
-def memory_bytes():
-    """The machine's physical memory, or FALLBACK_MEMORY_BYTES when it cannot tell."""
-    try:
-        return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-    except (AttributeError, ValueError, OSError):
-        return FALLBACK_MEMORY_BYTES
-
-
 def check_memory(settings, network, resolutions, source, num_channels=1, label_size=0, available=None):
     """Refuse (UserError naming `source`) a run whose step at any of `resolutions` would need more than the
     machine's memory: networks (`network`: fmap_base, fmap_max, latent_size, ...) and minibatches too large."""
-    available = memory_bytes() if available is None else available
+    available = values.memory_bytes() if available is None else available
     minibatch_at = dict(settings['minibatch_dict'])
     network = {k: v for k, v in network.items() if k in ('fmap_base', 'fmap_max', 'latent_size', 'mbstd_group_size')}
     for resolution in resolutions:
@@ -623,13 +614,9 @@ def check_memory(settings, network, resolutions, source, num_channels=1, label_s
         if needed > available:
             G, D = network_parameters(resolution, num_channels, label_size, **network)
             raise UserError('%s: training at %dx%d needs about %s of memory (G %s and D %s parameters, minibatch %d), '
-                            'more than the %s this machine has' % (source, resolution, resolution, _gigabytes(needed),
-                                                                   _count(G), _count(D), minibatch,
-                                                                   _gigabytes(available)))
-
-
-def _gigabytes(count):
-    return '%.3g GB' % (count / 1e9)
+                            'more than the %s this machine has'
+                            % (source, resolution, resolution, values.gigabytes(needed), _count(G), _count(D),
+                               minibatch, values.gigabytes(available)))
 
 
 def _count(number):

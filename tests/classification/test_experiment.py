@@ -519,6 +519,11 @@ def test_cli_with_the_demo_generators(class_datasets, tmp_path):
     (['--folds', '1'], ['--folds must be at least 2']),
     (['--resolution', '48'], ['--resolution', 'power of two from 16 to 1024, got 48']),
     (['--widths', '8,x'], ['--widths']),
+    (['--seed', str(2 ** 32)], ['argument --seed: must be below 2**32 = 4294967296, got 4294967296']),
+    (['--lr', 'inf'], ['argument --lr: must be a finite number above 0, got inf']),
+    (['--lr', 'nan'], ['argument --lr: must be a finite number above 0, got nan']),
+    (['--synthetic-per-class', '100001'], ['--synthetic-per-class', '100001 patches per class asked for; at most '
+                                                                     '100000']),
 ])
 def test_cli_bad_arguments(tmp_path, arguments, fragments):
     outdir = tmp_path / 'out'
@@ -542,6 +547,33 @@ def test_cli_bad_generator_and_folds(class_datasets, tmp_path):
     existing_file.write_text(u'x')
     result = run_script('4-classify.py', '--data', *(class_datasets + SMALL + ['--outdir', existing_file]))
     assert_clean_failure(result, str(existing_file))
+
+
+@pytest.mark.parametrize('arguments, fragments', [
+    # 3.6e11 weights in the last stage; a minibatch of 10**8 patches: refused before any training, not a crash
+    # deep in TensorFlow or a loop that never ends
+    (['--widths', '8,16,200000'], ['--widths 8,16,200000 --batch-size 16: training the classifier on 32x32 patches '
+                                   'needs about', 'GB of memory, more than the']),
+    (['--batch-size', '100000000'], ['--widths 8,16,16 --batch-size 100000000: training the classifier']),
+    (['--arms', 'gan', '--synthetic-per-class', '100000x', '--gan'] + DEMO_WEIGHTS,
+     ['--synthetic-per-class 100000x asks for 300000 patches of class AIS; at most 100000 are generated per class']),
+])
+def test_cli_sizes_that_cannot_fit_are_refused_before_training(class_datasets, tmp_path, arguments, fragments):
+    outdir = tmp_path / 'out'
+    small = [a for a in SMALL if a not in ('--batch-size', '16')] + ['--batch-size', '16']
+    result = run_script('4-classify.py', '--data', *(class_datasets + small + ['--outdir', outdir] + arguments))
+    assert_clean_failure(result, *fragments)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not outdir.exists()
+
+
+def test_classifier_memory_estimate_grows_with_widths_and_minibatch():
+    from nodules.classification import cnn
+    base = cnn.training_bytes(64, 3)
+    assert cnn.training_bytes(64, 3, batch_size=10 * cnn.EVAL_BATCH_SIZE) > 9 * base
+    weights = cnn.num_weights(64, 3, (32, 64, 128))
+    assert base > 4 * cnn.WEIGHT_COPIES * weights  # and the activations of at least one minibatch
+    assert cnn.training_bytes(64, 3, (32, 64, 200000)) > 4 * 9 * 200000 ** 2  # the last stage's 3x3 convolution
 
 
 # ----------------------------------------------------------------------------------------------------------------
