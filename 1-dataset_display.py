@@ -1,5 +1,6 @@
 """Save the first images of a TFRecords dataset file as PNGs, to see what a dataset holds."""
 from nodules.util import cli
+from nodules.generation import MAX_IMAGES
 
 
 def parse_args(argv=None):
@@ -13,7 +14,10 @@ def parse_args(argv=None):
     parser.add_argument('--rgb', action='store_true',
                         help='save 3-channel records in colour (default: channel 0 as 8-bit grayscale)')
     cli.add_image_output_options(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.number > MAX_IMAGES:
+        parser.error('argument --number: one command writes at most %d images, got %d' % (MAX_IMAGES, args.number))
+    return args
 
 
 def main(argv=None):

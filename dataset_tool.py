@@ -168,6 +168,17 @@ def _list_images(args):
         classes = sorted(d for d in os.listdir(args.image_dir) if os.path.isdir(os.path.join(args.image_dir, d)))
         files = [(os.path.join(args.image_dir, c, f), i) for i, c in enumerate(classes)
                  for f in sorted(os.listdir(os.path.join(args.image_dir, c))) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        # A class without images would be a label column no image has; an image beside the class folders would
+        # be left out without a word.
+        stray = sorted(f for f in os.listdir(args.image_dir) if f.lower().endswith(IMAGE_EXTENSIONS)
+                       and not os.path.isdir(os.path.join(args.image_dir, f)))
+        if stray:
+            raise UserError('%s: is an image outside the class folders; with --labels-from-subdirs every image '
+                            'belongs in the folder of its class' % os.path.join(args.image_dir, stray[0]))
+        empty = [c for i, c in enumerate(classes) if not any(label == i for _, label in files)]
+        if empty and files:
+            raise UserError('%s: the class folder holds no PNG or JPEG images; remove it or add its images'
+                            % os.path.join(args.image_dir, empty[0]))
     else:
         classes = None
         files = [(os.path.join(args.image_dir, f), None) for f in sorted(os.listdir(args.image_dir))
@@ -181,17 +192,56 @@ def _list_images(args):
 
 def read_image(path):
     """[C, H, W] pixels of one image file: uint8 for 8-bit images (grayscale or RGB), float32 holding the
-    stored values for grayscale images of more bits per pixel (16-bit PNGs)."""
+    stored values for grayscale images of more bits per pixel (16-bit PNGs).
+
+    Nothing is dropped without a word: an image that is transparent anywhere, or a 16-bit colour PNG (Pillow
+    keeps only its high bytes), is refused; a fully opaque alpha channel is left out, and a palette image whose
+    colours are all grey is grayscale.
+    """
     from PIL import Image
+    if _png_depth_and_colour(path) in ((16, 2), (16, 6)):  # 16-bit RGB, RGBA
+        raise UserError('%s: is a 16-bit colour PNG; datasets are made from 8-bit RGB or 8- or 16-bit grayscale '
+                        'images (convert it first)' % path)
     try:
         with Image.open(path) as image:
             if image.mode in HIGH_DEPTH_MODES:
                 array = np.array(image, dtype=np.float32)
             else:
-                array = np.asarray(image.convert('L' if image.mode in ('1', 'L', 'LA') else 'RGB'))
+                if image.mode == 'P':
+                    image = image.convert('RGBA')
+                with_alpha = image.mode in ('LA', 'RGBA', 'PA')
+                array = np.asarray(image.convert(('LA' if image.mode in ('1', 'L', 'LA') else 'RGBA') if with_alpha
+                                                 else 'L' if image.mode in ('1', 'L') else 'RGB'))
     except Exception:
         raise UserError('%s: cannot be read as an image' % path)
+    if array.ndim == 3 and array.shape[2] in (2, 4):  # the last channel is alpha
+        if np.any(array[..., -1] != 255):
+            raise UserError('%s: is transparent in places (an alpha channel); datasets hold grayscale or RGB '
+                            'images: flatten it onto a background first' % path)
+        array = array[..., :-1]
+    if array.ndim == 3 and array.shape[2] == 3 and _palette_is_grey(path):
+        array = array[..., 0]
     return array[np.newaxis] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _png_depth_and_colour(path):
+    """(bit depth, colour type) from a PNG file's header, or None for other files."""
+    with open(path, 'rb') as f:
+        header = f.read(26)
+    if len(header) < 26 or header[:8] != b'\x89PNG\r\n\x1a\n' or header[12:16] != b'IHDR':
+        return None
+    return header[24], header[25]
+
+
+def _palette_is_grey(path):
+    """Whether `path` is a palette image whose colours are all grey (a grayscale image stored with a palette)."""
+    from PIL import Image
+    with Image.open(path) as image:
+        if image.mode != 'P':
+            return False
+        palette = np.array(image.getpalette() or [], dtype=np.uint8)
+    colours = palette[:len(palette) // 3 * 3].reshape(-1, 3)
+    return bool(np.all(colours == colours[:, :1]))
 
 
 def to_8bit(images, input_range, source):
@@ -204,6 +254,14 @@ def to_8bit(images, input_range, source):
             raise UserError('%s: every pixel of the 16-bit images is %g; give --input-range LOW HIGH' % (source, low))
     else:
         low, high = input_range
+        outside = int(np.count_nonzero((images < low) | (images > high)))
+        if outside == images.size:
+            raise UserError('%s: every pixel lies outside --input-range %g %g (the images hold %g to %g): the '
+                            'dataset would be all black or all white' % (source, low, high, images.min(),
+                                                                         images.max()))
+        if outside:
+            print('warning: %s: %d of %d pixels lie outside --input-range %g %g and become black or white'
+                  % (source, outside, images.size, low, high), file=sys.stderr)
     return outputs.float_to_uint8(images, drange=(low, high)), [low, high]
 
 
@@ -525,7 +583,7 @@ def info(args):
         count = max(count, records)
         print('  %-28s %4dx%-4d %6d records, shape [C, H, W] = %s'
               % (os.path.basename(path), 2 ** log2, 2 ** log2, records, list(shape or [])))
-    labels = dataset.read_labels(args.dataset_dir)
+    labels = dataset.read_labels(args.dataset_dir, count)
     if labels is None:
         print('  labels: none')
     else:

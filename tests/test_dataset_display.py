@@ -268,8 +268,8 @@ def bad_existing_png(d):
     return write_images(d / 'ok-r04.tfrecords', random_images(3, seed=11)), ['--number', 3]
 
 
-def bad_number_huge(d):
-    return write_images(d / 'five-r04.tfrecords', random_images(5, seed=9)), ['--number', '100000000000']
+def bad_number_huge(d):  # the most one command writes: refused by the file, not the limit
+    return write_images(d / 'five-r04.tfrecords', random_images(5, seed=9)), ['--number', '100000']
 
 
 def bad_grid_exists_with_other_contents(d):
@@ -397,3 +397,26 @@ def test_mosaic_and_overwrite_conflicts_write_nothing(bad_runs, case, fragment):
     run = bad_runs[case]
     line = failed_cleanly(run)   # not one PNG written or replaced
     assert fragment in line, line
+
+
+def test_number_beyond_the_limit_of_one_command_is_refused_before_reading(tmp_path):
+    """--number above 100,000 would write that many PNGs from a large enough file: refused when parsing."""
+    path = write_images(tmp_path / 'ok-r04.tfrecords', random_images(2, seed=13))
+    result = run_script(SCRIPT, '--tfrecords', path, '--outdir', tmp_path / 'out', '--number', 150000)
+    assert result.returncode == 1
+    assert one_error_line(result).endswith('argument --number: one command writes at most 100000 images, got 150000 '
+                                           '(see -h)')
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('channels', [2, 4])
+@pytest.mark.parametrize('rgb', [False, True])
+def test_records_of_neither_one_nor_three_channels_are_refused(tmp_path, channels, rgb):
+    """No layout of 2 or 4 values per pixel is known: with or without --rgb, one line naming the file."""
+    path = write_images(tmp_path / 'odd-r04.tfrecords', random_images(3, c=channels, seed=14))
+    result = run_script(SCRIPT, '--tfrecords', path, '--outdir', tmp_path / 'out', '--number', 2,
+                        *(['--rgb'] if rgb else []))
+    assert result.returncode == 1
+    assert one_error_line(result) == 'error: %s: record 0 has %d channels; images need 1 (grayscale) or 3 (RGB)' % (
+        path, channels)
+    assert not (tmp_path / 'out').exists()

@@ -200,6 +200,9 @@ def read_images(path, number=None):
         if images and image.shape != images[0].shape:
             raise UserError('%s: record %d has shape %s but record 0 has %s'
                             % (path, index, list(image.shape), list(images[0].shape)))
+        if not images and image.shape[0] not in (1, 3):  # no layout of 2 or 4 values per pixel is known here
+            raise UserError('%s: record 0 has %d channels; images need 1 (grayscale) or 3 (RGB)'
+                            % (path, image.shape[0]))
         images.append(image)
     if not images:
         raise UserError('%s: holds no records' % path)
@@ -208,8 +211,9 @@ def read_images(path, number=None):
     return np.stack(images)
 
 
-def read_labels(dataset_dir):
-    """float32 [N, label_size] one-hot labels, or None when the dataset has none.
+def read_labels(dataset_dir, count=None):
+    """float32 [N, label_size] one-hot labels, or None when the dataset has none.  With `count`, the file must
+    hold exactly that many rows.
 
     The .npy header is checked against the file size before the array is read, so a header that promises more
     than the file holds cannot make NumPy allocate it.
@@ -225,6 +229,7 @@ def read_labels(dataset_dir):
     labels = labels.astype(np.float32)
     if not np.all(np.isfinite(labels)):
         raise UserError('%s: labels hold NaN or infinite values' % path)
+    _check_label_rows(dataset_dir, labels, count)
     return labels
 
 
@@ -460,15 +465,14 @@ def check_dataset(dataset_dir):
         if count != counts[top]:
             raise UserError('%s: holds %d records but %s holds %d; every resolution must hold the same images'
                             % (path, count, os.path.basename(files[top]), counts[top]))
-    labels = read_labels(dataset_dir)
-    _check_label_rows(dataset_dir, labels, counts[top])
+    labels = read_labels(dataset_dir, counts[top])
     groups = read_groups(dataset_dir, counts[top])
     masks = read_masks(dataset_dir) if has_masks(dataset_dir) else None
     return DatasetSummary(files, counts[top], [channels, 2 ** top, 2 ** top], labels, groups, masks)
 
 
 def _check_label_rows(dataset_dir, labels, num_images):
-    if labels is not None and len(labels) != num_images:
+    if num_images is not None and labels is not None and len(labels) != num_images:
         raise UserError('%s: has %d label rows for %d images; a labels file needs one row per image'
                         % (labels_path(dataset_dir), len(labels), num_images))
 

@@ -443,6 +443,16 @@ def test_command_refuses_a_seed_numpy_cannot_take(runs):
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_command_refuses_sets_of_different_channel_counts(runs, tmp_path):
+    """A grayscale dataset against an RGB one: one line naming both, not a figure computed on mixed layouts."""
+    rgb = dataset.write_dataset(str(tmp_path / 'rgb'), np.repeat(runs['sets']['S'], 3, axis=1))
+    result = run_script(SCRIPT, '--real', runs['root'] / 'S', '--fake', rgb)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert_clean_failure(result, 'error: the real images (%s) are 16x16, 1 channel but the fake ones (%s) are 16x16, '
+                                 '3 channels; metrics compare images of one size and channel count'
+                         % (runs['root'] / 'S', rgb))
+
+
 def test_metrics_module_needs_no_tensorflow():
     """The metrics package is pure NumPy: importing it in a fresh interpreter loads neither TensorFlow nor a network."""
     code = ('import sys; sys.path.insert(0, %r); '
