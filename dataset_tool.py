@@ -3,6 +3,7 @@
     python dataset_tool.py create_phantoms processData/AIS --subtype AIS --nodules 30 --views 10 --seed 1
     python dataset_tool.py create_from_images datasets/mine path/to/pngs --groups-from "^(.+)_view"
     python dataset_tool.py create_from_ct datasets/ct --scans scans/ --annotations nodules.csv
+    python dataset_tool.py create_from_images datasets/pairs path/to/pairs --pairs
     python dataset_tool.py merge datasets/all processData/AIS processData/MIA processData/IAC
     python dataset_tool.py info processData/AIS
     python dataset_tool.py extract processData/AIS out/ --resolution 16
@@ -10,6 +11,9 @@
 
 Every dataset records which nodule each image shows (D/<name>-groups.npy, int64 [N]; equal numbers are views
 of one nodule), so that views of one nodule never end up on both sides of a train/test split.
+A dataset may also carry one binary nodule mask per image (D/<name>-masks.npy, uint8 [N, H, W], 0 and 255, at the
+full resolution; lower resolutions derived on reading): create_phantoms always writes them, create_from_ct with
+--masks, create_from_images with --pairs; merge, extract, info and compare carry them.
 """
 import argparse
 import collections
@@ -51,7 +55,7 @@ def parse_args(argv=None):
         return sub
 
     p = command('create_phantoms', 'Synthetic nodule patches (not patient data) for AIS, MIA or IAC: 3-D phantom '
-                                   'nodules, several views of each.')
+                                   'nodules, several views of each, with the exact nodule mask of each view.')
     p.add_argument('out_dir', metavar='OUT_DIR', help='new dataset directory')
     p.add_argument('--subtype', required=True, choices=['AIS', 'MIA', 'IAC'], help='nodule subtype to draw')
     p.add_argument('--nodules', type=cli.positive_int, required=True, help='number of 3-D phantom nodules')
@@ -157,7 +161,7 @@ def create_phantoms(args):
                 'resolution': args.resolution, 'mm_per_pixel': field_of_view_mm / args.resolution,
                 'window_hu': list(phantoms.DEFAULT_WINDOW),
                 'windowing': 'grey = clip(rint((HU - low) / (high - low) * 255), 0, 255), (low, high) = window_hu',
-                'masks': phantoms.MASK_DEFINITION}
+                'mask_definition': phantoms.MASK_DEFINITION}
     _write(args, images, groups=groups, metadata=metadata, masks=np.where(drawn['masks'], 255, 0).astype(np.uint8))
 
 

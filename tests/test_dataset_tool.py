@@ -569,7 +569,7 @@ def test_create_phantoms_writes_the_generators_views_and_nodules(tmp_path):
     assert metadata == {'subtype': 'MIA', 'nodules': 3, 'views': 2, 'count': 6, 'seed': 1, 'resolution': 16,
                         'mm_per_pixel': 2.8, 'window_hu': [-1500.0, 500.0],
                         'windowing': 'grey = clip(rint((HU - low) / (high - low) * 255), 0, 255), '
-                                     '(low, high) = window_hu', 'masks': phantoms.MASK_DEFINITION}
+                                     '(low, high) = window_hu', 'mask_definition': phantoms.MASK_DEFINITION}
     same, different = run_all([(SCRIPT, 'compare', sets / 'one', sets / 'again'),
                                (SCRIPT, 'compare', sets / 'one', sets / 'other')])
     ok(same)

@@ -56,7 +56,7 @@ def test_create_phantoms_writes_the_mask_the_generator_draws(phantom_set):
     images, _, info = phantoms.draw_dataset('MIA', 16, 2, 5, masks=True)
     np.testing.assert_array_equal(read_records(directory / 'MIA-r06.tfrecords'), images)
     np.testing.assert_array_equal(masks, np.where(info['masks'], 255, 0))
-    assert dataset.read_metadata(str(directory))['masks'] == phantoms.MASK_DEFINITION
+    assert dataset.read_metadata(str(directory))['mask_definition'] == phantoms.MASK_DEFINITION
 
 
 def test_phantom_masks_cover_the_nodule(phantom_set):

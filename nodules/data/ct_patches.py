@@ -638,10 +638,10 @@ def patches_and_masks_from_ct(scans, annotations, masks=None, label=None, spacin
             ('patches', [int(offsets[i]), int(offsets[i + 1])])]) for i, nodule in enumerate(used)]),
     ])
     if masks:
-        metadata['masks'] = OrderedDict([
-            ('folder', os.path.abspath(masks)),
-            ('definition', 'every non-zero voxel of the mask volume named after the scan, cut on the patch grid by '
-                           'nearest-neighbour interpolation (0 outside the volume): 255 nodule, 0 not')])
+        metadata['mask_folder'] = os.path.abspath(masks)
+        metadata['mask_definition'] = ('every non-zero voxel of the mask volume named after the scan, cut on the patch '
+                                       'grid by nearest-neighbour interpolation (0 outside the volume): 255 nodule, '
+                                       '0 not')
         for record, nodule in zip(metadata['nodules'], used):
             record['mask_volume'] = os.path.abspath(mask_by_row[nodule.row])
     return images, labels, groups, metadata, mask_patches

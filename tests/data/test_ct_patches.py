@@ -583,7 +583,7 @@ def test_mask_patches_are_the_nearest_voxels_of_the_label_map(tmp_path, capsys, 
     assert 2.0 * (bright & mask).sum() / (bright.sum() + mask.sum()) > 0.85
     assert not (mask & ~near).any() and (images[5, 0] > (grey(LUNG_HU) + grey(NODULE_HU)) / 2)[~near].any()
     assert metadata['nodules'][0]['mask_volume'].endswith('scan1.' + mask_format)
-    assert 'nearest-neighbour' in metadata['masks']['definition']
+    assert 'nearest-neighbour' in metadata['mask_definition'] and metadata['mask_folder'] == str(tmp_path / 'masks')
     # without masks the same call gives the same images
     same = ct_patches.patches_from_ct(str(tmp_path / 'scans'), csv_path, slices=3, augment=True)
     np.testing.assert_array_equal(same[0], images)
