@@ -11,7 +11,6 @@ settings; epochs continue from the snapshot's.  Adam's moments are not stored in
 zero, as in 3-train.py.
 """
 import os
-import time
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from nodules.gan import legacy
 from nodules.pix2pix import data as pix2pix_data
 from nodules.pix2pix import settings as pix2pix_settings
 from nodules.pix2pix import training
-from nodules.training.loop import new_run_dir
+from nodules.training import loop as training_loop
 from nodules.util import outputs
 from nodules.util import progress as progress_reports
 from nodules.util.errors import UserError
@@ -53,14 +52,7 @@ class Run(object):
         return os.path.join(self.run_dir, name)
 
     def log(self, line):
-        line = '%s %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), line)
-        if self.console is not None:
-            self.console(line)
-        try:
-            with open(self.path('log.txt'), 'a', encoding='utf-8') as f:
-                f.write(line + '\n')
-        except OSError:
-            pass  # a full disk: the line was still shown, and the next snapshot that fails stops the run
+        training_loop.log_line(self.path('log.txt'), line, self.console)
 
     def summarize(self, epoch, losses):
         self.summaries.add_summary(tf.Summary(value=[tf.Summary.Value(tag='Loss/%s' % name, simple_value=value)
@@ -129,7 +121,7 @@ def _check_resumed_size(states, trainer, resume):
 
 def _train(trainer, settings, outdir, train_pairs, val_pairs, resume, origins, progress, console):
     name = dataset.dataset_name(settings['data_dir'].rstrip('/\\') or settings['data_dir'])
-    run = Run(new_run_dir(outdir, '%s-pix2pix' % name), console)
+    run = Run(training_loop.new_run_dir(outdir, '%s-pix2pix' % name), console)
     config = dict(settings, **dict((k, trainer.settings[k]) for k in ('seed', 'real_label')))
     details = dict((k, v) for k, v in trainer.config.items() if k not in settings)
     try:

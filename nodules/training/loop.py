@@ -371,6 +371,18 @@ def _check_memory(settings, data, G_kwargs, D_kwargs, source):
 # The run directory: log, config, image grids, snapshots
 
 
+def log_line(path, line, console=None):
+    """Append `line`, time-stamped, to the run's log at `path`, and show it on `console` (a callable) if given."""
+    line = '%s %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), line)
+    if console is not None:
+        console(line)
+    try:
+        with open(path, 'a', encoding='utf-8') as f:
+            f.write(line + '\n')
+    except OSError:
+        pass  # a full disk: the line was still shown, and what then fails stops the run with its own message
+
+
 def new_run_dir(outdir, description):
     """outdir/NNNNN-description, numbered one past the highest existing run; never an existing directory.
 
@@ -418,14 +430,7 @@ class RunOutputs(object):
         return os.path.join(self.run_dir, name)
 
     def log(self, line):
-        line = '%s %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), line)
-        if self.console is not None:
-            self.console(line)
-        try:
-            with open(self.path('log.txt'), 'a', encoding='utf-8') as f:
-                f.write(line + '\n')
-        except OSError:
-            pass  # a full disk: the line was still shown, and what then fails stops the run with its own message
+        log_line(self.path('log.txt'), line, self.console)
 
     def write_config(self, settings, **details):
         outputs.write_file_atomic(training_settings.config_path(self.run_dir),
