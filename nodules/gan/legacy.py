@@ -17,6 +17,7 @@ file, and nothing a file claims can make it allocate much more than the file's o
 3. The networks are rebuilt from our own nodules/gan/networks.py and every variable is assigned by name and shape; non-finite
    weights are refused.
 """
+import inspect
 import io
 import os
 import pickle
@@ -30,6 +31,7 @@ import numpy as np
 
 from nodules.util.errors import UserError, check_regular_file
 from nodules.util import outputs
+from nodules.util.values import is_power_of_two, is_whole
 from nodules.gan import tfutil
 
 # Protocol 4 is the highest that Python 3.6 (the legacy stack, and the published files) can read.
@@ -64,10 +66,9 @@ class ModelKind(object):
         return '%s (%s)' % (self.description, ', '.join(self.roles))
 
 
-_PGGAN_BUILD_FUNCS = tuple(sorted(tfutil.BUILD_FUNCS))
 KINDS = {
-    'pggan': ModelKind('pggan', ('G', 'D', 'Gs'), {'G': _PGGAN_BUILD_FUNCS, 'D': _PGGAN_BUILD_FUNCS,
-                                                   'Gs': _PGGAN_BUILD_FUNCS},
+    # Gs is the averaged copy of G: a discriminator in its place (G, D, D) would be run as a generator.
+    'pggan': ModelKind('pggan', ('G', 'D', 'Gs'), {'G': ('G_paper',), 'D': ('D_paper',), 'Gs': ('G_paper',)},
                        'a PGGAN network pickle', '2-inference.py'),
     # The pix2pix networks are built by nodules/pix2pix (not through tfutil): only their names are known here.
     'pix2pix': ModelKind('pix2pix', ('G', 'D'), {'G': ('pix2pix_G',), 'D': ('pix2pix_D',)},
@@ -107,8 +108,10 @@ def save_network_pkl(path, networks):
 
 
 def save_network_states(path, states):
-    """Write networks given as state dicts (a pix2pix model's (G, D)) in the same layout, atomically."""
-    save_network_pkl(path, [NetworkState(state) for state in states])
+    """Write networks given as state dicts (a pix2pix model's (G, D)) in the same layout, atomically, each with the
+    checksum of its variables."""
+    save_network_pkl(path, [NetworkState(dict(state, **{tfutil.CHECKSUM_KEY: tfutil.variables_checksum(
+        state['variables'])})) for state in states])
 
 
 class _NetworkPickler(pickle._Pickler):
@@ -149,6 +152,7 @@ def read_network_states(path, kind='pggan'):
                         % (path, type(loaded).__name__, ', '.join(expected.roles), expected.description))
     for role, state in zip(expected.roles, states):
         _check_state(path, role, state, expected)
+        state.pop(tfutil.CHECKSUM_KEY, None)  # verified; readers see the state as the original wrote it
     return states
 
 
@@ -386,6 +390,28 @@ class _LatinOneEncode(object):
         return text.encode('latin-1')
 
 
+class _ObjectName(object):
+    """What the name `object` means in a network pickle: only the base class of copy_reg._reconstructor."""
+    __slots__ = ()
+
+    def __call__(self, *args, **kwargs):
+        raise _Refused('calls object, which a network pickle never does')
+
+
+_OBJECT = _ObjectName()
+
+
+class _NewNetwork(object):
+    """copy_reg._reconstructor(cls, object, None): how pickle protocols 0 and 1 create an object before its state
+    is set; here for the network class only."""
+    __slots__ = ()
+
+    def __call__(self, cls, base, state):
+        if cls is not NetworkState or base is not _OBJECT or state is not None:
+            raise _Refused('creates an object with copy_reg._reconstructor other than a network')
+        return NetworkState()
+
+
 def _numpy_function(module, name):
     core = getattr(np, '_core', None) or np.core  # NumPy 2 renamed numpy.core to numpy._core
     return getattr(getattr(core, module), name)
@@ -424,7 +450,9 @@ def _allowed_globals():
     """{(module, name): object} of everything a network pickle may name (NumPy 1.x and 2.x module paths)."""
     allowed = {('numpy', 'ndarray'): _NdarrayName(), ('numpy', 'dtype'): _Dtype(),
                ('_codecs', 'encode'): _LatinOneEncode(),
-               ('builtins', 'bytes'): _EmptyBytes(), ('__builtin__', 'bytes'): _EmptyBytes()}
+               ('builtins', 'bytes'): _EmptyBytes(), ('__builtin__', 'bytes'): _EmptyBytes(),
+               ('builtins', 'object'): _OBJECT, ('__builtin__', 'object'): _OBJECT,
+               ('copy_reg', '_reconstructor'): _NewNetwork(), ('copyreg', '_reconstructor'): _NewNetwork()}
     for network_class in NETWORK_CLASSES:
         allowed[network_class] = NetworkState
     for package in ('numpy.core', 'numpy._core'):
@@ -489,6 +517,11 @@ def _check_state(path, role, state, kind=KINDS['pggan']):
     if not isinstance(name, str) or not _NETWORK_NAME.match(name):
         raise UserError('%s has the name %s; expected a short name such as G, D or Gs' % (where, _short(name)))
     build_func_name = state['build_func_name']
+    other_roles = [other for other in kind.roles if other != role and build_func_name in kind.build_funcs[other]]
+    if isinstance(build_func_name, str) and build_func_name not in kind.build_funcs[role] and other_roles:
+        raise UserError('%s is built by %s, as the %s of %s is; its %s is built by %s (networks in the wrong '
+                        'order?)' % (where, build_func_name, other_roles[0], kind.description, role,
+                                     ', '.join(kind.build_funcs[role])))
     if not isinstance(build_func_name, str) or build_func_name not in kind.build_funcs[role]:
         raise UserError('%s is built by %s, which is not a %s network (%s)'
                         % (where, _short(build_func_name), {'pggan': 'PGGAN'}.get(kind.name, kind.name),
@@ -497,6 +530,8 @@ def _check_state(path, role, state, kind=KINDS['pggan']):
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) and _is_setting(v) for k, v in kwargs.items()):
         raise UserError('%s has malformed static_kwargs (expected names with numbers, strings, booleans, None or short lists of those)'
                         % where)
+    if build_func_name in tfutil.BUILD_FUNCS:
+        _check_builder_settings(where, build_func_name, kwargs)
     variables = state['variables']
     if not isinstance(variables, (list, tuple)) or not all(
             isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str)
@@ -514,9 +549,75 @@ def _check_state(path, role, state, kind=KINDS['pggan']):
             bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
             raise UserError('%s variable %s holds %d NaN or infinite value(s) of %d: the weights are broken'
                             % (where, _short(name), bad, np.size(value)))
+    checksum = state.get(tfutil.CHECKSUM_KEY)
+    if checksum is not None and (type(checksum) is not int or checksum != tfutil.variables_checksum(variables)):
+        raise UserError('%s: its weights do not match the checksum stored with them: the file is damaged'
+                        % where)
 
 
 MAX_SETTING_ITEMS = 1024  # longest list in static_kwargs (class names of a conditional network)
+MAX_FEATURE_MAPS = 2 ** 16  # most feature maps (fmap_base, fmap_max, latent_size) a network pickle may ask for
+
+
+def _whole(low, high):
+    return lambda value: is_whole(value) and low <= value <= high
+
+
+def _real(low, high):
+    return lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def _one_of(*choices):
+    return lambda value: any(type(value) is type(choice) and value == choice for choice in choices)
+
+
+def _optional(test):
+    return lambda value: value is None or test(value)
+
+
+_BOOLEAN = (lambda value: isinstance(value, bool), 'True or False')
+# What G_paper and D_paper take, keyword by keyword: (test, what a value must be).  Also the keywords of the
+# original's other code paths (`structure`, `is_template_graph`) and what this project stores beside the
+# settings (the class names of a conditional network, D's augmentation strength).
+BUILDER_SETTINGS = {
+    'num_channels': (_one_of(1, 3), '1 (grayscale) or 3 (RGB)'),
+    'resolution': (lambda v: is_power_of_two(v, 4, 1024), 'a power of two from 4 to 1024'),
+    'graph_resolution': (_optional(lambda v: is_power_of_two(v, 4, 1024)),
+                         'None or a power of two from 4 to 1024'),
+    'label_size': (_whole(0, MAX_SETTING_ITEMS), 'a whole number from 0 to %d' % MAX_SETTING_ITEMS),
+    'fmap_base': (_whole(1, MAX_FEATURE_MAPS), 'a whole number from 1 to %d' % MAX_FEATURE_MAPS),
+    'fmap_max': (_whole(1, MAX_FEATURE_MAPS), 'a whole number from 1 to %d' % MAX_FEATURE_MAPS),
+    'fmap_decay': (_real(0, 16), 'a number from 0 to 16'),
+    'latent_size': (_optional(_whole(1, MAX_FEATURE_MAPS)), 'None or a whole number from 1 to %d' % MAX_FEATURE_MAPS),
+    'normalize_latents': _BOOLEAN, 'use_wscale': _BOOLEAN, 'use_pixelnorm': _BOOLEAN, 'use_leakyrelu': _BOOLEAN,
+    'fused_scale': _BOOLEAN, 'is_template_graph': _BOOLEAN,
+    'pixelnorm_epsilon': (lambda v: _real(0, 1)(v) and v > 0, 'a number above 0, at most 1'),
+    'dtype': (_one_of('float32', 'bfloat16', 'float16'), "'float32', 'bfloat16' or 'float16'"),
+    'mbstd_group_size': (_whole(0, MAX_SETTING_ITEMS), 'a whole number from 0 to %d' % MAX_SETTING_ITEMS),
+    'structure': (_optional(_one_of('fixed', 'linear', 'recursive')), "None, 'fixed', 'linear' or 'recursive'"),
+    'label_names': (_optional(lambda v: isinstance(v, (list, tuple)) and len(set(v)) == len(v)
+                              and all(isinstance(name, str) and name for name in v)),
+                    'None or a list of different class names'),
+    'augment_p': (_real(0, 1), 'a number from 0 to 1'),
+}
+
+
+def _check_builder_settings(where, build_func_name, kwargs):
+    """Every static keyword a network of ours is built with: known to its builder, of the type and range the
+    builder takes (an unknown or absurd one would be ignored or fail deep inside TensorFlow)."""
+    parameters = inspect.signature(tfutil.BUILD_FUNCS[build_func_name]).parameters.values()
+    known = set(p.name for p in parameters if p.default is not inspect.Parameter.empty) | set(BUILDER_SETTINGS)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise UserError('%s has the setting %s, which %s does not take' % (where, _short(unknown[0]), build_func_name))
+    for name in sorted(kwargs):
+        test, expected = BUILDER_SETTINGS.get(name, (None, None))
+        if test is not None and not test(kwargs[name]):
+            raise UserError('%s has %s = %s; it must be %s' % (where, name, _short(kwargs[name]), expected))
+    names = kwargs.get('label_names')
+    if names is not None and len(names) != kwargs.get('label_size', 0):
+        raise UserError('%s stores %d class names for %d label columns' % (where, len(names),
+                                                                           kwargs.get('label_size', 0)))
 
 
 def _is_setting(value, nested=False):

@@ -9,6 +9,7 @@ import collections
 import contextlib
 import inspect
 import os
+import zlib
 
 import numpy as np
 
@@ -16,6 +17,19 @@ from nodules.gan import networks
 from nodules.util.tfcompat import native_stderr_captured, tf
 
 BUILD_FUNCS = {'G_paper': networks.G_paper, 'D_paper': networks.D_paper}
+# The state key of the checksum this project's pickles carry of their variables (the original loader, which reads
+# the keys it knows, ignores it); legacy.py verifies it on loading.
+CHECKSUM_KEY = 'variables_crc32'
+
+
+def variables_checksum(variables):
+    """CRC-32 of [(name, array)] pairs: every name, dtype, shape and byte of the values, in order."""
+    checksum = 0
+    for name, value in variables:
+        value = np.ascontiguousarray(value)
+        checksum = zlib.crc32(('%s|%s|%s|' % (name, value.dtype.str, list(value.shape))).encode('utf-8'), checksum)
+        checksum = zlib.crc32(value.tobytes(), checksum)
+    return checksum
 
 
 def session_config(num_threads=0):
@@ -219,9 +233,10 @@ class Network(object):
     def __getstate__(self):
         with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'networks.py'), encoding='utf-8') as f:
             source = f.read()
+        variables = list(self.get_vars().items())
         return {'version': 2, 'name': self.name, 'static_kwargs': dict(self.static_kwargs),
                 'build_module_src': source, 'build_func_name': self.build_func_name,
-                'variables': list(self.get_vars().items())}
+                'variables': variables, CHECKSUM_KEY: variables_checksum(variables)}
 
     def __setstate__(self, state):
         raise TypeError('network pickles are loaded with legacy.load_network_pkl, which never runs their code')

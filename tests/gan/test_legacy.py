@@ -11,6 +11,7 @@ a memory limit, and those that could hang the reader run in a separate interpret
 """
 import _codecs
 import contextlib
+import io
 import os
 import pickle
 import pickletools
@@ -230,6 +231,8 @@ def listing(directory):
     ('network', 'numpy.core.multiarray', 4),  # older PGGAN snapshots
     ('tfutil', 'numpy._core.multiarray', 4),  # the same layout written under NumPy 2
     ('tfutil', None, 2),                      # whatever this NumPy writes, at protocol 2
+    ('tfutil', None, 0),                      # protocols 0 and 1 create objects with copy_reg._reconstructor
+    ('tfutil', None, 1),
 ])
 def test_published_layout_loads_every_variable(tmp_path, tf_session, class_module, numpy_module, protocol):
     states = published_states(lod=0.0 if class_module == 'tfutil' else 1.5)
@@ -425,6 +428,25 @@ def _edit_gs(states, edit):
         states[2]['build_func_name'] = 'G_mine'
     elif edit == 'wrong config':
         states[2]['static_kwargs'] = dict(TINY, resolution=32)
+    elif edit == 'G, D, D':  # a valid discriminator in the generator's place
+        states[2] = dict(states[1], name='Gs')
+    elif edit == 'two channels':
+        for state in states:  # consistent, so that only the channel count is wrong
+            state['static_kwargs'] = dict(TINY, num_channels=2)
+    elif edit == 'four channels':
+        states[2]['static_kwargs'] = dict(TINY, num_channels=4)
+    elif edit == 'unknown setting':
+        states[2]['static_kwargs'] = dict(TINY, fmap_bse=64)
+    elif edit == 'use_wscale yes':
+        states[2]['static_kwargs'] = dict(TINY, use_wscale='yes')
+    elif edit == 'fractional fmap_base':
+        states[2]['static_kwargs'] = dict(TINY, fmap_base=64.5)
+    elif edit == 'absurd fmap_base':
+        states[2]['static_kwargs'] = dict(TINY, fmap_base=2 ** 30, fmap_max=2 ** 30)
+    elif edit == 'class names not strings':
+        states[2]['static_kwargs'] = dict(TINY, label_size=3, label_names=[1, 2, 3])
+    elif edit == 'class names for other columns':
+        states[2]['static_kwargs'] = dict(TINY, label_size=3, label_names=['AIS', 'MIA'])
     return states
 
 
@@ -449,6 +471,16 @@ def _edit_gs(states, edit):
     ('endless list setting', ['Gs', 'malformed static_kwargs']),
     ('unknown network', ['Gs', 'G_mine']),
     ('wrong config', ['Gs', 'missing', '32x32']),
+    ('G, D, D', ['network Gs is built by D_paper, as the D of a PGGAN network pickle is; its Gs is built by G_paper']),
+    ('two channels', ['network G has num_channels = 2; it must be 1 (grayscale) or 3 (RGB)']),
+    ('four channels', ['network Gs has num_channels = 4; it must be 1 (grayscale) or 3 (RGB)']),
+    ('unknown setting', ["network Gs has the setting 'fmap_bse', which G_paper does not take"]),
+    ('use_wscale yes', ["network Gs has use_wscale = 'yes'; it must be True or False"]),
+    ('fractional fmap_base', ['network Gs has fmap_base = 64.5; it must be a whole number from 1 to 65536']),
+    ('absurd fmap_base', ['network Gs has fmap_base = 1073741824; it must be a whole number from 1 to 65536']),
+    ('class names not strings', ['network Gs has label_names = [1, 2, 3]; it must be None or a list of different '
+                                 'class names']),
+    ('class names for other columns', ['network Gs stores 2 class names for 3 label columns']),
 ])
 def test_a_network_that_does_not_match_its_description_is_refused(tmp_path, edit, fragments):
     path = write(tmp_path / 'bad.pkl', published_pickle(_edit_gs(published_states(), edit)))
@@ -708,6 +740,48 @@ def test_our_pickles_round_trip_exactly(tmp_path):
             for name in before:
                 assert after[name].dtype == before[name].dtype and np.array_equal(after[name], before[name]), name
         assert np.array_equal(loaded[2].run(latents, labels), saved_images)
+
+
+def our_pickle(path, seed=0):
+    with fresh_session():
+        G = tfutil.Network('G', 'G_paper', **TINY)
+        D = tfutil.Network('D', 'D_paper', **TINY)
+        tf.set_random_seed(seed)
+        G.init_vars()
+        D.init_vars()
+        legacy.save_network_pkl(path, (G, D, G.clone('Gs')))
+    return path
+
+
+def test_our_pickles_carry_a_checksum_of_their_weights(tmp_path):
+    """A flipped bit inside any weight is found; the original's loader ignores the extra state key, and pickles
+    without one (the published files) load as before (test_published_layout_loads_every_variable)."""
+    path = our_pickle(str(tmp_path / 'ours.pkl'))
+    with open(path, 'rb') as f:
+        data = f.read()
+    found = [state for state in pickle_states_raw(data)]
+    assert all(tfutil.CHECKSUM_KEY in state for state in found)
+    assert all(tfutil.CHECKSUM_KEY not in state for state in legacy.read_network_states(path))  # verified, dropped
+    weight = np.asarray(found[0]['variables'][3][1])  # G's 4x4/Conv/weight (Gs, its copy, comes later in the file)
+    start = data.find(weight.tobytes())
+    assert start > 0
+    for offset in (0, weight.nbytes // 2, weight.nbytes - 1):  # low, middle and high bytes of the array
+        flipped = bytearray(data)
+        flipped[start + offset] ^= 0x10
+        bad = write(tmp_path / ('flipped%d.pkl' % offset), bytes(flipped))
+        assert_refused(bad, 'network G: its weights do not match the checksum stored with them: the file is damaged')
+
+
+def pickle_states_raw(data):
+    """The state dicts of a pickle, read by the standard unpickler with a stand-in network class (test only)."""
+    class Network(object):
+        def __setstate__(self, state):
+            self.state = state
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            return Network if name == 'Network' else pickle.Unpickler.find_class(self, module, name)
+    return [net.state for net in Unpickler(io.BytesIO(data)).load()]
 
 
 def test_a_failed_save_keeps_the_previous_file(tmp_path, tf_session, monkeypatch):
