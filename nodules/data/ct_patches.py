@@ -45,7 +45,7 @@ import SimpleITK as sitk
 
 from nodules.util import progress as progress_reports
 from nodules.util import values
-from nodules.util.errors import UserError, check_folder_exists, check_regular_file
+from nodules.util.errors import UserError, check_folder_exists, check_regular_file, describe_path
 
 REQUIRED_COLUMNS = ('seriesuid', 'coordX', 'coordY', 'coordZ', 'diameter_mm')
 # A nodule list is read whole: refuse one larger than this (a million rows take about 60 MB) before reading.
@@ -290,6 +290,46 @@ def _itk_reason(error):
     return '; '.join(line.strip() for line in text.splitlines() if line.strip())[:200]
 
 
+# Bytes per value of the MetaImage element types (.mhd headers).
+METAIMAGE_VALUE_BYTES = {'MET_CHAR': 1, 'MET_UCHAR': 1, 'MET_SHORT': 2, 'MET_USHORT': 2, 'MET_INT': 4, 'MET_UINT': 4,
+                         'MET_LONG': 4, 'MET_ULONG': 4, 'MET_LONG_LONG': 8, 'MET_ULONG_LONG': 8, 'MET_FLOAT': 4,
+                         'MET_DOUBLE': 8}
+
+
+def _metaimage_data_problem(path):
+    """What is wrong with the data file a MetaImage header (.mhd) names: missing, or shorter than the voxels the
+    header describes; None when that cannot be told (not a header, data inside it, compressed, a list of files)."""
+    try:
+        with open(path, 'rb') as f:
+            text = f.read(1 << 16).decode('latin-1')
+    except OSError:
+        return None
+    fields = {}
+    for line in text.splitlines():
+        key, equals, value = line.partition('=')
+        if equals:
+            fields[key.strip()] = value.strip()
+    name = fields.get('ElementDataFile', '')
+    if not name or name == 'LOCAL' or ' ' in name or name.startswith('LIST'):
+        return None
+    data_path = os.path.join(os.path.dirname(path), name)
+    if not os.path.lexists(data_path):
+        return 'its data file %s does not exist' % data_path
+    if not os.path.isfile(data_path):
+        return 'its data file %s is %s, not a file' % (data_path, describe_path(data_path))
+    try:
+        dims = [int(n) for n in fields['DimSize'].split()]
+        needed = (METAIMAGE_VALUE_BYTES[fields['ElementType']] * int(fields.get('ElementNumberOfChannels', 1))
+                  * int(np.prod(dims, dtype=np.float64)))
+    except (KeyError, ValueError):
+        return None
+    size = os.path.getsize(data_path)
+    if fields.get('CompressedData', 'False').lower() != 'true' and size < needed:
+        return 'its data file %s holds %d bytes but the %s voxels of %s its header describes need %d: truncated' % (
+            data_path, size, 'x'.join(str(n) for n in dims), fields['ElementType'], needed)
+    return None
+
+
 def read_scan(source):
     """The CT volume of a ScanSource as a sitk.Image, after checking that it is a 3-D scalar CT in HU.
 
@@ -307,7 +347,9 @@ def read_scan(source):
         else:
             image = sitk.ReadImage(source.path)
     except RuntimeError as error:
-        raise RowSkipped(SKIP_UNREADABLE, '%s cannot be read (%s)' % (source.path, _itk_reason(error)))
+        # ITK says "No such file" of a MetaImage header whose data file is there but short: say what is wrong.
+        problem = _metaimage_data_problem(source.path) if source.kind != 'dicom' else None
+        raise RowSkipped(SKIP_UNREADABLE, '%s cannot be read (%s)' % (source.path, problem or _itk_reason(error)))
     where = 'DICOM series in %s' % source.path if source.kind == 'dicom' else source.path
     if modality and modality != 'CT':
         raise RowSkipped(SKIP_NOT_CT, '%s has modality %s, not CT' % (where, modality))

@@ -379,6 +379,32 @@ def test_itk_messages_stay_off_stderr(tmp_path, capfd):
     assert len(err.splitlines()) == 1 and 'nodata.mhd cannot be read' in err
 
 
+def test_a_metaimage_whose_data_is_missing_or_short_says_so(tmp_path, capsys):
+    """ITK reports "No such file" of a header whose data file exists but is truncated: the line says which file
+    is short and by how much, or that the data file is missing."""
+    scans = tmp_path / 'scans'
+    volume, centre = ct_volume(*GEOMETRY['mhd'], markers=False)
+    write_scan(volume, scans, 'good', 'mhd')
+    for uid in ('short', 'nodata'):
+        write_scan(volume, scans, uid, 'mhd')
+    folder = scans / 'subset0'
+    data = (folder / 'short.raw').read_bytes()
+    (folder / 'short.raw').write_bytes(data[:len(data) // 2])
+    os.remove(str(folder / 'nodata.raw'))
+    rows = [nodule_row('good', centre), nodule_row('short', centre), nodule_row('nodata', centre)]
+    csv_path = write_csv(tmp_path / 'nodules.csv', rows)
+    images, _, _, _ = ct_patches.patches_from_ct(str(scans), csv_path, resolution=16)
+    assert images.shape == (1, 1, 16, 16)
+    lines = capsys.readouterr().err.strip().splitlines()
+    dims = 'x'.join(str(n) for n in volume.GetSize())
+    assert lines == [
+        '%s row 3: %s cannot be read (its data file %s holds %d bytes but the %s voxels of MET_SHORT its header '
+        'describes need %d: truncated)' % (csv_path, folder / 'short.mhd', folder / 'short.raw', len(data) // 2, dims,
+                                           len(data)),
+        '%s row 4: %s cannot be read (its data file %s does not exist)' % (csv_path, folder / 'nodata.mhd',
+                                                                         folder / 'nodata.raw')]
+
+
 def test_help_states_the_ranges_the_checks_enforce():
     text = ' '.join(run_script('dataset_tool.py', 'create_from_ct', '-h').stdout.split())
     assert '0.01 to 10' in text and '%g to %g' % (ct_patches.MIN_SPACING_MM, ct_patches.MAX_SPACING_MM) in text
