@@ -644,7 +644,14 @@ def _train(settings, outdir, resume, resume_kimg, G_kwargs, D_kwargs, origins, g
 
     # Everything that can be wrong with the input is found before the run directory exists.
     console('reading and checking every file of %s ...' % cfg.data_dir)
-    data = TrainingData(cfg.data_dir, cfg.conditional)
+    try:
+        data = TrainingData(cfg.data_dir, cfg.conditional)
+    except UserError as error:
+        recorded_in = (origins or {}).get('data_dir')
+        if recorded_in and recorded_in != 'command line':  # the resumed run's config.json named this folder
+            raise UserError('%s (the data_dir recorded in %s; give --data DIR to resume on a dataset elsewhere)'
+                            % (error, recorded_in))
+        raise
     heldout = _check_metrics(cfg, data)
     schedule = Schedule(data.resolution, cfg.lod_training_kimg, cfg.lod_transition_kimg, minibatch=cfg.minibatch,
                         minibatch_dict=cfg.minibatch_dict, lr=cfg.lr, tick_kimg=cfg.tick_kimg)

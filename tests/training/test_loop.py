@@ -792,6 +792,22 @@ def train(*args, **kwargs):
     return run_script('3-train.py', *args, **kwargs)
 
 
+def test_resume_names_the_config_json_of_a_data_dir_that_is_gone(tmp_path):
+    """The dataset a resumed run trained on was moved: the line says where that folder name came from."""
+    run_dir = tmp_path / 'results' / '00000-tiny-16x16'
+    run_dir.mkdir(parents=True)
+    settings = dict(training_settings.DEFAULTS, data_dir=str(tmp_path / 'moved'), total_kimg=2.0)
+    (run_dir / 'config.json').write_bytes(training_settings.config_bytes(settings, G_params=10))
+    snapshot = run_dir / 'network-snapshot-000001.024.pkl'
+    snapshot.write_bytes(b'never read: the dataset is checked first')
+    result = train('--outdir', tmp_path / 'results', '--resume', snapshot)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        'error: %s: no such dataset directory (the data_dir recorded in %s; give --data DIR to resume on a dataset '
+        'elsewhere)' % (tmp_path / 'moved', run_dir / 'config.json')]
+    assert sorted(os.listdir(str(tmp_path / 'results'))) == ['00000-tiny-16x16']
+
+
 def check_ok(result):
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'Traceback' not in result.stderr, result.stderr
