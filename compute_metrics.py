@@ -50,7 +50,7 @@ def parse_args(argv=None):
                     'lattice); maskfidelity = for a pix2pix model (--fake from 5-pix2pix.py) and pairs (--real: '
                     'a dataset with masks or a folder of PNG pairs): Dice between each mask and the nodule '
                     'segmented from the patch generated from it by a fixed rule (%s), the same for the real '
-                    'patch of each mask (the rule\'s ceiling on this data), and SWD of generated against real '
+                    'patch of each mask (what the rule finds in real data), and SWD of generated against real '
                     'patches. With a pix2pix --fake every metric compares the real patches of --real\'s pairs '
                     'with those generated from their masks' % maskfidelity.RULE)
     parser.add_argument('--real', required=True, metavar='DATASET_DIR',
@@ -297,7 +297,7 @@ def report_maskfidelity(masks, real, fake):
     print('')
     print('Mask fidelity: Dice between each mask and the nodule segmented from the patch (%d masks; rule: %s; '
           '1 = the nodule follows the mask exactly)' % (result['count'], result['rule']))
-    for key, note in (('fake', 'generated from the mask'), ('real', 'real patch of the mask: the rule\'s ceiling')):
+    for key, note in (('fake', 'generated from the mask'), ('real', 'the real patch of the mask, for reference')):
         values = result['generated' if key == 'fake' else 'real']
         print('  %-9s mean %.3f  median %.3f  (10%%: %.3f, 90%%: %.3f)   (%s)'
               % (key, values['mean'], values['median'], values['p10'], values['p90'], note))
