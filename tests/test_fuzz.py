@@ -7,6 +7,10 @@ the real readers in a separate interpreter whose data segment is limited (a cras
 the test instead of ending the test run), and a few through the real scripts.  Every mutant must either read
 cleanly or fail with exactly one line that names the file: never a traceback, a crash or a hang.
 
+Well-formed files that say something wrong are fuzzed too: network states with static keywords of every type
+and range, networks in other roles, class names and checksums (each generator that reads cleanly is built and
+run); latents files of every dtype, shape and size; and PNGs of every mode create_from_images may meet.
+
 The cases are the same on every run (FUZZ_SEED in the environment explores others); each case's name says how
 its file was made, so a failure reproduces from its name alone.
 """
@@ -195,6 +199,122 @@ def pickle_mutants(rng, count):
     return mutants
 
 
+# Values a careless or hostile file gives to the static keywords of a network (NaN and huge numbers are refused
+# before any keyword is looked at, by the general check of the state), and keywords no builder takes.
+SETTING_VALUES = [None, True, False, 0, 1, 2, 3, 4, -1, 16, 64, 64.5, 1000000000, 2 ** 31 - 1, 'yes', '', 'float16',
+                  'linear', [1, 2], ['AIS', 'MIA', 'IAC'], ['AIS', 'AIS', 'IAC'], 0.5, 1e-9]
+SETTING_NAMES = ['num_channels', 'resolution', 'graph_resolution', 'label_size', 'fmap_base', 'fmap_max', 'fmap_decay',
+                 'latent_size', 'normalize_latents', 'use_wscale', 'use_pixelnorm', 'pixelnorm_epsilon', 'dtype',
+                 'fused_scale', 'mbstd_group_size', 'structure', 'label_names', 'augment_p', 'fmap_bse', 'use_bn']
+
+
+def state_mutants(rng, count):
+    """[(name, bytes)]: well-formed pickles of a tiny (G, D, Gs) whose states say something wrong or unusual:
+    static keywords of every type, networks in other roles, class names, checksums (right, wrong, of a flipped
+    weight)."""
+    from nodules.gan import tfutil
+    mutants = []
+    kinds = ['setting', 'settings', 'roles', 'class names', 'checksum']
+    while len(mutants) < count:
+        states = published_states()
+        kind = kinds[len(mutants) % len(kinds)]
+        if kind in ('setting', 'settings'):
+            edits = []
+            for _ in range(1 if kind == 'setting' else 3):
+                key, value = pick(rng, SETTING_NAMES), pick(rng, SETTING_VALUES)
+                edits.append('%s=%r' % (key, value))
+                for state in states if rng.rand() < 0.5 else states[2:]:
+                    state['static_kwargs'] = dict(state['static_kwargs'], **{key: value})
+            name = 'static keywords %s' % ', '.join(edits)
+        elif kind == 'roles':
+            order = [int(i) for i in rng.randint(3, size=3)]
+            states = [dict(states[i], name=role) for i, role in zip(order, ('G', 'D', 'Gs'))]
+            name = 'networks %s in the roles G, D, Gs' % [('G', 'D', 'Gs')[i] for i in order]
+        elif kind == 'class names':
+            size, names = int(rng.randint(0, 4)), pick(rng, [['AIS', 'MIA', 'IAC'], ['AIS', 'MIA'], ['AIS', ''],
+                                                             [1, 2, 3], 'AIS'])
+            for state in states:
+                state['static_kwargs'] = dict(state['static_kwargs'], label_size=size, label_names=names)
+            name = 'label_size %d with label_names %r' % (size, names)
+        else:
+            how = pick(rng, ['right', 'wrong', 'a string', 'of a flipped weight'])
+            for state in states:
+                state[tfutil.CHECKSUM_KEY] = tfutil.variables_checksum(state['variables'])
+            if how == 'wrong':
+                states[1][tfutil.CHECKSUM_KEY] ^= 1 << int(rng.randint(32))
+            elif how == 'a string':
+                states[0][tfutil.CHECKSUM_KEY] = 'crc'
+            elif how == 'of a flipped weight':
+                weight = states[2]['variables'][3][1]
+                weight.reshape(-1)[int(rng.randint(weight.size))] *= -1
+            name = 'checksum %s' % how
+        mutants.append(('%s (case %d)' % (name, len(mutants)), published_pickle(states)))
+    return mutants
+
+
+def latents_mutants(rng, count):
+    """[(name, bytes)]: .npy files of every kind of numbers, shape and size for a generator of latent size 16."""
+    import io
+    mutants = []
+    while len(mutants) < count:
+        dtype = pick(rng, ['int8', 'uint16', 'int64', 'float16', 'float32', 'float64', 'complex64', 'bool', 'U3'])
+        shape = pick(rng, [(4, 16), (0, 16), (16,), (2, 3, 4), (3, 15), (1, 16), (6, 16)])
+        scale = pick(rng, [1.0, 1e14, 1e16, 1e30, 1e300, 0.0])
+        special = pick(rng, [None, None, 'nan', 'inf'])
+        values = rng.standard_normal(shape) * scale
+        if special and values.size:
+            values.reshape(-1)[0] = float(special)
+        with np.errstate(all='ignore'):
+            array = values.astype(dtype)
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        mutants.append(('%s %s latents scaled by %g%s (case %d)' % (dtype, list(shape), scale,
+                                                                  ', one %s' % special if special else '',
+                                                                  len(mutants)), buffer.getvalue()))
+    return mutants
+
+
+def image_mutants(rng, count):
+    """[(name, bytes)]: PNG files of every Pillow mode create_from_images may meet, opaque or not, and 16-bit RGB."""
+    import io
+    import zlib
+    from PIL import Image
+    mutants = []
+    while len(mutants) < count:
+        mode = pick(rng, ['L', 'LA', 'RGB', 'RGBA', 'P grey', 'P colour', 'P transparent', 'I;16', '1',
+                          '16-bit RGB'])
+        opaque = bool(rng.rand() < 0.5)
+        pixels = rng.randint(0, 256, (16, 16, 4)).astype(np.uint8)
+        pixels[..., 3] = 255 if opaque else pixels[..., 3]
+        buffer = io.BytesIO()
+        if mode == '16-bit RGB':  # written by hand: Pillow writes no 16-bit colour PNG
+            raw = b''.join(b'\x00' + (pixels[y, :, :3].astype('>u2') * 257).tobytes() for y in range(16))
+
+            def chunk(kind, data):
+                return (struct.pack('>I', len(data)) + kind + data
+                        + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+            buffer.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 16, 16, 16, 2, 0, 0, 0))
+                         + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+        elif mode == 'I;16':
+            Image.fromarray(pixels[..., 0].astype(np.uint16) * 200).save(buffer, 'PNG')
+        elif mode.startswith('P'):
+            grey = Image.fromarray(pixels[..., 0], 'L')
+            image = grey.convert('P') if mode == 'P grey' else Image.fromarray(pixels[..., :3], 'RGB').convert(
+                'P', palette=Image.ADAPTIVE, colors=16)
+            if mode == 'P transparent':
+                image.info['transparency'] = int(pixels[0, 0, 0]) % 16
+            image.save(buffer, 'PNG', **({'transparency': image.info['transparency']}
+                                         if 'transparency' in image.info else {}))
+        elif mode == '1':
+            Image.fromarray(pixels[..., 0] > 127).save(buffer, 'PNG')
+        else:
+            channels = {'L': [0], 'LA': [0, 3], 'RGB': [0, 1, 2], 'RGBA': [0, 1, 2, 3]}[mode]
+            array = pixels[..., channels]
+            Image.fromarray(array[..., 0] if len(channels) == 1 else array, mode).save(buffer, 'PNG')
+        mutants.append(('%s PNG%s (case %d)' % (mode, ', opaque' if opaque else '', len(mutants)), buffer.getvalue()))
+    return mutants
+
+
 def write_cases(directory, prefix, mutants, suffix):
     cases = []
     for index, (name, data) in enumerate(mutants):
@@ -216,8 +336,10 @@ import sys
 sys.path.insert(0, %(root)r)
 from nodules.data import dataset
 from nodules.gan import legacy
+from nodules import generation
 from nodules.util.errors import UserError
 from nodules.util.tfcompat import tf
+import dataset_tool
 
 def data_segment_bytes():
     with open('/proc/self/status') as f:
@@ -233,6 +355,21 @@ for line in sys.stdin:
         if case['kind'] == 'tfrecords':
             images = dataset.read_images(case['path'])
             detail = '%%d images' %% len(images)
+        elif case['kind'] == 'latents':
+            latents = generation.load_latents(case['path'], 16, max_count=5)
+            assert latents.dtype.name == 'float32' and latents.shape[1] == 16, latents.shape
+            detail = '%%d latents' %% len(latents)
+        elif case['kind'] == 'image':
+            pixels = dataset_tool.read_image(case['path'])
+            assert pixels.shape[0] in (1, 3) and pixels.shape[1:] == (16, 16), pixels.shape
+            detail = '%%s %%s' %% (pixels.dtype, list(pixels.shape))
+        elif case['kind'] == 'state':  # build and run the generator of every state that reads cleanly
+            states = legacy.read_network_states(case['path'])
+            with tf.Graph().as_default(), tf.Session():
+                Gs = legacy.network_from_state(states[2], case['path'])
+                images = generation.generate_images(Gs, generation.random_latents(2, Gs.input_shapes[0][1], 0),
+                                                    label_index=0 if Gs.input_shapes[1][1] else None)
+            detail = 'Gs made images %%s' %% list(images.shape)
         else:
             states = legacy.read_network_states(case['path'])
             detail = 'states read'
@@ -285,6 +422,27 @@ def test_mutated_files_read_cleanly_or_fail_in_one_line(tmp_path):
     assert len(errors) >= len(cases) // 4, errors
     assert 'claims 1125899906842624 bytes' in outcomes[cases[0]['name']]['error']
     assert 'memo entry 1400000000' in outcomes[cases[CASES_PER_KIND]['name']]['error']
+
+
+@pytest.mark.slow  # ~10 s: every generator that reads cleanly is built and run
+def test_network_states_latents_and_images_read_cleanly_or_fail_in_one_line(tmp_path):
+    """The kinds of issue 21: well-formed files that say something wrong (static keywords, roles, class names,
+    checksums; latents of every dtype and size; images of every mode) are read or refused in one line."""
+    rng = np.random.RandomState(SEED + 2)
+    cases = [dict(c, kind='state') for c in write_cases(tmp_path, 'network', state_mutants(rng, CASES_PER_KIND),
+                                                       '.pkl')]
+    cases += [dict(c, kind='latents') for c in write_cases(tmp_path, 'z', latents_mutants(rng, CASES_PER_KIND),
+                                                          '.npy')]
+    cases += [dict(c, kind='image') for c in write_cases(tmp_path, 'image', image_mutants(rng, CASES_PER_KIND),
+                                                        '.png')]
+    assert len(set(c['name'] for c in cases)) == len(cases), 'case names must be unique to reproduce them'
+    outcomes = run_readers(cases)
+    assert sorted(outcomes) == sorted(c['name'] for c in cases)
+    for case in cases:
+        assert_one_line_naming(outcomes[case['name']], case['path'])
+    for kind in ('state', 'latents', 'image'):  # each kind has cases of both outcomes
+        results = [outcomes[c['name']] for c in cases if c['kind'] == kind]
+        assert any('error' in r for r in results) and any('read' in r for r in results), (kind, results)
 
 
 # ----------------------------------------------------------------------------------------------------------------

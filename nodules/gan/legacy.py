@@ -550,7 +550,10 @@ def _check_state(path, role, state, kind=KINDS['pggan']):
             raise UserError('%s variable %s holds %d NaN or infinite value(s) of %d: the weights are broken'
                             % (where, _short(name), bad, np.size(value)))
     checksum = state.get(tfutil.CHECKSUM_KEY)
-    if checksum is not None and (type(checksum) is not int or checksum != tfutil.variables_checksum(variables)):
+    if checksum is not None and type(checksum) is not int:
+        raise UserError('%s has a weights checksum of type %s, not a number: the file is damaged'
+                        % (where, type(checksum).__name__))
+    if checksum is not None and checksum != tfutil.variables_checksum(variables):
         raise UserError('%s: its weights do not match the checksum stored with them: the file is damaged'
                         % where)
 
