@@ -246,3 +246,11 @@ def test_training_data_refusals(tmp_path):
     result = run_script(SCRIPT, 'train', '--data', folder, '--outdir', tmp_path / 'runs')
     assert_clean_failure(result, 'pair001.png: the mask is empty')
     assert not os.path.exists(str(tmp_path / 'runs'))
+
+
+def test_the_demo_weights_are_a_small_pix2pix_model():
+    path = 'demo/weight/pix2pix-AIS.pkl'
+    assert os.path.getsize(path) < 10 * 2 ** 20
+    G, D = legacy.read_network_states(path, 'pix2pix')
+    assert (G['static_kwargs']['ngf'], D['static_kwargs']['ndf']) == (16, 16)
+    assert 1.7e6 < sum(np.size(v) for _, v in G['variables']) < 1.9e6

@@ -77,17 +77,6 @@ def triplet_picture(trainer, train_pairs, val_pairs):
     return outputs.image_grid(tiles, columns=2, padding=4 * outputs.GRID_PADDING)
 
 
-def save_final(run_dir, snapshot):
-    """network-final.pkl: the last snapshot, hard-linked, or copied where the file system has no hard links."""
-    path = os.path.join(run_dir, 'network-final.pkl')
-    try:
-        os.link(snapshot, path)
-    except OSError:
-        with open(snapshot, 'rb') as f:
-            outputs.write_file_atomic(path, f.read())
-    return path
-
-
 def train(settings, outdir, resume=None, start_epoch=0, origins=None, progress=progress_reports.quiet,
           console=None):
     """Train as `settings` (nodules/pix2pix/settings.py, resolved) say in a new run directory under `outdir`,
@@ -157,7 +146,7 @@ def _train(trainer, settings, outdir, train_pairs, val_pairs, resume, origins, p
         except UserError as error:
             run.log('error: %s' % error)
             raise UserError('%s; the last good snapshot is %s' % (error, last[0] or 'none'))
-        final = save_final(run.run_dir, last[0])
+        final = training_loop.save_final(run.run_dir, last[0])
         run.log('done: %s' % final)
     finally:
         run.close()

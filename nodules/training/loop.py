@@ -383,6 +383,18 @@ def log_line(path, line, console=None):
         pass  # a full disk: the line was still shown, and what then fails stops the run with its own message
 
 
+def save_final(run_dir, snapshot):
+    """run_dir/network-final.pkl: the last snapshot, hard-linked (the same bytes, no second copy on disk), or copied
+    where the file system has no hard links."""
+    path = os.path.join(run_dir, 'network-final.pkl')
+    try:
+        os.link(snapshot, path)
+    except OSError:
+        with open(snapshot, 'rb') as f:
+            outputs.write_file_atomic(path, f.read())
+    return path
+
+
 def new_run_dir(outdir, description):
     """outdir/NNNNN-description, numbered one past the highest existing run; never an existing directory.
 
@@ -454,15 +466,7 @@ class RunOutputs(object):
         return path
 
     def save_final(self, snapshot):
-        """network-final.pkl: the last snapshot, hard-linked (the same bytes, no second copy on disk), or copied
-        where the file system has no hard links."""
-        path = self.path('network-final.pkl')
-        try:
-            os.link(snapshot, path)
-        except OSError:
-            with open(snapshot, 'rb') as f:
-                outputs.write_file_atomic(path, f.read())
-        return path
+        return save_final(self.run_dir, snapshot)
 
     def summarize(self, nimg, values):
         """TensorBoard scalars {tag: value} at kimg nimg / 1000 (TensorBoard steps are whole kimg)."""

@@ -17,11 +17,10 @@ import argparse
 import collections
 import json
 import math
-import numbers
 import os
 import re
 
-from nodules.util import values
+from nodules.util import settings_table, values
 from nodules.util.errors import UserError
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -48,28 +47,9 @@ NETWORK_USERS = ('G', 'D')              # users of the settings that size the ne
 # Rules: (description, test) pairs; a value is valid when test(value) is true
 
 
-def _real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _rule(description, test, optional=False):
-    """A rule; `optional` also accepts None (the setting's 'decide for me' value)."""
-    return description, (lambda v: v is None or test(v)) if optional else test
-
-
-def _above(low, optional=False):
-    return _rule('a number > %g' % low, lambda v: _real(v) and v > low, optional)
-
-
-def _at_least(low, whole=False, optional=False):
-    kind, real = ('a whole number', values.is_whole) if whole else ('a number', _real)
-    return _rule('%s >= %g' % (kind, low), lambda v: real(v) and v >= low, optional)
-
-
-def _between(low, high, below=False, whole=False, optional=False):
-    kind, real = ('a whole number', values.is_whole) if whole else ('a number', _real)
-    return _rule('%s from %g to %s%g' % (kind, low, 'below ' if below else '', high),
-                 lambda v: real(v) and low <= v and (v < high if below else v <= high), optional)
+# The rule makers are shared with every settings table (nodules/util/settings_table.py).
+_real, _rule, _above, _at_least, _between = (settings_table.is_real, settings_table.rule, settings_table.above,
+                                             settings_table.at_least, settings_table.between)
 
 
 def _names(what, known):
@@ -77,7 +57,7 @@ def _names(what, known):
                  lambda v: isinstance(v, (list, tuple)) and all(name in known for name in v))
 
 
-_SWITCH = _rule('true or false', lambda v: isinstance(v, bool))
+_SWITCH = settings_table.SWITCH
 
 # ----------------------------------------------------------------------------------------------------------------
 # Kinds: how the values of a setting are written on the command line and in config.json
