@@ -381,17 +381,7 @@ def _help(setting):
     return ('%s (default: %s%s)' % (setting.help, default_text(setting), note)).replace('%', '%%')
 
 
-def default_text(setting):
-    if setting.default_help:
-        return setting.default_help
-    value = setting.default
-    if isinstance(value, bool):
-        return 'on' if value else 'off'
-    if isinstance(value, float):
-        return '%g' % value
-    if value in ([], {}):
-        return 'none'
-    return str(value)
+default_text = settings_table.SettingsTable.default_text  # how -h writes a default, for every table
 
 
 def given_settings(args):

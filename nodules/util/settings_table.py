@@ -135,6 +135,7 @@ class SettingsTable(object):
 
     @staticmethod
     def default_text(setting):
+        """How -h writes a setting's default: its default_help, on/off, %g, none for empty lists, or the value."""
         if setting.default_help:
             return setting.default_help
         value = setting.default
