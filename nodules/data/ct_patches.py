@@ -345,11 +345,14 @@ def read_scan(source):
             if reader.HasMetaDataKey(0, DICOM_MODALITY_TAG):
                 modality = reader.GetMetaData(0, DICOM_MODALITY_TAG).strip()
         else:
+            # Checked first: ITK says "No such file" of a MetaImage header whose data file is there but short, and
+            # older versions (SimpleITK 1.x) read it without a word.
+            problem = _metaimage_data_problem(source.path)
+            if problem:
+                raise RowSkipped(SKIP_UNREADABLE, '%s cannot be read (%s)' % (source.path, problem))
             image = sitk.ReadImage(source.path)
     except RuntimeError as error:
-        # ITK says "No such file" of a MetaImage header whose data file is there but short: say what is wrong.
-        problem = _metaimage_data_problem(source.path) if source.kind != 'dicom' else None
-        raise RowSkipped(SKIP_UNREADABLE, '%s cannot be read (%s)' % (source.path, problem or _itk_reason(error)))
+        raise RowSkipped(SKIP_UNREADABLE, '%s cannot be read (%s)' % (source.path, _itk_reason(error)))
     where = 'DICOM series in %s' % source.path if source.kind == 'dicom' else source.path
     if modality and modality != 'CT':
         raise RowSkipped(SKIP_NOT_CT, '%s has modality %s, not CT' % (where, modality))
