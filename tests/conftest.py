@@ -3,6 +3,7 @@ import contextlib
 import importlib.util
 import io
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +23,10 @@ for folder in [ROOT] + sorted(os.path.join(TESTS, d) for d in os.listdir(TESTS)
 def pytest_configure(config):
     # `pytest -m "not slow"` is the inner loop (a couple of minutes); CI runs everything.
     config.addinivalue_line('markers', 'slow: takes more than about ten seconds (training runs, full-size networks)')
+    # A shell starts background jobs (`pytest ... &`, nohup) with Ctrl-C ignored, and the scripts these tests start
+    # would inherit that: the tests of what Ctrl-C does need Python's own handler, as in a terminal.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_script(script, *args, **kwargs):

@@ -469,7 +469,7 @@ def test_command_reports_bad_input_as_user_errors(runs, capsys):
         (['--real', root / 'A', '--fake', root / 'missing.pkl'], 'no such model file or dataset directory'),
         (['--real', root / 'A', '--halves', '--num', 13], 'holds 24 images'),
         (['--real', root / 'A', '--fake', root / 'B', '--num', 25], 'holds 24 images'),
-        (['--real', root / 'A', '--fake', root / 'S'], 'are 32x32 but the fake ones are 16x16'),
+        (['--real', root / 'A', '--fake', root / 'S'], r'are 32x32, 1 channel but the fake ones \(.*\) are 16x16'),
         (['--real', root / 'S', '--fake', runs['model'], '--label', 'AIS'],
          'trained without labels; --label does not apply'),
         (['--real', root / 'S', '--fake', runs['conditional'], '--label', 'SCC'],
