@@ -481,17 +481,7 @@ def saved_settings(snapshot):
     path = config_path(os.path.dirname(os.path.abspath(snapshot)))
     if not os.path.isfile(path):
         return {}, None
-    try:
-        with open(path, 'rb') as f:
-            config = json.loads(f.read(1 << 20).decode('utf-8'))
-    except (OSError, ValueError) as error:
-        raise UserError('%s: not a readable run configuration (%s)' % (path, str(error).splitlines()[0]))
-    if not isinstance(config, dict):
-        raise UserError('%s: not a run configuration (a JSON object)' % path)
-    settings = {name: BY_NAME[name].kind.from_json(config[name]) for name in DEFAULTS if name in config}
-    for name in DIRECTORY_SETTINGS:
-        if isinstance(settings.get(name), str):  # recorded absolute; a relative one is relative to the run
-            settings[name] = os.path.join(os.path.dirname(path), settings[name])
+    settings = settings_table.read_config_file(path, BY_NAME, DEFAULTS, DIRECTORY_SETTINGS)
     check_settings(settings, path)
     return settings, path
 

@@ -169,17 +169,23 @@ class SettingsTable(object):
 
     def read_config(self, path):
         """The settings recorded in the config.json at `path` (checked; UserError naming it)."""
-        try:
-            with open(path, 'rb') as f:
-                config = json.loads(f.read(1 << 20).decode('utf-8'))
-        except (OSError, ValueError) as error:
-            raise UserError('%s: not a readable run configuration (%s)' % (path, str(error).splitlines()[0]))
-        if not isinstance(config, dict):
-            raise UserError('%s: not a run configuration (a JSON object)' % path)
-        settings = {name: self.by_name[name].kind.from_json(config[name]) for name in self.defaults
-                    if name in config}
-        for name in self.directories:
-            if isinstance(settings.get(name), str):
-                settings[name] = os.path.join(os.path.dirname(path), settings[name])
+        settings = read_config_file(path, self.by_name, self.defaults, self.directories)
         self.check(settings, path)
         return settings
+
+
+def read_config_file(path, by_name, names, directories=()):
+    """{name: value} of the settings `names` recorded in the config.json at `path`, not yet checked (UserError
+    naming the file when it is not a JSON object); a directory recorded relative is relative to the run."""
+    try:
+        with open(path, 'rb') as f:
+            config = json.loads(f.read(1 << 20).decode('utf-8'))
+    except (OSError, ValueError) as error:
+        raise UserError('%s: not a readable run configuration (%s)' % (path, str(error).splitlines()[0]))
+    if not isinstance(config, dict):
+        raise UserError('%s: not a run configuration (a JSON object)' % path)
+    settings = {name: by_name[name].kind.from_json(config[name]) for name in names if name in config}
+    for name in directories:
+        if isinstance(settings.get(name), str):
+            settings[name] = os.path.join(os.path.dirname(path), settings[name])
+    return settings
