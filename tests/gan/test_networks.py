@@ -950,6 +950,7 @@ def test_discriminator_lod_blend_and_graph_resolution(tf_session):
 # Gradients through the level selection (training differentiates G and D, and D twice for the gradient penalty)
 
 
+@pytest.mark.slow  # ~2.5 s: gradients through every level of the full graph
 def test_gradients_through_the_level_selection(tf_session):
     """At lod 1.5 G's and D's gradients reach exactly the levels in use: the blocks finer than the lod get zero,
     the others non-zero; D's input gradient matches finite differences; the gradient penalty (a gradient of a

@@ -55,6 +55,7 @@ def test_radiomic_features_of_8_bit_patches(features, patches):
 
 
 @needs_frd
+@pytest.mark.slow  # ~2 s: the package in a subprocess of its own
 def test_frd_is_the_packages_figure(features, patches, tmp_path):
     """frd-score's compute_frd on the same patches written as PNG folders gives exactly our value."""
     from PIL import Image

@@ -180,6 +180,7 @@ def test_swd_matches_the_long_way_reference(shipped):
     np.testing.assert_allclose(ours, reference_swd(rgb, shipped['AIS'][:5, :, ::4, ::4], seed=2), rtol=2e-5)
 
 
+@pytest.mark.slow  # ~3 s: SWD of whole shipped datasets
 def test_swd_of_a_dataset_half_is_far_below_another_subtype_and_noise(shipped):
     ais, iac = shipped['AIS'], shipped['IAC']
     n = 150  # halves of the 30 AIS nodules: fewer nodules per half make the halves' distance noisy at 16x16
