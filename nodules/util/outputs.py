@@ -160,6 +160,7 @@ def _make_stage(directory, label, swap_of=None):
         except FileExistsError:
             continue
         record = json.dumps({'made_by': 'nodules', 'stage': name, 'swap_of': swap_of})
+        assert record.encode('utf-8').startswith(_record_start(name))  # what _partial_record recognises
         fd = os.open(os.path.join(path, STAGE_MARKER), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             f.write(record + '\n')
@@ -200,13 +201,33 @@ def _stage_record(path, name):
     return record
 
 
+def _partial_record(path, name):
+    """Whether the staging folder holds nothing but a record cut short: a process killed while marking the folder
+    it had just made (the record's first bytes, or none, name this very folder)."""
+    if os.listdir(path) != [STAGE_MARKER]:
+        return False
+    marker = os.path.join(path, STAGE_MARKER)
+    info = os.lstat(marker)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > 65536:
+        return False
+    with open(marker, 'rb') as f:
+        written = f.read()
+    start = _record_start(name)
+    return start.startswith(written) or written.startswith(start)
+
+
+def _record_start(name):
+    """The first bytes of the record _make_stage writes into the staging folder `name`."""
+    return ('{"made_by": "nodules", "stage": %s' % json.dumps(name)).encode('utf-8')
+
+
 def _stage_owner(directory, name):
     """The process id of a staging folder this module made, or None for any other entry (a user's)."""
     match = _STAGE_NAME.match(name)
     path = os.path.join(directory, name)
     if not match or os.path.islink(path) or not os.path.isdir(path):
         return None
-    if _stage_record(path, name) is None and os.listdir(path):
+    if _stage_record(path, name) is None and os.listdir(path) and not _partial_record(path, name):
         return None
     return int(match.group('pid'))
 
@@ -231,8 +252,10 @@ def remove_stale_temporaries(directory):
                 continue
             path = os.path.join(directory, name)
             record = _stage_record(path, name)
-            if record is None:
-                os.rmdir(path)  # empty
+            if record is None:  # empty, or holding a record cut short
+                if os.path.lexists(os.path.join(path, STAGE_MARKER)):
+                    os.remove(os.path.join(path, STAGE_MARKER))
+                os.rmdir(path)
             else:
                 _put_back(directory, path, record)
                 _remove_stage(path)

@@ -349,11 +349,21 @@ def test_remove_stale_temporaries_removes_only_what_it_can_prove_it_made(tmp_pat
     (tmp_path / ('.notes.nodules-%d-00000000.tmp' % dead)).write_bytes(b'a file, not a folder')
     empty = tmp_path / ('.out.nodules-%d-ffffffff.tmp' % dead)   # killed between making a stage and marking it
     empty.mkdir()
+    cut = {}   # killed while writing the record: nothing but the record's first bytes, or an empty record
+    for name, length in (('.out.nodules-%d-eeeeeeee.tmp' % dead, 0), ('.out.nodules-%d-dddddddd.tmp' % dead, 30)):
+        (tmp_path / name).mkdir()
+        whole = '{"made_by": "nodules", "stage": "%s", "swap_of": null}\n' % name
+        (tmp_path / name / outputs.STAGE_MARKER).write_text(whole[:length])
+        cut[name] = True
+    other = '.out.nodules-%d-cccccccc.tmp' % dead   # a cut record naming another folder: not provably ours
+    (tmp_path / other).mkdir()
+    (tmp_path / other / outputs.STAGE_MARKER).write_text('{"made_by": "nodules", "stage": ".elsewhere')
     before = listing(str(tmp_path))
     removed = outputs.remove_stale_temporaries(str(tmp_path))
-    assert sorted(removed) == sorted([os.path.basename(stale), empty.name])
+    gone = [os.path.basename(stale), empty.name] + sorted(cut)
+    assert sorted(removed) == sorted(gone)
     assert listing(str(tmp_path)) == dict((path, data) for path, data in before.items()
-                                          if not path.startswith((os.path.basename(stale), empty.name)))
+                                          if not path.startswith(tuple(gone)))
     assert os.path.isdir(running)
 
 
