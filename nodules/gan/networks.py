@@ -112,6 +112,22 @@ def downscale2d(x, factor=2):
     return tf.nn.avg_pool(x, ksize=ksize, strides=ksize, padding='VALID', data_format='NHWC')
 
 
+BINOMIAL_1D = (1.0, 2.0, 1.0)
+
+
+def blur2d(x, taps=BINOMIAL_1D):
+    """Low-pass filter every feature map of NHWC x with the separable kernel taps x taps, normalised to sum 1
+    (zero padding, same size).  Next to a resampling step it keeps the step's blocks (nearest-neighbour up-sampling)
+    and aliasing (down-sampling) out of the features: without it small generators learn a lattice at the periods
+    of their up-sampling steps."""
+    taps = np.asarray(taps, dtype=np.float64)
+    kernel = np.outer(taps, taps)
+    kernel /= kernel.sum()
+    channels = x.shape.as_list()[-1]
+    kernel = tf.constant(np.tile(kernel[:, :, np.newaxis, np.newaxis], [1, 1, channels, 1]), dtype=x.dtype)
+    return tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding='SAME', data_format='NHWC')
+
+
 def _fused_kernel(w):
     """Pad a 3x3 kernel to 5x5 and sum its four shifted 4x4 windows: one stride-2 op then does the
     resampling and the convolution together.  The add_n keeps this order only in sessions made with
@@ -216,6 +232,7 @@ def G_paper(latents_in, labels_in,
             use_leakyrelu=True,         # leaky ReLU (slope 0.2) instead of ReLU
             dtype='float32',            # precision of conv/dense multiply-adds: 'bfloat16'/'float16' are faster
             fused_scale=True,           # one transposed conv instead of upscale + conv
+            blur_resampling=False,      # binomial [1,2,1] blur after every up-scaling (not in the original)
             graph_resolution=None,      # build only up to this resolution and output images of this size
             **_ignored):                # settings of other code paths found in old pickles (e.g. `structure`)
     resolution_log2, graph_log2 = _check_graph_resolution(resolution, graph_resolution)
@@ -223,6 +240,7 @@ def G_paper(latents_in, labels_in,
     if latent_size is None:
         latent_size = nf(0)
     act = leaky_relu if use_leakyrelu else tf.nn.relu
+    blur = blur2d if blur_resampling else (lambda x: x)
     PN = (lambda x: pixel_norm(x, epsilon=pixelnorm_epsilon)) if use_pixelnorm else (lambda x: x)
 
     # The multiply-add layers of the blocks, with this network's settings.
@@ -249,9 +267,9 @@ def G_paper(latents_in, labels_in,
             else:
                 if fused_scale:
                     with tf.variable_scope('Conv0_up'):
-                        x = PN(act(apply_bias(conv_up(x, nf(res - 1)))))
+                        x = PN(act(apply_bias(blur(conv_up(x, nf(res - 1))))))
                 else:
-                    x = upscale2d(x)
+                    x = blur(upscale2d(x))
                     with tf.variable_scope('Conv0'):
                         x = PN(act(apply_bias(conv(x, nf(res - 1)))))
                 with tf.variable_scope('Conv1'):
@@ -296,11 +314,13 @@ def D_paper(images_in,                  # NHWC [N, graph_resolution, graph_resol
             mbstd_group_size=4,         # minibatch stddev group size; 0 or 1 turns it off
             dtype='float32',            # precision of conv/dense multiply-adds, as in G_paper
             fused_scale=True,           # one stride-2 conv instead of conv + downscale
+            blur_resampling=False,      # binomial [1,2,1] blur before every down-scaling (not in the original)
             graph_resolution=None,      # take images of this size and build only the blocks they need
             **_ignored):
     resolution_log2, graph_log2 = _check_graph_resolution(resolution, graph_resolution)
     nf = feature_maps(fmap_base, fmap_decay, fmap_max)
     act = leaky_relu
+    blur = blur2d if blur_resampling else (lambda x: x)
 
     conv = lambda x, fmaps: conv2d(x, fmaps, kernel=3, use_wscale=use_wscale, dtype=dtype)
     conv_down = lambda x, fmaps: conv2d_downscale2d(x, fmaps, kernel=3, use_wscale=use_wscale, dtype=dtype)
@@ -323,11 +343,11 @@ def D_paper(images_in,                  # NHWC [N, graph_resolution, graph_resol
                     x = act(apply_bias(conv(x, nf(res - 1))))
                 if fused_scale:
                     with tf.variable_scope('Conv1_down'):
-                        x = act(apply_bias(conv_down(x, nf(res - 2))))
+                        x = act(apply_bias(conv_down(blur(x), nf(res - 2))))
                 else:
                     with tf.variable_scope('Conv1'):
                         x = act(apply_bias(conv(x, nf(res - 2))))
-                    x = downscale2d(x)
+                    x = downscale2d(blur(x))
             else:
                 if mbstd_group_size > 1:
                     x = minibatch_stddev_layer(x, mbstd_group_size)

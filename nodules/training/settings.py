@@ -230,6 +230,11 @@ SETTINGS = (
          off_help='unfused resampling: nearest-neighbour up-sampling then a 3x3 convolution in G, a 3x3 convolution '
                   'then 2x2 averaging in D (as many weights; the transposed convolution tends to draw fine texture '
                   'as a lattice at the up-sampling periods)'),
+    _row('blur_resampling', False, Switch(), _SWITCH, 'G D',
+         'low-pass the resampling: a binomial [1,2,1] blur after every up-scaling in G and before every '
+         'down-scaling in D, against the lattice that generators learn at the up-sampling periods (not in the '
+         'original networks)',
+         off_help='no blur next to the resampling, as the original networks (also when resuming)'),
     _row('latent_size', None, Whole(), _at_least(1, whole=True, optional=True), 'G',
          'length of the latent vector', default_help='nf(0), 512 with the defaults'),
     _row('G_smoothing', 0.999, Number(), _between(0, 1, below=True), 'loop',
