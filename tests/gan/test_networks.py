@@ -57,6 +57,20 @@ def np_downscale(x, factor=2):
     return out / (factor * factor)
 
 
+def np_blur(x):
+    """Binomial blur of every channel: out[i, j] = sum over a, b in -1..1 of x[i+a, j+b] * t[a] * t[b] / 16 with
+    t = (1, 2, 1), zeros outside the image."""
+    x = np.asarray(x, np.float64)
+    n, h, w, c = x.shape
+    xp = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode='constant')
+    taps = (1.0, 2.0, 1.0)
+    out = np.zeros_like(x)
+    for a in range(3):
+        for b in range(3):
+            out += xp[:, a:a + h, b:b + w, :] * taps[a] * taps[b] / 16.0
+    return out
+
+
 def np_conv_same(x, w):
     """Cross-correlation (TensorFlow's conv2d), stride 1, zero padding SAME; w is [k, k, in, out]."""
     x = np.asarray(x, np.float64)
@@ -185,7 +199,7 @@ class Params(object):
 
 
 def np_generator_torgb(params, latents, labels, resolution, nf, fused_scale=True, normalize_latents=True,
-                       use_pixelnorm=True, use_leakyrelu=True):
+                       use_pixelnorm=True, use_leakyrelu=True, blur_resampling=False):
     """Every resolution's ToRGB image of G_paper: {log2 r: [N, r, r, C]}."""
     R = int(round(np.log2(resolution)))
     act = np_lrelu if use_leakyrelu else np_relu
@@ -201,16 +215,17 @@ def np_generator_torgb(params, latents, labels, resolution, nf, fused_scale=True
         name = 'ToRGB_lod%d' % (R - res)
         return np_conv_same(v, params.weight(name, gain=1.0)) + params.bias(name)
 
+    blur = np_blur if blur_resampling else (lambda v: v)
     images = {2: torgb(x, 2)}
     for res in range(3, R + 1):
         scope = '%dx%d' % (2 ** res, 2 ** res)
         if fused_scale:
             name = scope + '/Conv0_up'
             w = params.weight(name, fan_in=3 * 3 * x.shape[-1])
-            x = np_fused_upscale_conv_literal(x, w)
+            x = blur(np_fused_upscale_conv_literal(x, w))
         else:
             name = scope + '/Conv0'
-            x = np_conv_same(np_upscale(x), params.weight(name))
+            x = np_conv_same(blur(np_upscale(x)), params.weight(name))
         x = pn(act(x + params.bias(name)))
         name = scope + '/Conv1'
         x = pn(act(np_conv_same(x, params.weight(name)) + params.bias(name)))
@@ -232,7 +247,8 @@ def np_generator_output(torgb, lod, resolution):
     return np_upscale(image, 2 ** level)
 
 
-def np_discriminator(params, images, lod, resolution, nf, label_size=0, fused_scale=True, mbstd_group_size=4):
+def np_discriminator(params, images, lod, resolution, nf, label_size=0, fused_scale=True, mbstd_group_size=4,
+                     blur_resampling=False):
     """D_paper at a given lod, in closed form: start at the working resolution with FromRGB of
     the box-downscaled input, fade the first block's output towards FromRGB of the input downscaled once more."""
     R = int(round(np.log2(resolution)))
@@ -249,14 +265,16 @@ def np_discriminator(params, images, lod, resolution, nf, label_size=0, fused_sc
         name = 'FromRGB_lod%d' % (R - res)
         return np_lrelu(np_conv_same(img, params.weight(name)) + params.bias(name))
 
+    blur = np_blur if blur_resampling else (lambda v: v)
+
     def block(x, res):
         scope = '%dx%d' % (2 ** res, 2 ** res)
         x = np_lrelu(np_conv_same(x, params.weight(scope + '/Conv0')) + params.bias(scope + '/Conv0'))
         if fused_scale:
             name = scope + '/Conv1_down'
-            return np_lrelu(np_downscale(np_conv_same(x, params.weight(name))) + params.bias(name))
+            return np_lrelu(np_downscale(np_conv_same(blur(x), params.weight(name))) + params.bias(name))
         name = scope + '/Conv1'
-        return np_downscale(np_lrelu(np_conv_same(x, params.weight(name)) + params.bias(name)))
+        return np_downscale(blur(np_lrelu(np_conv_same(x, params.weight(name)) + params.bias(name))))
 
     current = R - level
     x = fromrgb(down(images, level), current)
@@ -754,13 +772,15 @@ def test_flatten_channel_first(tf_session, shape):
 LODS = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0]
 
 
-@pytest.mark.parametrize('variant', ['default', 'unfused', 'labels', 'plain'])
+@pytest.mark.parametrize('variant', ['default', 'unfused', 'blur', 'unfused_blur', 'labels', 'plain'])
 def test_generator_matches_numpy_reference(tf_session, variant):
     """The whole tiny G (16x16) at integer and fractional lod equals the NumPy reference."""
     kwargs = {}
     label_size = 0
-    if variant == 'unfused':
+    if variant in ('unfused', 'unfused_blur'):
         kwargs['fused_scale'] = False
+    if variant in ('blur', 'unfused_blur'):
+        kwargs['blur_resampling'] = True
     elif variant == 'labels':
         label_size = 3
     elif variant == 'plain':
@@ -783,7 +803,8 @@ def test_generator_matches_numpy_reference(tf_session, variant):
     torgb = np_generator_torgb(params, z, y, 16, TINY_NF, fused_scale=kwargs.get('fused_scale', True),
                                normalize_latents=kwargs.get('normalize_latents', True),
                                use_pixelnorm=kwargs.get('use_pixelnorm', True),
-                               use_leakyrelu=kwargs.get('use_leakyrelu', True))
+                               use_leakyrelu=kwargs.get('use_leakyrelu', True),
+                               blur_resampling=kwargs.get('blur_resampling', False))
     lod = lod_variable('G')
     for value in LODS:
         lod.load(value, tf_session)
@@ -872,14 +893,16 @@ def test_generator_matches_channel_first_float32_reference(tf_session, fused_sca
 # Whole tiny discriminator
 
 
-@pytest.mark.parametrize('variant', ['default', 'unfused', 'labels', 'mbstd2', 'no_mbstd'])
+@pytest.mark.parametrize('variant', ['default', 'unfused', 'blur', 'unfused_blur', 'labels', 'mbstd2', 'no_mbstd'])
 def test_discriminator_matches_numpy_reference(tf_session, variant):
     """The whole tiny D (16x16) at integer and fractional lod equals the NumPy reference."""
     kwargs = {}
     label_size = 0
     mbstd = 4
-    if variant == 'unfused':
+    if variant in ('unfused', 'unfused_blur'):
         kwargs['fused_scale'] = False
+    if variant in ('blur', 'unfused_blur'):
+        kwargs['blur_resampling'] = True
     elif variant == 'labels':
         label_size = 3
     elif variant == 'mbstd2':
@@ -901,7 +924,8 @@ def test_discriminator_matches_numpy_reference(tf_session, variant):
         got_scores, got_labels = tf_session.run([scores, label_logits], {images: x})
         want_scores, want_labels = np_discriminator(params, x, value, 16, TINY_NF, label_size=label_size,
                                                     fused_scale=kwargs.get('fused_scale', True),
-                                                    mbstd_group_size=mbstd)
+                                                    mbstd_group_size=mbstd,
+                                                    blur_resampling=kwargs.get('blur_resampling', False))
         assert_close(got_scores, want_scores, rtol=1e-4, atol=1e-5)
         assert_close(got_labels, want_labels, rtol=1e-4, atol=1e-5)
 

@@ -1,8 +1,8 @@
-"""Tests for 3-train.py --no-fused-scale (unfused resampling in G and D) and for the metrics 3-train.py logs at
+"""Tests for 3-train.py --no-fused-scale and --blur-resampling (unfused, low-passed resampling in G and D) and for the metrics 3-train.py logs at
 snapshots besides SWD: spectral and memorization, computed by the same functions as compute_metrics.py.
 
 Networks are tiny and datasets 16x16 (as in test_loop.py).  The layers themselves are checked against NumPy
-references in tests/gan/test_networks.py (its 'unfused' variants); here the setting has to reach them, train,
+references in tests/gan/test_networks.py (its 'unfused' and 'blur' variants); here the setting has to reach them, train,
 be saved, come back from the pickle and refuse to be mixed up on resume.
 """
 import json
@@ -50,14 +50,14 @@ def scalars(run_dir):
 
 @pytest.fixture(scope='module')
 def unfused_run(tmp_path_factory):
-    """A tiny run with unfused resampling through 4x4, 8x8 and 16x16 in 1 kimg, a snapshot at every tick (0.512 and
+    """A tiny run with unfused, blurred resampling through 4x4, 8x8 and 16x16 in 1 kimg, a snapshot at every tick (0.512 and
     1.024 kimg), spectral and memorization logged at each."""
     root = tmp_path_factory.mktemp('unfused')
     data_dir = dataset.write_dataset(str(root / 'tiny'), tiny_dataset_images())
     heldout_dir = dataset.write_dataset(str(root / 'heldout'), heldout_images())
     outdir = str(root / 'results')
     train('--data', data_dir, '--outdir', outdir, '--total-kimg', 1, '--tick-kimg', 0.5, '--snapshot-ticks', 1,
-          '--no-fused-scale', '--metrics', 'spectral', '--metrics', 'memorization', '--heldout', heldout_dir,
+          '--no-fused-scale', '--blur-resampling', '--metrics', 'spectral', '--metrics', 'memorization', '--heldout', heldout_dir,
           *TINY_ARGS)
     dirs = run_dirs(outdir)
     assert len(dirs) == 1, dirs
@@ -72,6 +72,9 @@ def test_fused_resampling_stays_the_default_the_original_networks_use():
     # A pickle that does not store the keyword (the original's) is taken as fused when a run resumes it.
     from nodules.training import loop as training_loop
     assert training_loop.BUILDER_DEFAULTS['fused_scale'] is True
+    # No blur next to the resampling either, unless asked for (the original networks have none).
+    assert G_kwargs['blur_resampling'] is False and D_kwargs['blur_resampling'] is False
+    assert training_loop.BUILDER_DEFAULTS['blur_resampling'] is False
 
 
 @pytest.mark.slow
@@ -79,6 +82,7 @@ def test_unfused_networks_train_and_come_back_from_their_pickle(unfused_run):
     run_dir = unfused_run['run_dir']
     config = read_config(run_dir)
     assert config['G_kwargs']['fused_scale'] is False and config['D_kwargs']['fused_scale'] is False
+    assert config['G_kwargs']['blur_resampling'] is True and config['D_kwargs']['blur_resampling'] is True
     final = os.path.join(run_dir, 'network-final.pkl')
     first = os.path.join(run_dir, 'network-snapshot-000000.512.pkl')
     with fresh_session():
@@ -88,6 +92,7 @@ def test_unfused_networks_train_and_come_back_from_their_pickle(unfused_run):
         G, D, Gs = legacy.load_network_pkl(final)
         for net in (G, D, Gs):
             assert net.static_kwargs['fused_scale'] is False
+            assert net.static_kwargs['blur_resampling'] is True
         names = set(G.get_vars())
         # Unfused layers: upscale then Conv0 in G, Conv1 then downscale in D; none of the fused layers' names.
         assert {'16x16/Conv0/weight', '8x8/Conv0/weight'} <= names
@@ -109,7 +114,7 @@ def test_unfused_networks_train_and_come_back_from_their_pickle(unfused_run):
 
 
 @pytest.mark.slow
-def test_resuming_unfused_networks_keeps_them_unfused_and_refuses_fused(unfused_run):
+def test_resuming_unfused_networks_keeps_their_resampling_and_refuses_another(unfused_run):
     run_dir, outdir = unfused_run['run_dir'], unfused_run['outdir']
     snapshot = os.path.join(run_dir, 'network-snapshot-000001.024.pkl')
     refused = run_script('3-train.py', '--outdir', outdir, '--resume', snapshot, '--total-kimg', 1.2,
@@ -117,11 +122,16 @@ def test_resuming_unfused_networks_keeps_them_unfused_and_refuses_fused(unfused_
     assert refused.returncode == 1 and 'Traceback' not in refused.stderr
     assert refused.stderr.strip() == ('error: %s: networks have fused_scale=False but the command line asks for '
                                       'True' % snapshot), refused.stderr
+    refused = run_script('3-train.py', '--outdir', outdir, '--resume', snapshot, '--total-kimg', 1.2,
+                         '--no-blur-resampling')
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        'error: %s: networks have blur_resampling=True but the command line asks for False' % snapshot), refused.stderr
     # Resumed with its own settings and --metrics none: the restored --heldout is said to be unused.
     train('--outdir', outdir, '--resume', snapshot, '--total-kimg', 1.1, '--metrics', 'none')
     resumed = os.path.join(outdir, run_dirs(outdir)[-1])
     assert resumed != run_dir
     assert read_config(resumed)['G_kwargs']['fused_scale'] is False
+    assert read_config(resumed)['D_kwargs']['blur_resampling'] is True
     assert read_config(resumed)['heldout_dir'] == os.path.abspath(unfused_run['heldout_dir'])
     assert log_lines(resumed, '--heldout %s: not used, --metrics has no memorization'
                      % os.path.abspath(unfused_run['heldout_dir']))
