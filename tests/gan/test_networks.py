@@ -390,6 +390,12 @@ def np32_generator_nchw(values, latents, lod, resolution, nf, fused_scale=True):
 # Helpers
 
 
+def resampling_kwargs(variant):
+    """The network keywords of a test variant's resampling: 'unfused', 'blur', 'unfused_blur' or the default."""
+    return dict(({'fused_scale': False} if variant in ('unfused', 'unfused_blur') else {}),
+                **({'blur_resampling': True} if variant in ('blur', 'unfused_blur') else {}))
+
+
 def assert_close(actual, expected, rtol=1e-5, atol=1e-5):
     """float32 tolerance, with the absolute part scaled to the magnitude of the expected values."""
     actual = np.asarray(actual, np.float64)
@@ -777,11 +783,8 @@ def test_generator_matches_numpy_reference(tf_session, variant):
     """The whole tiny G (16x16) at integer and fractional lod equals the NumPy reference."""
     kwargs = {}
     label_size = 0
-    if variant in ('unfused', 'unfused_blur'):
-        kwargs['fused_scale'] = False
-    if variant in ('blur', 'unfused_blur'):
-        kwargs['blur_resampling'] = True
-    elif variant == 'labels':
+    kwargs.update(resampling_kwargs(variant))
+    if variant == 'labels':
         label_size = 3
     elif variant == 'plain':
         kwargs = dict(normalize_latents=False, use_pixelnorm=False, use_leakyrelu=False, use_wscale=False)
@@ -899,11 +902,8 @@ def test_discriminator_matches_numpy_reference(tf_session, variant):
     kwargs = {}
     label_size = 0
     mbstd = 4
-    if variant in ('unfused', 'unfused_blur'):
-        kwargs['fused_scale'] = False
-    if variant in ('blur', 'unfused_blur'):
-        kwargs['blur_resampling'] = True
-    elif variant == 'labels':
+    kwargs.update(resampling_kwargs(variant))
+    if variant == 'labels':
         label_size = 3
     elif variant == 'mbstd2':
         mbstd = 2
