@@ -39,8 +39,6 @@ GROUPS_CSV = 'groups.csv'
 # --groups-from is matched against every file name within this many seconds: a pattern that backtracks
 # catastrophically (`^(a+)+$` on a long name) is stopped with a message instead of running for ever.
 GROUPS_FROM_SECONDS = 10.0
-# Pillow modes of grayscale images with more than 8 bits per pixel (16-bit PNGs open as 'I;16' or 'I').
-HIGH_DEPTH_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')
 
 
 def parse_args(argv=None):
@@ -194,60 +192,6 @@ def _list_images(args):
     return files, classes
 
 
-def read_image(path):
-    """[C, H, W] pixels of one image file: uint8 for 8-bit images (grayscale or RGB), float32 holding the
-    stored values for grayscale images of more bits per pixel (16-bit PNGs).
-
-    Nothing is dropped without a word: an image that is transparent anywhere, or a 16-bit colour PNG (Pillow
-    keeps only its high bytes), is refused; a fully opaque alpha channel is left out, and a palette image whose
-    colours are all grey is grayscale.
-    """
-    from PIL import Image
-    if _png_depth_and_colour(path) in ((16, 2), (16, 6)):  # 16-bit RGB, RGBA
-        raise UserError('%s: is a 16-bit colour PNG; datasets are made from 8-bit RGB or 8- or 16-bit grayscale '
-                        'images (convert it first)' % path)
-    try:
-        with Image.open(path) as image:
-            if image.mode in HIGH_DEPTH_MODES:
-                array = np.array(image, dtype=np.float32)
-            else:
-                if image.mode == 'P':
-                    image = image.convert('RGBA')
-                with_alpha = image.mode in ('LA', 'RGBA', 'PA')
-                array = np.asarray(image.convert(('LA' if image.mode in ('1', 'L', 'LA') else 'RGBA') if with_alpha
-                                                 else 'L' if image.mode in ('1', 'L') else 'RGB'))
-    except Exception:
-        raise UserError('%s: cannot be read as an image' % path)
-    if array.ndim == 3 and array.shape[2] in (2, 4):  # the last channel is alpha
-        if np.any(array[..., -1] != 255):
-            raise UserError('%s: is transparent in places (an alpha channel); datasets hold grayscale or RGB '
-                            'images: flatten it onto a background first' % path)
-        array = array[..., :-1]
-    if array.ndim == 3 and array.shape[2] == 3 and _palette_is_grey(path):
-        array = array[..., 0]
-    return array[np.newaxis] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-
-def _png_depth_and_colour(path):
-    """(bit depth, colour type) from a PNG file's header, or None for other files."""
-    with open(path, 'rb') as f:
-        header = f.read(26)
-    if len(header) < 26 or header[:8] != b'\x89PNG\r\n\x1a\n' or header[12:16] != b'IHDR':
-        return None
-    return header[24], header[25]
-
-
-def _palette_is_grey(path):
-    """Whether `path` is a palette image whose colours are all grey (a grayscale image stored with a palette)."""
-    from PIL import Image
-    with Image.open(path) as image:
-        if image.mode != 'P':
-            return False
-        palette = np.array(image.getpalette() or [], dtype=np.uint8)
-    colours = palette[:len(palette) // 3 * 3].reshape(-1, 3)
-    return bool(np.all(colours == colours[:, :1]))
-
-
 def to_8bit(images, input_range, source):
     """High-bit-depth grayscale [N, 1, H, W] -> uint8 by the linear map of `input_range` (LOW, HIGH) onto
     0..255 (default: the lowest and highest value present); returns (images, the range used)."""
@@ -322,7 +266,7 @@ def time_limit(seconds, message):
 
 
 def create_from_images(args):
-    from nodules.data import dataset
+    from nodules.data import dataset, image_files
     if args.input_range is not None and not (np.all(np.isfinite(args.input_range))
                                              and args.input_range[0] < args.input_range[1]):
         raise UserError('--input-range needs finite LOW < HIGH, got %g %g' % tuple(args.input_range))
@@ -333,9 +277,9 @@ def create_from_images(args):
     images, masks = [], []
     with cli.progress(len(files), 'reading images') as bar:
         for path, _ in files:
-            array = read_image(path)
+            array = image_files.read_image(path)
             if args.pairs:
-                array, mask = split_pair(array, path)
+                array, mask = image_files.split_pair(array, path)
                 masks.append(mask)
             if not images:
                 dataset.check_image_batch(np.zeros((1,) + array.shape, np.uint8), path)
@@ -347,7 +291,8 @@ def create_from_images(args):
                                    images[0].shape[2], images[0].shape[1], images[0].shape[0]))
             elif (array.dtype == np.uint8) != (images[0].dtype == np.uint8):
                 raise UserError('%s: is a %s image, but %s is %s; convert them to one bit depth first'
-                                % (path, _depth(array), files[0][0], _depth(images[0])))
+                                % (path, image_files.bit_depth_name(array), files[0][0],
+                                   image_files.bit_depth_name(images[0])))
             images.append(array)
             bar.update(1)
     images = np.stack(images)
@@ -374,31 +319,6 @@ def create_from_images(args):
         labels = labels[order] if labels is not None else None
         masks = masks[order] if masks is not None else None
     _write(args, images, labels=labels, groups=groups, metadata=metadata, masks=masks)
-
-
-def split_pair(array, path):
-    """([1, H, H] patch, [H, H] mask) from the [C, H, 2H] pixels of one side-by-side pair (create_from_images
-    --pairs): the patch is the left half, the mask the right half, which must hold only 0 and 255."""
-    channels, height, width = array.shape
-    if array.dtype != np.uint8 or channels != 1:
-        raise UserError('%s: is a %s image with %d channel(s); --pairs needs 8-bit grayscale pairs'
-                        % (path, _depth(array) if channels == 1 else 'colour', channels))
-    if width != 2 * height:
-        raise UserError('%s: is %dx%d; a --pairs image is twice as wide as high (e.g. 128x64: the patch in columns '
-                        '0-63, its mask in columns 64-127)' % (path, width, height))
-    patch, mask = array[:, :, :height], array[0, :, height:]
-    not_binary = (mask != 0) & (mask != 255)
-    if not_binary.any():
-        found = np.unique(mask[not_binary])
-        raise UserError('%s: its mask half (columns %d-%d) is not binary: %d pixels hold values other than 0 and '
-                        '255 (%s%s); --pairs needs a mask of exactly 0 and 255'
-                        % (path, height, width - 1, int(not_binary.sum()), ', '.join(str(v) for v in found[:6]),
-                           ', ...' if len(found) > 6 else ''))
-    return patch, mask
-
-
-def _depth(array):
-    return '8-bit' if array.dtype == np.uint8 else '16-bit grayscale'
 
 
 def create_from_ct(args):

@@ -3,14 +3,12 @@ reinterpreted without a word, folders whose layout would give wrong labels, numb
 and files that disagree.  Each is one line naming the file or option, exit status 1, nothing written; in-process
 through main(argv)."""
 import os
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_clean_failure, read_records, run_script
+from conftest import assert_clean_failure, run_script
 
 SCRIPT = 'dataset_tool.py'
 
@@ -35,19 +33,6 @@ def grey(seed=0, size=16):
     return np.random.RandomState(seed).randint(0, 256, (size, size)).astype(np.uint8)
 
 
-def png_16_bit_rgb(path, array):
-    """A 16-bit RGB PNG written byte by byte (Pillow cannot write one): uint16 [H, W, 3]."""
-    height, width, _ = array.shape
-    raw = b''.join(b'\x00' + array[y].astype('>u2').tobytes() for y in range(height))
-
-    def chunk(kind, data):
-        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
-    with open(path, 'wb') as f:
-        f.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 16, 2, 0, 0, 0))
-                + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
-    return path
-
-
 def create(tmp_path, images, *options):
     out = tmp_path / 'out'
     result = run_script(SCRIPT, 'create_from_images', out, images, *options)
@@ -58,54 +43,15 @@ def create(tmp_path, images, *options):
 # Pixels that would be lost or changed
 
 
-@pytest.mark.parametrize('mode', ['RGBA', 'LA'])
-def test_transparent_images_are_refused(tmp_path, mode):
-    channels = len(mode)
-    pixels = np.random.RandomState(1).randint(0, 256, (16, 16, channels)).astype(np.uint8)
+def test_a_transparent_image_is_refused_before_anything_is_written(tmp_path):
+    """How image files are read (alpha, palettes, 16 bits) is tested in tests/data/test_image_files.py; here that
+    a refusal of the reader reaches the user as one line, and nothing is written."""
+    pixels = np.random.RandomState(1).randint(0, 256, (16, 16, 4)).astype(np.uint8)
     save(tmp_path / 'images', 'a.png', Image.fromarray(grey(), 'L'))
-    bad = save(tmp_path / 'images', 'b.png', Image.fromarray(pixels, mode))
+    bad = save(tmp_path / 'images', 'b.png', Image.fromarray(pixels, 'RGBA'))
     result, out = create(tmp_path, tmp_path / 'images')
-    one_line_refusal(result, '%s: is transparent in places (an alpha channel); datasets hold grayscale or RGB images: '
-                             'flatten it onto a background first' % bad)
-    assert not out.exists()
-
-
-def test_an_opaque_alpha_channel_is_left_out(tmp_path):
-    """Nothing is lost: every pixel is opaque, so the dataset holds the RGB of the image."""
-    rgb = np.random.RandomState(2).randint(0, 256, (16, 16, 3)).astype(np.uint8)
-    rgba = np.concatenate([rgb, np.full((16, 16, 1), 255, np.uint8)], axis=2)
-    save(tmp_path / 'images', 'a.png', Image.fromarray(rgba, 'RGBA'))
-    result, out = create(tmp_path, tmp_path / 'images')
-    assert result.returncode == 0, result.stderr
-    np.testing.assert_array_equal(read_records(out / 'out-r04.tfrecords'), rgb.transpose(2, 0, 1)[np.newaxis])
-
-
-def test_a_grey_palette_image_is_grayscale(tmp_path):
-    pixels = grey(3)
-    save(tmp_path / 'images', 'a.png', Image.fromarray(pixels, 'L').convert('P'))
-    save(tmp_path / 'images', 'b.png', Image.fromarray(grey(4), 'L'))  # with a plain grayscale image
-    result, out = create(tmp_path, tmp_path / 'images')
-    assert result.returncode == 0, result.stderr
-    records = read_records(out / 'out-r04.tfrecords')
-    assert records.shape == (2, 1, 16, 16)
-    np.testing.assert_array_equal(records[0, 0], pixels)
-
-
-def test_a_colour_palette_image_stays_rgb(tmp_path):
-    rgb = np.random.RandomState(5).randint(0, 4, (16, 16, 3)).astype(np.uint8) * 80  # 64 colours: kept exactly
-    save(tmp_path / 'images', 'a.png', Image.fromarray(rgb, 'RGB').convert('P', palette=Image.ADAPTIVE, colors=64))
-    result, out = create(tmp_path, tmp_path / 'images')
-    assert result.returncode == 0, result.stderr
-    np.testing.assert_array_equal(read_records(out / 'out-r04.tfrecords')[0], rgb.transpose(2, 0, 1))
-
-
-def test_a_16_bit_colour_png_is_refused(tmp_path):
-    os.makedirs(str(tmp_path / 'images'))
-    bad = png_16_bit_rgb(str(tmp_path / 'images' / 'a.png'),
-                         np.random.RandomState(6).randint(0, 65536, (16, 16, 3)).astype(np.uint16))
-    result, out = create(tmp_path, tmp_path / 'images')
-    one_line_refusal(result, '%s: is a 16-bit colour PNG; datasets are made from 8-bit RGB or 8- or 16-bit grayscale '
-                             'images (convert it first)' % bad)
+    one_line_refusal(result, '%s: is transparent in places (an alpha channel); only grayscale or RGB pixels are '
+                             'read: flatten it onto a background first' % bad)
     assert not out.exists()
 
 

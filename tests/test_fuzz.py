@@ -9,7 +9,8 @@ cleanly or fail with exactly one line that names the file: never a traceback, a 
 
 Well-formed files that say something wrong are fuzzed too: network states with static keywords of every type
 and range, networks in other roles, class names and checksums (each generator that reads cleanly is built and
-run); latents files of every dtype, shape and size; and PNGs of every mode create_from_images may meet.
+run); latents files of every dtype, shape and size; and PNGs of every mode create_from_images may meet
+(nodules/data/image_files.py).
 
 The cases are the same on every run (FUZZ_SEED in the environment explores others); each case's name says how
 its file was made, so a failure reproduces from its name alone.
@@ -334,12 +335,11 @@ import json
 import resource
 import sys
 sys.path.insert(0, %(root)r)
-from nodules.data import dataset
+from nodules.data import dataset, image_files
 from nodules.gan import legacy
 from nodules import generation
 from nodules.util.errors import UserError
 from nodules.util.tfcompat import tf
-import dataset_tool
 
 def data_segment_bytes():
     with open('/proc/self/status') as f:
@@ -360,7 +360,7 @@ for line in sys.stdin:
             assert latents.dtype.name == 'float32' and latents.shape[1] == 16, latents.shape
             detail = '%%d latents' %% len(latents)
         elif case['kind'] == 'image':
-            pixels = dataset_tool.read_image(case['path'])
+            pixels = image_files.read_image(case['path'])
             assert pixels.shape[0] in (1, 3) and pixels.shape[1:] == (16, 16), pixels.shape
             detail = '%%s %%s' %% (pixels.dtype, list(pixels.shape))
         elif case['kind'] == 'state':  # build and run the generator of every state that reads cleanly

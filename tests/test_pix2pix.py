@@ -172,7 +172,7 @@ def test_generate_from_mask_pngs_pairs_and_a_dataset(trained):
 @pytest.mark.slow
 @pytest.mark.parametrize('problem, fragments', [
     ('wrong size', ['masks of 32x32, but this generator', 'takes 64x64 masks']),
-    ('not binary', ['mask000.png: the mask is not binary: it holds 0, 7, 255']),
+    ('not binary', ['mask000.png: the mask is not binary: it holds 7 at row 0, column 0']),
     ('empty', ['mask001.png: the mask is empty (no pixel is 255)']),
     ('count mismatch', ['holds 10 masks but the dataset has 9 images']),
 ])
@@ -244,7 +244,7 @@ def test_training_data_refusals(tmp_path):
     masks[1] = 0
     folder = write_pair_pngs(tmp_path / 'pairs', patches, masks)
     result = run_script(SCRIPT, 'train', '--data', folder, '--outdir', tmp_path / 'runs')
-    assert_clean_failure(result, 'pair001.png: the mask is empty')
+    assert_clean_failure(result, 'pair001.png: its mask half (columns 64-127) is empty (no pixel is 255)')
     assert not os.path.exists(str(tmp_path / 'runs'))
 
 

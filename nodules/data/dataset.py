@@ -367,20 +367,44 @@ def check_masks(masks, expected_count, resolution, name, allow_empty=True):
     """
     masks = masks if isinstance(masks, np.ndarray) else np.asarray(masks)
     _check_mask_layout(masks.shape, masks.dtype, expected_count, resolution, name)
+    _check_mask_values(masks, name, allow_empty)
+    return masks
+
+
+def check_mask_image(mask, path, allow_empty=True, columns=None):
+    """Validated mask uint8 [H, W] read from the image file `path`: only 0 and 255, and without `allow_empty` at
+    least one nodule pixel.  `columns` (first, last), when the mask is part of a wider image (the right half of a
+    side-by-side pair), is where in the file it lies: errors name that range and the file's own columns."""
+    mask = np.asarray(mask)
+    which = 'the mask' if columns is None else 'its mask half (columns %d-%d)' % tuple(columns)
+    _check_mask_values(mask[np.newaxis], path, allow_empty, which, columns[0] if columns else 0)
+    return mask
+
+
+def _check_mask_values(masks, name, allow_empty, which=None, first_column=0):
+    """Refuse uint8 [N, H, W] masks holding anything but 0 and 255 (or, without `allow_empty`, no 255): one line
+    starting with `name`, naming the mask (`which` when given, for a single mask, else its index), the first
+    offending pixel and the other values found."""
     binary = (masks == 0) | (masks == 255)
     if not binary.all():
         index, row, column = np.argwhere(~binary)[0]
         others = np.unique(masks[~binary])
-        raise UserError('%s: not binary: mask %d holds %d at row %d, column %d (%d masks hold values other than 0 '
-                        'and 255, e.g. %s); masks hold only 0 (outside the nodule) and 255 (inside)'
-                        % (name, index, masks[index, row, column], row, column,
-                           int((~binary).any(axis=(1, 2)).sum()), ', '.join(str(v) for v in others[:5])))
+        if which is None:
+            bad = int((~binary).any(axis=(1, 2)).sum())
+            which, count = 'mask %d' % index, '%d mask%s' % (bad, ' holds' if bad == 1 else 's hold')
+        else:
+            bad = int((~binary).sum())
+            count = '%d pixel%s' % (bad, ' holds' if bad == 1 else 's hold')
+        raise UserError('%s: %s is not binary: it holds %d at row %d, column %d (%s values other than 0 and 255: '
+                        '%s%s); masks hold only 0 (outside the nodule) and 255 (inside)'
+                        % (name, which, masks[index, row, column], row, column + first_column, count,
+                           ', '.join(str(v) for v in others[:6]), ', ...' if len(others) > 6 else ''))
     if not allow_empty and len(masks):
         empty = np.flatnonzero(~masks.any(axis=(1, 2)))
         if len(empty):
-            raise UserError('%s: mask %d is empty (no pixel is 255)%s; every mask needs a nodule'
-                            % (name, empty[0], '' if len(empty) == 1 else ', and %d more' % (len(empty) - 1)))
-    return masks
+            raise UserError('%s: %s is empty (no pixel is 255)%s; every mask needs a nodule'
+                            % (name, which or 'mask %d' % empty[0],
+                               '' if len(empty) == 1 else ', and %d more' % (len(empty) - 1)))
 
 
 def _check_mask_layout(shape, dtype, expected_count, resolution, name):
@@ -391,9 +415,11 @@ def _check_mask_layout(shape, dtype, expected_count, resolution, name):
     if expected_count is not None and count != expected_count:
         raise UserError('%s: holds %d masks but the dataset has %d images; a masks file needs one mask per image'
                         % (name, count, expected_count))
-    if height != width or (resolution is not None and height != resolution):
-        raise UserError('%s: masks are %dx%d but the images are %s; masks have the images\' full resolution'
-                        % (name, width, height, '%dx%d' % (resolution, resolution) if resolution else 'square'))
+    if height != width:
+        raise UserError('%s: masks are %dx%d; masks are square, of the images\' size' % (name, width, height))
+    if resolution is not None and height != resolution:
+        raise UserError('%s: masks are %dx%d but the images are %dx%d; masks have the images\' full resolution'
+                        % (name, width, height, resolution, resolution))
 
 
 def downsample_masks(masks, resolution):

@@ -12,9 +12,11 @@ import os
 
 import numpy as np
 
-from nodules.data import dataset
+from nodules.data import dataset, image_files
 from nodules.generation import MAX_IMAGES
 from nodules.util.errors import UserError, check_folder_exists, check_regular_file
+
+GRAY_PNGS = 'pairs and masks are 8-bit grayscale PNGs'
 
 
 class Pairs(object):
@@ -58,16 +60,16 @@ def read_pairs(source, need_patches=True):
         if size is None:
             size = height
         if width == 2 * height and height == size:
-            patches.append(image[:, :height])
-            masks.append(image[:, height:])
+            patch, mask = image_files.split_pair(image[np.newaxis], path, allow_empty=False)
+            patches.append(patch[0])
+            masks.append(mask)
         elif width == height == size and not need_patches:
-            masks.append(image)
+            masks.append(dataset.check_mask_image(image, path, allow_empty=False))
         else:
             expected = '%dx%d pairs (patch left, mask right)' % (2 * size, size)
             if not need_patches:
                 expected += ' or %dx%d masks' % (size, size)
             raise UserError('%s: is %dx%d; the files of %s are %s' % (path, width, height, source, expected))
-        _check_mask(masks[-1], path)
     if patches and len(patches) != len(masks):
         raise UserError('%s: mixes pairs and masks alone; keep one kind per folder' % source)
     return Pairs(source, np.stack(patches) if patches else None, np.stack(masks), None, files)
@@ -77,9 +79,7 @@ def _dataset_pairs(source, need_patches):
     if not dataset.has_masks(source):
         raise UserError('%s: this dataset has no nodule masks (make one with masks: dataset_tool.py '
                         'create_phantoms, create_from_images --pairs)' % source)
-    masks = dataset.read_masks(source)
-    for index, mask in enumerate(masks):
-        _check_mask(mask, '%s mask %d' % (source, index))
+    masks = dataset.check_masks(dataset.read_masks(source), None, None, dataset.masks_path(source), allow_empty=False)
     patches = None
     if need_patches:
         files = dataset.list_tfrecords(source)
@@ -92,28 +92,13 @@ def _dataset_pairs(source, need_patches):
 
 
 def _read_gray_png(path):
-    """uint8 [H, W] of an 8-bit grayscale PNG; anything else (colour, 16 bits, not a PNG) is refused."""
-    from PIL import Image
+    """uint8 [H, W] of an 8-bit grayscale PNG (image_files.read_image); anything else (colour, 16 bits, not a PNG)
+    is refused."""
     check_regular_file(path, 'PNG image')
-    try:
-        with Image.open(path) as image:
-            mode, fmt = image.mode, image.format
-            array = np.asarray(image) if mode == 'L' else None
-    except Exception:
-        raise UserError('%s: cannot be read as an image' % path)
-    if fmt != 'PNG' or array is None:
-        raise UserError('%s: is a %s %s image; pairs and masks are 8-bit grayscale PNGs' % (path, fmt, mode))
-    return array
-
-
-def _check_mask(mask, where):
-    values = np.unique(mask)
-    if not np.all((values == 0) | (values == 255)):
-        raise UserError('%s: the mask is not binary: it holds %s; masks hold only 0 (outside the nodule) and 255 '
-                        '(inside)' % (where, ', '.join(str(v) for v in values[:6]) + (', ...' if len(values) > 6
-                                                                                       else '')))
-    if values[-1] != 255:
-        raise UserError('%s: the mask is empty (no pixel is 255); every mask needs a nodule' % where)
+    pixels = image_files.read_image(path)
+    if not image_files.is_png(path):
+        raise UserError('%s: is not a PNG file; %s' % (path, GRAY_PNGS))
+    return image_files.grayscale_8bit(pixels, path, GRAY_PNGS)
 
 
 def split_validation(pairs, fraction):

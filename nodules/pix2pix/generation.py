@@ -12,6 +12,7 @@ import inspect
 
 import numpy as np
 
+from nodules.data import dataset
 from nodules.gan import legacy
 from nodules.pix2pix import networks, training
 from nodules.util import outputs
@@ -82,8 +83,7 @@ class Pix2pixGenerator(object):
             raise UserError('%s: masks of %s, but this generator (%s) takes %dx%d masks'
                             % (source, 'x'.join(str(n) for n in masks.shape[1:][::-1]) or 'no size', self.path,
                                self.resolution, self.resolution))
-        training.check_pairs(masks, masks, source)  # uint8, binary, none empty
-        return masks
+        return dataset.check_masks(masks, None, None, source, allow_empty=False)  # uint8, binary, none empty
 
     def generate(self, masks, seed=0, batch_size=DEFAULT_BATCH_SIZE, progress=None):
         """uint8 patches [N, H, W] for uint8 masks [N, H, W] (see the module docstring for what they depend on).

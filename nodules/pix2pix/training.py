@@ -17,6 +17,7 @@ import inspect
 
 import numpy as np
 
+from nodules.data import dataset
 from nodules.gan import tfutil
 from nodules.pix2pix import losses, networks
 from nodules.pix2pix import settings as pix2pix_settings
@@ -27,7 +28,6 @@ from nodules.util.tfcompat import native_stderr_captured, tf
 
 # The Trainer's settings and their defaults (the original's): see nodules/pix2pix/settings.py, one row each.
 DEFAULTS = pix2pix_settings.TRAINER_DEFAULTS
-MASK_VALUES = (0, 255)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -36,31 +36,17 @@ MASK_VALUES = (0, 255)
 
 def check_pairs(patches, masks, what='training pairs'):
     """One UserError line unless patches and masks are uint8 [N, H, W] of one square size, as many masks as
-    patches, and every mask binary (0 and 255) with at least one nodule pixel."""
-    patches, masks = np.asarray(patches), np.asarray(masks)
-    for name, images in (('patches', patches), ('masks', masks)):
-        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
-            raise UserError('%s: %s must be uint8 [N, H, W] square images, got %s %s'
-                            % (what, name, images.dtype, list(images.shape)))
+    patches, and every mask binary (0 and 255) with at least one nodule pixel (dataset.check_masks)."""
+    patches = np.asarray(patches)
+    if patches.dtype != np.uint8 or patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
+        raise UserError('%s: patches must be uint8 [N, H, W] square images, got %s %s'
+                        % (what, patches.dtype, list(patches.shape)))
+    masks = dataset.check_masks(masks, None, None, what, allow_empty=False)
     if patches.shape != masks.shape:
         raise UserError('%s: %d patches of %dx%d but %d masks of %dx%d'
                         % ((what,) + patches.shape + masks.shape))
     if len(patches) == 0:
         raise UserError('%s: no pairs' % what)
-    not_binary = np.nonzero(np.any((masks != MASK_VALUES[0]) & (masks != MASK_VALUES[1]), axis=(1, 2)))[0]
-    if len(not_binary):
-        values = np.unique(masks[not_binary[0]])
-        raise UserError('%s: mask %d is not binary: it holds %s; masks hold 0 (outside) and 255 (nodule)'
-                        % (what, not_binary[0], _some_values(values)))
-    empty = np.nonzero(~np.any(masks == MASK_VALUES[1], axis=(1, 2)))[0]
-    if len(empty):
-        raise UserError('%s: mask %d is empty (no nodule pixel)%s'
-                        % (what, empty[0], ' and %d more' % (len(empty) - 1) if len(empty) > 1 else ''))
-
-
-def _some_values(values, limit=6):
-    shown = ', '.join(str(v) for v in values[:limit])
-    return shown + (', ...' if len(values) > limit else '')
 
 
 def to_network_range(images):

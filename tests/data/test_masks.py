@@ -107,7 +107,7 @@ def test_the_writer_refuses_bad_masks_before_writing(tmp_path):
     images = np.zeros((3, 1, 8, 8), np.uint8)
     for masks, fragment in [(np.zeros((2, 8, 8), np.uint8), 'holds 2 masks but the dataset has 3 images'),
                             (np.zeros((3, 4, 4), np.uint8), 'masks are 4x4 but the images are 8x8'),
-                            (np.full((3, 8, 8), 1, np.uint8), 'not binary: mask 0 holds 1 at row 0, column 0'),
+                            (np.full((3, 8, 8), 1, np.uint8), 'mask 0 is not binary: it holds 1 at row 0, column 0'),
                             (np.zeros((3, 8, 8), np.float32), 'must be a uint8 array')]:
         with pytest.raises(UserError, match=fragment):
             dataset.write_dataset(str(tmp_path / 'out'), images, masks=masks)
@@ -120,6 +120,40 @@ def test_check_masks_can_refuse_empty_masks():
     assert dataset.check_masks(masks, 3, 8, 'x') is masks
     with pytest.raises(UserError, match=r'^given: mask 1 is empty \(no pixel is 255\); every mask needs a nodule$'):
         dataset.check_masks(masks, 3, 8, 'given', allow_empty=False)
+
+
+def test_check_masks_counts_the_masks_that_are_not_binary():
+    masks = random_masks(5, 8)
+    masks[2, 3, 4], masks[4, 0, 0], masks[4, 1, 1] = 7, 254, 1
+    with pytest.raises(UserError) as error:
+        dataset.check_masks(masks, None, None, 'given')
+    assert str(error.value) == ('given: mask 2 is not binary: it holds 7 at row 3, column 4 (2 masks hold values '
+                                'other than 0 and 255: 1, 7, 254); masks hold only 0 (outside the nodule) and 255 '
+                                '(inside)')
+
+
+@pytest.mark.parametrize('columns, expected', [
+    (None, 'x.png: the mask is not binary: it holds 9 at row 2, column 5 (2 pixels hold values other than 0 and '
+           '255: 9, 200); masks hold only 0 (outside the nodule) and 255 (inside)'),
+    ((8, 15), 'x.png: its mask half (columns 8-15) is not binary: it holds 9 at row 2, column 13 (2 pixels hold '
+              'values other than 0 and 255: 9, 200); masks hold only 0 (outside the nodule) and 255 (inside)'),
+])
+def test_check_mask_image_names_the_file_the_pixel_and_the_columns(columns, expected):
+    mask = random_masks(1, 8)[0]
+    mask[2, 5], mask[6, 1] = 9, 200
+    with pytest.raises(UserError) as error:
+        dataset.check_mask_image(mask, 'x.png', columns=columns)
+    assert str(error.value) == expected
+
+
+def test_check_mask_image_can_refuse_an_empty_mask():
+    empty, good = np.zeros((8, 8), np.uint8), random_masks(1, 8)[0]
+    assert dataset.check_mask_image(empty, 'x.png') is empty
+    assert dataset.check_mask_image(good, 'x.png', allow_empty=False) is good
+    for columns, which in ((None, 'the mask'), ((8, 15), 'its mask half (columns 8-15)')):
+        with pytest.raises(UserError) as error:
+            dataset.check_mask_image(empty, 'x.png', allow_empty=False, columns=columns)
+        assert str(error.value) == 'x.png: %s is empty (no pixel is 255); every mask needs a nodule' % which
 
 
 def test_overwrite_treats_the_masks_file_as_the_tools_own(masked, tmp_path):
@@ -159,7 +193,8 @@ def bad_values(path, masks):
     masks = masks.copy()
     masks[4, 10, 11] = 128
     save(path, masks)
-    return 'not binary: mask 4 holds 128 at row 10, column 11 (1 masks hold values other than 0 and 255'
+    return ('mask 4 is not binary: it holds 128 at row 10, column 11 (1 mask holds values other than 0 and 255: '
+            '128); masks hold only 0 (outside the nodule) and 255 (inside)')
 
 
 def bad_bool_dtype(path, masks):

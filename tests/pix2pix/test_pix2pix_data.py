@@ -78,14 +78,21 @@ def bad_folder(tmp_path, problem):
     elif problem == 'not an image':
         with open(target, 'wb') as f:
             f.write(b'hello')
+    elif problem == '16-bit':
+        Image.fromarray(pair.astype(np.uint16) * 257).save(target)
+    elif problem == 'a JPEG named .png':
+        Image.fromarray(pair).save(target, 'JPEG')
     return folder, target
 
 
 @pytest.mark.parametrize('problem, message', [
-    ('grey mask', 'the mask is not binary: it holds 0, 128, 255'),
-    ('empty mask', 'the mask is empty (no pixel is 255)'),
+    ('grey mask', 'its mask half (columns 64-127) is not binary: it holds 128 at row 10, column 70 (1 pixel holds '
+                  'values other than 0 and 255: 128)'),
+    ('empty mask', 'its mask half (columns 64-127) is empty (no pixel is 255); every mask needs a nodule'),
     ('wrong size', 'is 64x32; the files of'),
-    ('colour', 'is a PNG RGB image; pairs and masks are 8-bit grayscale PNGs'),
+    ('colour', 'is a colour image with 3 channel(s); pairs and masks are 8-bit grayscale PNGs'),
+    ('16-bit', 'is a 16-bit grayscale image with 1 channel(s); pairs and masks are 8-bit grayscale PNGs'),
+    ('a JPEG named .png', 'is not a PNG file; pairs and masks are 8-bit grayscale PNGs'),
     ('not an image', 'cannot be read as an image'),
 ])
 def test_bad_pairs_are_one_line_naming_the_file(tmp_path, problem, message):
@@ -94,6 +101,33 @@ def test_bad_pairs_are_one_line_naming_the_file(tmp_path, problem, message):
         data.read_pairs(folder)
     text = str(error.value)
     assert text.startswith(target) and message in text and '\n' not in text
+
+
+@pytest.mark.parametrize('problem, message', [
+    ('grey', 'mask001.png: the mask is not binary: it holds 7 at row 0, column 0 (1 pixel holds values other than 0 '
+             'and 255: 7); masks hold only 0 (outside the nodule) and 255 (inside)'),
+    ('empty', 'mask001.png: the mask is empty (no pixel is 255); every mask needs a nodule'),
+])
+def test_bad_lone_masks_are_one_line_naming_the_file(tmp_path, problem, message):
+    masks = phantom_pairs(2, 1)[1]
+    if problem == 'grey':
+        masks[1, 0, 0] = 7
+    else:
+        masks[1] = 0
+    folder = write_mask_pngs(tmp_path / 'm', masks)
+    with pytest.raises(UserError) as error:
+        data.read_pairs(folder, need_patches=False)
+    assert str(error.value) == os.path.join(folder, message)
+
+
+def test_an_empty_mask_of_a_dataset_is_refused_naming_its_masks_file(tmp_path):
+    patches, masks, _ = phantom_pairs(2, 1)
+    masks[1] = 0
+    dataset.write_dataset(str(tmp_path / 'D'), patches[:, np.newaxis], masks=masks)
+    with pytest.raises(UserError) as error:
+        data.read_pairs(str(tmp_path / 'D'))
+    assert str(error.value) == ('%s: mask 1 is empty (no pixel is 255); every mask needs a nodule'
+                                % dataset.masks_path(str(tmp_path / 'D')))
 
 
 def test_no_pngs_and_no_folder(tmp_path):

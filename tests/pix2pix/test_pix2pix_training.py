@@ -33,12 +33,14 @@ def test_good_pairs_pass():
 
 @pytest.mark.parametrize('change, message', [
     (lambda p, m: (p.astype(np.float32), m), 'patches must be uint8 [N, H, W] square images, got float32'),
-    (lambda p, m: (p, m[:, :, :32]), 'masks must be uint8 [N, H, W] square images, got uint8 [3, 64, 32]'),
+    (lambda p, m: (p, m[:, :, :32]), 'training pairs: masks are 32x64; masks are square'),
+    (lambda p, m: (p, m.astype(np.float32)), 'training pairs: masks must be a uint8 array [N, H, W] holding 0 and '
+                                              '255, got float32 [3, 64, 64]'),
     (lambda p, m: (p, m[:2]), '3 patches of 64x64 but 2 masks of 64x64'),
     (lambda p, m: (p[:0], m[:0]), 'no pairs'),
-    (lambda p, m: (p, m // 255), 'mask 0 is not binary: it holds 0, 1; masks hold 0 (outside) and 255 (nodule)'),
+    (lambda p, m: (p, m // 255), 'training pairs: mask 0 is not binary: it holds 1 at row'),
     (lambda p, m: (p, np.where(np.arange(3)[:, None, None] == 1, 0, m).astype(np.uint8)),
-     'mask 1 is empty (no nodule pixel)'),
+     'training pairs: mask 1 is empty (no pixel is 255); every mask needs a nodule'),
 ])
 def test_bad_pairs_get_one_line(change, message):
     with pytest.raises(UserError) as error:
