@@ -14,10 +14,7 @@ def parse_args(argv=None):
                     'network-final.pkl (use the latter with 2-inference.py --model; it is a hard link to the last '
                     'snapshot where the file system allows). With --resume, every setting not given here is taken '
                     'from the config.json of the resumed run, and the network size from the snapshot.')
-    parser.add_argument('--outdir', default='results', help='root of the run directories (default: %(default)s)')
-    parser.add_argument('--resume', metavar='PKL',
-                        help='continue from a snapshot (networks, Gs, the schedule position and the run\'s '
-                             'settings); "latest" picks the newest snapshot under OUTDIR')
+    cli.add_run_options(parser, "a snapshot (networks, Gs, the schedule position and the run's settings)")
     training_settings.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.resume_kimg is not None and not args.resume:

@@ -32,10 +32,8 @@ def parse_args(argv=None):
                     'mask | real | generated), network-snapshot-epochNNNN.pkl and network-final.pkl (use it with '
                     '5-pix2pix.py generate --model). With --resume, settings not given here come from the resumed '
                     'run\'s config.json.')
-    train.add_argument('--outdir', default='results', help='root of the run directories (default: %(default)s)')
-    train.add_argument('--resume', metavar='PKL',
-                       help='continue from a network-snapshot-epochNNNN.pkl (its weights, epoch count and run '
-                            'settings; Adam restarts); "latest" picks the newest snapshot under OUTDIR')
+    cli.add_run_options(train, 'a network-snapshot-epochNNNN.pkl (its weights, epoch count and run settings; Adam '
+                               'restarts)')
     pix2pix_settings.SETTINGS.add_arguments(train)
 
     generate = commands.add_parser(

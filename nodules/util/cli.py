@@ -38,6 +38,14 @@ def add_image_output_options(parser):
                         help='replace existing output files that differ (default: refuse and write nothing)')
 
 
+def add_run_options(parser, resume_from):
+    """--outdir and --resume of a training command, which writes a new numbered run directory under OUTDIR and
+    may continue from a snapshot: `resume_from` says which snapshot and what it carries on."""
+    parser.add_argument('--outdir', default='results', help='root of the run directories (default: %(default)s)')
+    parser.add_argument('--resume', metavar='PKL',
+                        help='continue from %s; "latest" picks the newest snapshot under OUTDIR' % resume_from)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same clean-up runs (temporary files removed, nothing half-done)."""
 
