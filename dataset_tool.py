@@ -476,11 +476,7 @@ def _merge_input(path):
 def _labelled_classes(path, labels, metadata):
     """The class names of a labelled dataset (its metadata's `classes`), after checking that labels are one-hot."""
     from nodules.data import dataset
-    not_one_hot = np.flatnonzero(~(np.all((labels == 0) | (labels == 1), axis=1) & (labels.sum(axis=1) == 1)))
-    if len(not_one_hot):
-        raise UserError('%s: row %d is not one-hot (%s); merge needs one class per image'
-                        % (dataset.labels_path(path), not_one_hot[0],
-                           ' '.join('%g' % v for v in labels[not_one_hot[0]])))
+    dataset.check_one_hot(labels, dataset.labels_path(path), 'merge')
     classes = (metadata or {}).get('classes')
     if not (isinstance(classes, list) and len(classes) == labels.shape[1] and len(set(classes)) == len(classes)
             and all(isinstance(name, str) and name for name in classes)):

@@ -77,7 +77,7 @@ TRAINER_DEFAULTS = SETTINGS.defaults_for('trainer')
 # ----------------------------------------------------------------------------------------------------------------
 # Run directories and snapshots
 
-RUN_DIR_NAME = re.compile(r'^\d{5}-')
+RUN_DIR_NAME = table.RUN_DIR_NAME
 _SNAPSHOT_NAME = re.compile(r'^network-snapshot-epoch(\d{4,})\.pkl$')
 
 
@@ -97,15 +97,7 @@ def epoch_of_snapshot(path):
 
 def find_latest_snapshot(outdir):
     """The snapshot with the most epochs in the newest run under outdir that has one."""
-    if not os.path.isdir(outdir):
-        raise UserError('%s: no such results directory to resume from' % outdir)
-    for run in sorted((d for d in os.listdir(outdir) if RUN_DIR_NAME.match(d)), reverse=True):
-        run_dir = os.path.join(outdir, run)
-        snapshots = [(epoch_of_snapshot(name), name) for name in os.listdir(run_dir)
-                     if epoch_of_snapshot(name) is not None] if os.path.isdir(run_dir) else []
-        if snapshots:
-            return os.path.join(run_dir, max(snapshots)[1])
-    raise UserError('%s: no network-snapshot-epoch*.pkl in any run to resume from' % outdir)
+    return table.find_latest_snapshot(outdir, epoch_of_snapshot, 'network-snapshot-epoch*.pkl')
 
 
 def config_path(run_dir):

@@ -428,7 +428,7 @@ def fakes_name(nimg):
 
 
 _SNAPSHOT_NAME = re.compile(r'^network-snapshot-(\d+)(?:\.(\d{3}))?\.pkl$')
-RUN_DIR_NAME = re.compile(r'^\d{5}-')
+RUN_DIR_NAME = settings_table.RUN_DIR_NAME
 
 
 def nimg_of_snapshot(path):
@@ -453,17 +453,7 @@ def nimg_of_kimg(kimg):
 
 def find_latest_snapshot(outdir):
     """The snapshot with the most images shown in the newest run under outdir that has one."""
-    if not os.path.isdir(outdir):
-        raise UserError('%s: no such results directory to resume from' % outdir)
-    for run in sorted((d for d in os.listdir(outdir) if RUN_DIR_NAME.match(d)), reverse=True):
-        run_dir = os.path.join(outdir, run)
-        if not os.path.isdir(run_dir):
-            continue
-        snapshots = [(nimg_of_snapshot(name), name) for name in os.listdir(run_dir)
-                     if nimg_of_snapshot(name) is not None]
-        if snapshots:
-            return os.path.join(run_dir, max(snapshots)[1])
-    raise UserError('%s: no network-snapshot-*.pkl in any run to resume from' % outdir)
+    return settings_table.find_latest_snapshot(outdir, nimg_of_snapshot, 'network-snapshot-*.pkl')
 
 
 # ----------------------------------------------------------------------------------------------------------------

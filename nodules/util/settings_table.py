@@ -11,6 +11,7 @@ import json
 import math
 import numbers
 import os
+import re
 
 from nodules.util import values
 from nodules.util.errors import UserError
@@ -189,3 +190,23 @@ def read_config_file(path, by_name, names, directories=()):
         if isinstance(settings.get(name), str):
             settings[name] = os.path.join(os.path.dirname(path), settings[name])
     return settings
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Run directories: numbered NNNNN-description folders under a results directory, each with config.json and snapshots
+
+RUN_DIR_NAME = re.compile(r'^\d{5}-')
+
+
+def find_latest_snapshot(outdir, position_of, pattern):
+    """The snapshot that got furthest (largest position_of(file name); None for other files) in the newest run under
+    `outdir` that has one; `pattern` shows the snapshot names in the message when no run has any."""
+    if not os.path.isdir(outdir):
+        raise UserError('%s: no such results directory to resume from' % outdir)
+    for run in sorted((d for d in os.listdir(outdir) if RUN_DIR_NAME.match(d)), reverse=True):
+        run_dir = os.path.join(outdir, run)
+        snapshots = [(position_of(name), name) for name in os.listdir(run_dir)
+                     if position_of(name) is not None] if os.path.isdir(run_dir) else []
+        if snapshots:
+            return os.path.join(run_dir, max(snapshots)[1])
+    raise UserError('%s: no %s in any run to resume from' % (outdir, pattern))
