@@ -486,8 +486,9 @@ class RunOutputs(object):
         if heldout_dir and 'memorization' not in self.metrics:
             self.log('--heldout %s: not used, --metrics has no memorization' % heldout_dir)
 
-    def log_metrics(self, nimg):
-        """The metrics of Gs at a snapshot, each by the function compute_metrics.py calls, on one set of fakes."""
+    def log_metrics(self, nimg, lod=0.0):
+        """The metrics of Gs at a snapshot, each by the function compute_metrics.py calls, on one set of fakes;
+        `lod` is where the schedule is (the spectral line warns before full resolution)."""
         computed = [name for name in self.metrics if name != 'memorization' or self.heldout is not None]
         if not computed:
             return
@@ -504,7 +505,12 @@ class RunOutputs(object):
             scalars.append(('Metrics/swd_average', average))
         if 'spectral' in computed:
             peaks = spectral.spectral_peaks(fakes)
-            self.log('spectral peak at kimg %.3f: %s' % (kimg, spectral.describe_peak(peaks)))
+            # Below full resolution the fakes are nearest-neighbour up-sampled, and that spectrum is zero at the
+            # lattice periods: the ratios there are of near-zero powers and mean nothing yet.
+            self.log('spectral peak at kimg %.3f: %s%s' % (
+                kimg, spectral.describe_peak(peaks),
+                '' if lod == 0 else ' (lod %.3f: not meaningful before full resolution, the images are still '
+                                    'up-sampled by nearest neighbours)' % lod))
             scalars.append(('Metrics/spectral_peak', peaks['peak']))
             scalars += [('Metrics/spectral_peak_period%s' % period, ratio)
                         for period, ratio in sorted(peaks['by_period'].items(), key=lambda item: int(item[0]))]
@@ -806,7 +812,7 @@ def _run_ticks(graphs, schedule, run, data, nimg, total_nimg, snapshot_ticks, la
                 if ticks % snapshot_ticks == 0 or done:
                     store_augment_p(graphs.augment_pipe, graphs.D)
                     last_snapshot = run.save_snapshot(nimg, networks)
-                    run.log_metrics(nimg)
+                    run.log_metrics(nimg, phase.lod)
             except UserError as error:  # a full disk, say: the file that could not be written is left as it was
                 _stop(run, '%s; training stopped at kimg %.3f, the last good snapshot is %s'
                       % (error, nimg / 1000.0, last_snapshot or 'none'))

@@ -153,6 +153,8 @@ def test_snapshot_metrics_are_compute_metrics_figures(unfused_run, tmp_path):
     spectral_lines = log_lines(run_dir, 'spectral peak at kimg')
     memorization_lines = log_lines(run_dir, 'memorization at kimg')
     assert [line.split(' at kimg ')[1].split(':')[0] for line in spectral_lines] == ['0.512', '1.024']
+    # 0.512 kimg is before full resolution (lod > 0), 1.024 after the fade-in (lod 0): only the first is flagged.
+    assert ['not meaningful before full resolution' in line for line in spectral_lines] == [True, False]
     assert [line.split(' at kimg ')[1].split(':')[0] for line in memorization_lines] == ['0.512', '1.024']
     assert all('(32 generated, 24 held-out, 32 training patches)' in line for line in memorization_lines)
     tags = scalars(run_dir)
