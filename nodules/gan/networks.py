@@ -119,13 +119,21 @@ def blur2d(x, taps=BINOMIAL_1D):
     """Low-pass filter every feature map of NHWC x with the separable kernel taps x taps, normalised to sum 1
     (zero padding, same size).  Next to a resampling step it keeps the step's blocks (nearest-neighbour up-sampling)
     and aliasing (down-sampling) out of the features: without it small generators learn a lattice at the periods
-    of their up-sampling steps."""
-    taps = np.asarray(taps, dtype=np.float64)
-    kernel = np.outer(taps, taps)
-    kernel /= kernel.sum()
-    channels = x.shape.as_list()[-1]
-    kernel = tf.constant(np.tile(kernel[:, :, np.newaxis, np.newaxis], [1, 1, channels, 1]), dtype=x.dtype)
-    return tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding='SAME', data_format='NHWC')
+    of their up-sampling steps.
+
+    Written as weighted sums of shifted copies, one axis at a time, rather than a depthwise convolution: the
+    gradient penalty differentiates D twice, and TensorFlow 1.12 has no second derivative of depthwise
+    convolutions."""
+    weights = np.asarray(taps, dtype=np.float64) / np.sum(taps)
+    radius = len(weights) // 2
+    for axis in (1, 2):
+        size = x.shape.as_list()[axis]
+        padding = [[0, 0]] * 4
+        padding[axis] = [radius, radius]
+        padded = tf.pad(x, padding)
+        shifted = lambda start: padded[:, start:start + size] if axis == 1 else padded[:, :, start:start + size]
+        x = tf.add_n([shifted(i) * float(w) for i, w in enumerate(weights)])
+    return x
 
 
 def _fused_kernel(w):
