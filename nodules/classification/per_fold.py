@@ -35,7 +35,7 @@ from nodules.util import outputs
 from nodules.util.errors import UserError
 
 CONDITIONAL_NAME = 'all'      # the dataset and run folder of a fold's conditional generator
-FINAL_PICKLE = 'network-final.pkl'
+FINAL_PICKLE = training_settings.FINAL_NAME
 NODULES_FILE = 'nodules.json'
 PLAN_FILES = ('folds.json', 'jobs.txt', 'slurm.sh', 'parallel.sh')
 _FOLDER_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]*$')

@@ -386,7 +386,7 @@ def log_line(path, line, console=None):
 def save_final(run_dir, snapshot):
     """run_dir/network-final.pkl: the last snapshot, hard-linked (the same bytes, no second copy on disk), or copied
     where the file system has no hard links."""
-    path = os.path.join(run_dir, 'network-final.pkl')
+    path = os.path.join(run_dir, training_settings.FINAL_NAME)
     try:
         os.link(snapshot, path)
     except OSError:

@@ -15,6 +15,7 @@ No TensorFlow here: 3-train.py checks its arguments with this module before anyt
 """
 import argparse
 import collections
+import filecmp
 import json
 import math
 import os
@@ -247,7 +248,7 @@ SETTINGS = (
          default_help='160 at 4x4 down to 80 at 64x64'),
     _row('snapshot_ticks', 10, Whole(), _at_least(1, whole=True), 'loop', 'ticks between network snapshots'),
     _row('resume_kimg', None, Number(), _at_least(0, optional=True), 'resume', 'schedule position of --resume',
-         default_help='read from its file name'),
+         default_help='read from its file name, or for network-final.pkl from its run\'s last snapshot'),
     _row('metrics', [], Repeated(METRICS), _names('metric names', METRICS), 'metrics',
          'compute at every snapshot and log (repeat the flag for several): swd = sliced Wasserstein distance to the '
          'reals; spectral = largest peak of the generated patches\' mean power spectrum at the up-sampling periods '
@@ -427,6 +428,7 @@ def fakes_name(nimg):
     return 'fakes%s.png' % kimg_label(nimg)
 
 
+FINAL_NAME = 'network-final.pkl'
 _SNAPSHOT_NAME = re.compile(r'^network-snapshot-(\d+)(?:\.(\d{3}))?\.pkl$')
 RUN_DIR_NAME = settings_table.RUN_DIR_NAME
 
@@ -439,9 +441,28 @@ def nimg_of_snapshot(path):
     return int(match.group(1)) * 1000 + int(match.group(2) or 0)
 
 
+def nimg_of_final(path):
+    """Images shown when a run's network-final.pkl was written: that of the run's snapshot it is (a hard link
+    to, or a byte-for-byte copy of, the last snapshot); None for other files."""
+    if os.path.basename(path) != FINAL_NAME:
+        return None
+    run_dir = os.path.dirname(os.path.abspath(path))
+    snapshots = sorted((nimg, name) for nimg, name in ((nimg_of_snapshot(name), name) for name in os.listdir(run_dir))
+                       if nimg is not None)
+    if not snapshots:
+        return None
+    nimg, last = snapshots[-1]
+    last = os.path.join(run_dir, last)
+    same = os.path.samefile(path, last) or filecmp.cmp(path, last, shallow=False)
+    return nimg if same else None
+
+
 def resume_kimg_of(snapshot, flag='--resume-kimg'):
-    """kimg at which `snapshot` was taken, from its file name; a UserError telling to pass `flag` otherwise."""
+    """kimg at which `snapshot` was taken, from its file name (or, for a run's network-final.pkl, from the
+    snapshot it is); a UserError telling to pass `flag` otherwise."""
     nimg = nimg_of_snapshot(snapshot)
+    if nimg is None:
+        nimg = nimg_of_final(snapshot)
     if nimg is None:
         raise UserError('%s: cannot tell how far training got from this file name; pass %s' % (snapshot, flag))
     return nimg / 1000.0

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import re
 import signal
 import struct
@@ -337,6 +338,23 @@ def test_resume_takes_the_runs_settings_unless_given(tmp_path):
         training_settings.resolve_settings({'resume': bare})
     with pytest.raises(training_settings.UserError, match='nothing left to train'):
         training_settings.resolve_settings({'resume': snapshot, 'total_kimg': 1.024})
+
+    # A run's network-final.pkl is its last snapshot (a hard link, or a copy): it resumes at that snapshot's kimg;
+    # a file of that name that is neither refuses as any other name does.
+    with open(snapshot, 'wb') as f:
+        f.write(b'last snapshot')
+    earlier = os.path.join(run_dir, 'network-snapshot-000000.512.pkl')
+    with open(earlier, 'wb') as f:
+        f.write(b'earlier snapshot')
+    final = os.path.join(run_dir, 'network-final.pkl')
+    for make_final in (lambda: os.link(snapshot, final), lambda: shutil.copyfile(snapshot, final)):
+        make_final()
+        assert training_settings.resolve_settings({'resume': final})[2] == 1.024
+        os.remove(final)
+    shutil.copyfile(earlier, final)
+    with pytest.raises(training_settings.UserError, match='network-final.pkl: cannot tell how far .* --resume-kimg'):
+        training_settings.resolve_settings({'resume': final})
+    assert training_settings.resolve_settings({'resume': final, 'resume_kimg': 0.512})[2] == 0.512
     with pytest.raises(training_settings.UserError, match='cannot be split evenly over 3 devices'):
         training_settings.resolve_settings({'resume': snapshot, 'num_devices': 3})  # the restored minibatch 8
 
