@@ -593,7 +593,7 @@ BUILDER_SETTINGS = {
     'fmap_decay': (_real(0, 16), 'a number from 0 to 16'),
     'latent_size': (_optional(_whole(1, MAX_FEATURE_MAPS)), 'None or a whole number from 1 to %d' % MAX_FEATURE_MAPS),
     'normalize_latents': _BOOLEAN, 'use_wscale': _BOOLEAN, 'use_pixelnorm': _BOOLEAN, 'use_leakyrelu': _BOOLEAN,
-    'fused_scale': _BOOLEAN, 'blur_resampling': _BOOLEAN, 'is_template_graph': _BOOLEAN,
+    'fused_scale': _BOOLEAN, 'blur_resampling': _BOOLEAN, 'edge_padding': _BOOLEAN, 'is_template_graph': _BOOLEAN,
     'pixelnorm_epsilon': (lambda v: _real(0, 1)(v) and v > 0, 'a number above 0, at most 1'),
     'dtype': (_one_of('float32', 'bfloat16', 'float16'), "'float32', 'bfloat16' or 'float16'"),
     'mbstd_group_size': (_whole(0, MAX_SETTING_ITEMS), 'a whole number from 0 to %d' % MAX_SETTING_ITEMS),

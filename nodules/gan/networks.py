@@ -59,10 +59,21 @@ def dense(x, fmaps, gain=np.sqrt(2), use_wscale=False, dtype='float32'):
     return tf.cast(tf.matmul(*_in_precision(x, w, dtype)), tf.float32)
 
 
-def conv2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False, dtype='float32'):
+def pad_edges(x, radius):
+    """NHWC x with `radius` more pixels on every side of every feature map, mirrored from the inside including the
+    edge pixel (for one pixel: the edge pixel repeated).  Layers that pad this way instead of with zeros see no dark
+    frame around the image, which a generator otherwise learns to draw (or to undo) as a bright or dark border."""
+    return tf.pad(x, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode='SYMMETRIC')
+
+
+def conv2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False, dtype='float32', edge_padding=False):
+    """Stride-1 convolution to `fmaps` maps, same size: zero padding, or with edge_padding that of pad_edges."""
     w = get_weight([kernel, kernel, x.shape.as_list()[-1], fmaps], gain=gain, use_wscale=use_wscale)
+    padding = 'SAME'
+    if edge_padding and kernel > 1:
+        x, padding = pad_edges(x, kernel // 2), 'VALID'
     x, w = _in_precision(x, w, dtype)
-    return tf.cast(tf.nn.conv2d(x, w, strides=[1, 1, 1, 1], padding='SAME', data_format='NHWC'), tf.float32)
+    return tf.cast(tf.nn.conv2d(x, w, strides=[1, 1, 1, 1], padding=padding, data_format='NHWC'), tf.float32)
 
 
 def apply_bias(x):
@@ -115,11 +126,11 @@ def downscale2d(x, factor=2):
 BINOMIAL_1D = (1.0, 2.0, 1.0)
 
 
-def blur2d(x, taps=BINOMIAL_1D):
+def blur2d(x, taps=BINOMIAL_1D, edge_padding=False):
     """Low-pass filter every feature map of NHWC x with the separable kernel taps x taps, normalised to sum 1
-    (zero padding, same size).  Next to a resampling step it keeps the step's blocks (nearest-neighbour up-sampling)
-    and aliasing (down-sampling) out of the features: without it small generators learn a lattice at the periods
-    of their up-sampling steps.
+    (same size; zero padding, or with edge_padding that of pad_edges).  Next to a resampling step it keeps the
+    step's blocks (nearest-neighbour up-sampling) and aliasing (down-sampling) out of the features: without it
+    small generators learn a lattice at the periods of their up-sampling steps.
 
     Written as weighted sums of shifted copies, one axis at a time, rather than a depthwise convolution: the
     gradient penalty differentiates D twice, and TensorFlow 1.12 has no second derivative of depthwise
@@ -130,7 +141,7 @@ def blur2d(x, taps=BINOMIAL_1D):
         size = x.shape.as_list()[axis]
         padding = [[0, 0]] * 4
         padding[axis] = [radius, radius]
-        padded = tf.pad(x, padding)
+        padded = tf.pad(x, padding, mode='SYMMETRIC' if edge_padding else 'CONSTANT')
         shifted = lambda start: padded[:, start:start + size] if axis == 1 else padded[:, :, start:start + size]
         x = tf.add_n([shifted(i) * float(w) for i, w in enumerate(weights)])
     return x
@@ -144,15 +155,26 @@ def _fused_kernel(w):
     return tf.add_n([w[1:, 1:], w[:-1, 1:], w[1:, :-1], w[:-1, :-1]])
 
 
-def upscale2d_conv2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False, dtype='float32'):
+def upscale2d_conv2d(x, fmaps, kernel, gain=np.sqrt(2), use_wscale=False, dtype='float32', edge_padding=False):
     """Nearest upscale x2 followed by a conv, as one transposed convolution.  The variable is stored
-    [k, k, out, in] (the transposed-convolution filter layout) with fan-in k*k*in."""
+    [k, k, out, in] (the transposed-convolution filter layout) with fan-in k*k*in.
+
+    With edge_padding the up-scaled image is padded as pad_edges does: the input gets one edge pixel more on
+    every side (which up-scales to the same two-pixel copies of the edge), the transposed convolution runs
+    without padding, and the three outer output pixels it then adds on each side (one of SAME's implicit
+    padding, two from the added input pixel) are cropped."""
     _, height, width, channels = x.shape.as_list()
     w = get_weight([kernel, kernel, fmaps, channels], gain=gain, use_wscale=use_wscale,
                    fan_in=kernel * kernel * channels)
     x, w = _in_precision(x, _fused_kernel(w), dtype)
-    output_shape = tf.stack([tf.shape(x)[0], height * 2, width * 2, fmaps])
-    x = tf.nn.conv2d_transpose(x, w, output_shape, strides=[1, 2, 2, 1], padding='SAME', data_format='NHWC')
+    if edge_padding:
+        x = pad_edges(x, 1)
+        output_shape = tf.stack([tf.shape(x)[0], height * 2 + 6, width * 2 + 6, fmaps])
+        x = tf.nn.conv2d_transpose(x, w, output_shape, strides=[1, 2, 2, 1], padding='VALID', data_format='NHWC')
+        x = x[:, 3:-3, 3:-3]
+    else:
+        output_shape = tf.stack([tf.shape(x)[0], height * 2, width * 2, fmaps])
+        x = tf.nn.conv2d_transpose(x, w, output_shape, strides=[1, 2, 2, 1], padding='SAME', data_format='NHWC')
     x.set_shape([None, height * 2, width * 2, fmaps])
     return tf.cast(x, tf.float32)
 
@@ -241,6 +263,7 @@ def G_paper(latents_in, labels_in,
             dtype='float32',            # precision of conv/dense multiply-adds: 'bfloat16'/'float16' are faster
             fused_scale=True,           # one transposed conv instead of upscale + conv
             blur_resampling=False,      # binomial [1,2,1] blur after every up-scaling (not in the original)
+            edge_padding=False,         # pad convolutions and blurs with edge pixels, not zeros (not in the original)
             graph_resolution=None,      # build only up to this resolution and output images of this size
             **_ignored):                # settings of other code paths found in old pickles (e.g. `structure`)
     resolution_log2, graph_log2 = _check_graph_resolution(resolution, graph_resolution)
@@ -248,12 +271,13 @@ def G_paper(latents_in, labels_in,
     if latent_size is None:
         latent_size = nf(0)
     act = leaky_relu if use_leakyrelu else tf.nn.relu
-    blur = blur2d if blur_resampling else (lambda x: x)
+    blur = (lambda x: blur2d(x, edge_padding=edge_padding)) if blur_resampling else (lambda x: x)
     PN = (lambda x: pixel_norm(x, epsilon=pixelnorm_epsilon)) if use_pixelnorm else (lambda x: x)
 
     # The multiply-add layers of the blocks, with this network's settings.
-    conv = lambda x, fmaps: conv2d(x, fmaps, kernel=3, use_wscale=use_wscale, dtype=dtype)
-    conv_up = lambda x, fmaps: upscale2d_conv2d(x, fmaps, kernel=3, use_wscale=use_wscale, dtype=dtype)
+    conv = lambda x, fmaps: conv2d(x, fmaps, kernel=3, use_wscale=use_wscale, dtype=dtype, edge_padding=edge_padding)
+    conv_up = lambda x, fmaps: upscale2d_conv2d(x, fmaps, kernel=3, use_wscale=use_wscale, dtype=dtype,
+                                                edge_padding=edge_padding)
 
     latents_in.set_shape([None, latent_size])
     labels_in.set_shape([None, label_size])

@@ -318,7 +318,8 @@ def _class_names(data_dir, label_size):
 
 # What the network builders assume for keywords that a pickle may not store (the original's pickles and snapshots
 # written before the setting existed).
-BUILDER_DEFAULTS = {'num_channels': 1, 'label_size': 0, 'fused_scale': True, 'blur_resampling': False}
+BUILDER_DEFAULTS = {'num_channels': 1, 'label_size': 0, 'fused_scale': True, 'blur_resampling': False,
+                    'edge_padding': False}
 
 
 def _networks(data, settings, resume, G_kwargs, D_kwargs):

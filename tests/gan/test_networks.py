@@ -57,12 +57,18 @@ def np_downscale(x, factor=2):
     return out / (factor * factor)
 
 
-def np_blur(x):
+def np_pad(x, pad, edge=False):
+    """x [N, H, W, C] with pad more pixels on each side of H and W: zeros, or with edge=True copies of the nearest
+    edge pixel."""
+    return np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode='edge' if edge else 'constant')
+
+
+def np_blur(x, edge=False):
     """Binomial blur of every channel: out[i, j] = sum over a, b in -1..1 of x[i+a, j+b] * t[a] * t[b] / 16 with
-    t = (1, 2, 1), zeros outside the image."""
+    t = (1, 2, 1), zeros outside the image (edge=True: the nearest edge pixel)."""
     x = np.asarray(x, np.float64)
     n, h, w, c = x.shape
-    xp = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode='constant')
+    xp = np_pad(x, 1, edge)
     taps = (1.0, 2.0, 1.0)
     out = np.zeros_like(x)
     for a in range(3):
@@ -71,14 +77,15 @@ def np_blur(x):
     return out
 
 
-def np_conv_same(x, w):
-    """Cross-correlation (TensorFlow's conv2d), stride 1, zero padding SAME; w is [k, k, in, out]."""
+def np_conv_same(x, w, edge=False):
+    """Cross-correlation (TensorFlow's conv2d), stride 1, zero padding SAME (edge=True: edge pixels repeated
+    instead of zeros); w is [k, k, in, out]."""
     x = np.asarray(x, np.float64)
     w = np.asarray(w, np.float64)
     k = w.shape[0]
     pad = (k - 1) // 2
     n, h, wd, _ = x.shape
-    xp = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode='constant')
+    xp = np_pad(x, pad, edge)
     out = np.zeros((n, h, wd, w.shape[3]))
     for i in range(k):
         for j in range(k):
@@ -110,12 +117,13 @@ def np_fused_upscale_conv_literal(x, w_out_in):
     return buf[:, 1:2 * h + 1, 1:2 * wd + 1, :]
 
 
-def np_fused_upscale_conv_as_upscale_then_conv(x, w_out_in):
+def np_fused_upscale_conv_as_upscale_then_conv(x, w_out_in, edge=False):
     """The same operation written as nearest upscale followed by a 3x3 SAME convolution.  Because a transposed
     convolution is the adjoint of a correlation, the 3x3 kernel acts spatially flipped (a true convolution),
-    exactly as in the original PGGAN code whose pickles must load unchanged."""
+    exactly as in the original PGGAN code whose pickles must load unchanged.  edge=True: the up-scaled image is
+    padded with its edge pixels (not a form the original has)."""
     w = np.asarray(w_out_in, np.float64).transpose(0, 1, 3, 2)[::-1, ::-1]
-    return np_conv_same(np_upscale(x), w)
+    return np_conv_same(np_upscale(x), w, edge)
 
 
 def np_fused_conv_downscale_literal(x, w):
@@ -199,7 +207,7 @@ class Params(object):
 
 
 def np_generator_torgb(params, latents, labels, resolution, nf, fused_scale=True, normalize_latents=True,
-                       use_pixelnorm=True, use_leakyrelu=True, blur_resampling=False):
+                       use_pixelnorm=True, use_leakyrelu=True, blur_resampling=False, edge_padding=False):
     """Every resolution's ToRGB image of G_paper: {log2 r: [N, r, r, C]}."""
     R = int(round(np.log2(resolution)))
     act = np_lrelu if use_leakyrelu else np_relu
@@ -209,26 +217,29 @@ def np_generator_torgb(params, latents, labels, resolution, nf, fused_scale=True
         x = np_pixel_norm(x)
     d = x.dot(params.weight('4x4/Dense', gain=SQRT2 / 4))
     x = pn(act(np_channels_last_from_first(d, nf(1), 4) + params.bias('4x4/Dense')))
-    x = pn(act(np_conv_same(x, params.weight('4x4/Conv')) + params.bias('4x4/Conv')))
+    conv = lambda v, w: np_conv_same(v, w, edge_padding)
+    x = pn(act(conv(x, params.weight('4x4/Conv')) + params.bias('4x4/Conv')))
 
     def torgb(v, res):
         name = 'ToRGB_lod%d' % (R - res)
         return np_conv_same(v, params.weight(name, gain=1.0)) + params.bias(name)
 
-    blur = np_blur if blur_resampling else (lambda v: v)
+    blur = (lambda v: np_blur(v, edge_padding)) if blur_resampling else (lambda v: v)
     images = {2: torgb(x, 2)}
     for res in range(3, R + 1):
         scope = '%dx%d' % (2 ** res, 2 ** res)
         if fused_scale:
             name = scope + '/Conv0_up'
             w = params.weight(name, fan_in=3 * 3 * x.shape[-1])
-            x = blur(np_fused_upscale_conv_literal(x, w))
+            up = (lambda v: np_fused_upscale_conv_as_upscale_then_conv(v, w, edge=True)) if edge_padding else (
+                lambda v: np_fused_upscale_conv_literal(v, w))
+            x = blur(up(x))
         else:
             name = scope + '/Conv0'
-            x = np_conv_same(blur(np_upscale(x)), params.weight(name))
+            x = conv(blur(np_upscale(x)), params.weight(name))
         x = pn(act(x + params.bias(name)))
         name = scope + '/Conv1'
-        x = pn(act(np_conv_same(x, params.weight(name)) + params.bias(name)))
+        x = pn(act(conv(x, params.weight(name)) + params.bias(name)))
         images[res] = torgb(x, res)
     return images
 
@@ -391,9 +402,16 @@ def np32_generator_nchw(values, latents, lod, resolution, nf, fused_scale=True):
 
 
 def resampling_kwargs(variant):
-    """The network keywords of a test variant's resampling: 'unfused', 'blur', 'unfused_blur' or the default."""
-    return dict(({'fused_scale': False} if variant in ('unfused', 'unfused_blur') else {}),
-                **({'blur_resampling': True} if variant in ('blur', 'unfused_blur') else {}))
+    """The network keywords of a test variant's resampling and padding: 'unfused', 'blur', 'unfused_blur',
+    'edge_blur', 'unfused_edge_blur' or the default."""
+    kwargs = {}
+    if variant.startswith('unfused'):
+        kwargs['fused_scale'] = False
+    if variant.endswith('blur'):
+        kwargs['blur_resampling'] = True
+    if 'edge' in variant:
+        kwargs['edge_padding'] = True
+    return kwargs
 
 
 def assert_close(actual, expected, rtol=1e-5, atol=1e-5):
@@ -586,6 +604,33 @@ def test_conv2d(tf_session, use_wscale, kernel, gain):
     assert_close(tf_session.run(y), np_conv_same(x, w * scale))
 
 
+@pytest.mark.parametrize('kernel', [3, 1])
+def test_conv2d_edge_padding(tf_session, kernel):
+    """Edge pixels instead of zeros around the image: the border outputs change, the inner ones do not."""
+    rng = np.random.RandomState(60)
+    x = rng.randn(2, 5, 6, 3).astype(np.float32) + 2.0  # far from 0, so that the two paddings differ
+    with tf.variable_scope('edge'):
+        y = networks.conv2d(tf.constant(x), fmaps=4, kernel=kernel, edge_padding=True)
+    w = rng.randn(kernel, kernel, 3, 4).astype(np.float32)
+    tf_session.run(tf.global_variables_initializer())
+    only_variable('edge/weight').load(w, tf_session)
+    out = tf_session.run(y)
+    assert_close(out, np_conv_same(x, w, edge=True))
+    zero = np_conv_same(x, w)
+    np.testing.assert_allclose(out[:, 1:-1, 1:-1], zero[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+    assert (kernel == 1) == np.allclose(out, zero, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('edge_padding', [False, True])
+def test_blur2d(tf_session, edge_padding):
+    x = np.random.RandomState(61).randn(2, 5, 6, 3).astype(np.float32) + 2.0
+    out = tf_session.run(networks.blur2d(tf.constant(x), edge_padding=edge_padding))
+    assert_close(out, np_blur(x, edge=edge_padding))
+    # A constant image stays constant with edge padding; zero padding darkens its border.
+    flat = tf_session.run(networks.blur2d(tf.ones([1, 4, 4, 1]), edge_padding=edge_padding))
+    assert np.allclose(flat, 1.0) == edge_padding
+
+
 @pytest.mark.parametrize('use_wscale', [True, False])
 def test_weight_initialisation(tf_session, use_wscale):
     """Stored weights are N(0, 1) with use_wscale (the He constant is applied at run time), N(0, He std) without."""
@@ -715,6 +760,25 @@ def test_upscale2d_conv2d(tf_session, use_wscale):
     assert_close(out, np_fused_upscale_conv_as_upscale_then_conv(x, effective))
 
 
+def test_upscale2d_conv2d_edge_padding(tf_session):
+    """With edge padding the fused layer is nearest upscale, then a 3x3 convolution over the up-scaled image
+    padded with its edge pixels; a dynamic batch works as without."""
+    rng = np.random.RandomState(62)
+    x = rng.randn(2, 3, 4, 2).astype(np.float32) + 2.0
+    placeholder = tf.placeholder(tf.float32, [None, 3, 4, 2])
+    with tf.variable_scope('edge'):
+        y = networks.upscale2d_conv2d(placeholder, fmaps=3, kernel=3, use_wscale=False, edge_padding=True)
+    assert y.shape.as_list() == [None, 6, 8, 3]
+    w = rng.randn(3, 3, 3, 2).astype(np.float32)
+    tf_session.run(tf.global_variables_initializer())
+    only_variable('edge/weight').load(w, tf_session)
+    out = tf_session.run(y, {placeholder: x})
+    assert_close(out, np_fused_upscale_conv_as_upscale_then_conv(x, w, edge=True))
+    zero = np_fused_upscale_conv_literal(x, w)
+    np.testing.assert_allclose(out[:, 1:-1, 1:-1], zero[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(out[:, 0], zero[:, 0], rtol=1e-3, atol=1e-3)
+
+
 def test_upscale2d_conv2d_dynamic_batch(tf_session):
     rng = np.random.RandomState(14)
     x = rng.randn(3, 2, 2, 2).astype(np.float32)
@@ -778,7 +842,8 @@ def test_flatten_channel_first(tf_session, shape):
 LODS = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0]
 
 
-@pytest.mark.parametrize('variant', ['default', 'unfused', 'blur', 'unfused_blur', 'labels', 'plain'])
+@pytest.mark.parametrize('variant', ['default', 'unfused', 'blur', 'unfused_blur', 'edge_blur', 'unfused_edge_blur',
+                                     'labels', 'plain'])
 def test_generator_matches_numpy_reference(tf_session, variant):
     """The whole tiny G (16x16) at integer and fractional lod equals the NumPy reference."""
     kwargs = {}
@@ -807,7 +872,8 @@ def test_generator_matches_numpy_reference(tf_session, variant):
                                normalize_latents=kwargs.get('normalize_latents', True),
                                use_pixelnorm=kwargs.get('use_pixelnorm', True),
                                use_leakyrelu=kwargs.get('use_leakyrelu', True),
-                               blur_resampling=kwargs.get('blur_resampling', False))
+                               blur_resampling=kwargs.get('blur_resampling', False),
+                               edge_padding=kwargs.get('edge_padding', False))
     lod = lod_variable('G')
     for value in LODS:
         lod.load(value, tf_session)

@@ -1,8 +1,9 @@
-"""Tests for 3-train.py --no-fused-scale and --blur-resampling (unfused, low-passed resampling in G and D) and for the metrics 3-train.py logs at
-snapshots besides SWD: spectral and memorization, computed by the same functions as compute_metrics.py.
+"""Tests for 3-train.py --no-fused-scale and --blur-resampling (unfused, low-passed resampling in G and D),
+--edge-padding (G's borders) and for the metrics 3-train.py logs at snapshots besides SWD: spectral and
+memorization, computed by the same functions as compute_metrics.py.
 
 Networks are tiny and datasets 16x16 (as in test_loop.py).  The layers themselves are checked against NumPy
-references in tests/gan/test_networks.py (its 'unfused' and 'blur' variants); here the setting has to reach them, train,
+references in tests/gan/test_networks.py (its 'unfused', 'blur' and 'edge' variants); here the setting has to reach them, train,
 be saved, come back from the pickle and refuse to be mixed up on resume.
 """
 import json
@@ -50,14 +51,14 @@ def scalars(run_dir):
 
 @pytest.fixture(scope='module')
 def unfused_run(tmp_path_factory):
-    """A tiny run with unfused, blurred resampling through 4x4, 8x8 and 16x16 in 1 kimg, a snapshot at every tick (0.512 and
-    1.024 kimg), spectral and memorization logged at each."""
+    """A tiny run with unfused, blurred resampling and an edge-padded G through 4x4, 8x8 and 16x16 in 1 kimg, a
+    snapshot at every tick (0.512 and 1.024 kimg), spectral and memorization logged at each."""
     root = tmp_path_factory.mktemp('unfused')
     data_dir = dataset.write_dataset(str(root / 'tiny'), tiny_dataset_images())
     heldout_dir = dataset.write_dataset(str(root / 'heldout'), heldout_images())
     outdir = str(root / 'results')
     train('--data', data_dir, '--outdir', outdir, '--total-kimg', 1, '--tick-kimg', 0.5, '--snapshot-ticks', 1,
-          '--no-fused-scale', '--blur-resampling', '--metrics', 'spectral', '--metrics', 'memorization', '--heldout', heldout_dir,
+          '--no-fused-scale', '--blur-resampling', '--edge-padding', '--metrics', 'spectral', '--metrics', 'memorization', '--heldout', heldout_dir,
           *TINY_ARGS)
     dirs = run_dirs(outdir)
     assert len(dirs) == 1, dirs
@@ -75,6 +76,9 @@ def test_fused_resampling_stays_the_default_the_original_networks_use():
     # No blur next to the resampling either, unless asked for (the original networks have none).
     assert G_kwargs['blur_resampling'] is False and D_kwargs['blur_resampling'] is False
     assert training_loop.BUILDER_DEFAULTS['blur_resampling'] is False
+    # Zero padding in G likewise; D has no such setting.
+    assert G_kwargs['edge_padding'] is False and 'edge_padding' not in D_kwargs
+    assert training_loop.BUILDER_DEFAULTS['edge_padding'] is False
 
 
 @pytest.mark.slow
@@ -83,6 +87,7 @@ def test_unfused_networks_train_and_come_back_from_their_pickle(unfused_run):
     config = read_config(run_dir)
     assert config['G_kwargs']['fused_scale'] is False and config['D_kwargs']['fused_scale'] is False
     assert config['G_kwargs']['blur_resampling'] is True and config['D_kwargs']['blur_resampling'] is True
+    assert config['G_kwargs']['edge_padding'] is True and 'edge_padding' not in config['D_kwargs']
     final = os.path.join(run_dir, 'network-final.pkl')
     first = os.path.join(run_dir, 'network-snapshot-000000.512.pkl')
     with fresh_session():
@@ -93,6 +98,7 @@ def test_unfused_networks_train_and_come_back_from_their_pickle(unfused_run):
         for net in (G, D, Gs):
             assert net.static_kwargs['fused_scale'] is False
             assert net.static_kwargs['blur_resampling'] is True
+        assert G.static_kwargs['edge_padding'] is True and Gs.static_kwargs['edge_padding'] is True
         names = set(G.get_vars())
         # Unfused layers: upscale then Conv0 in G, Conv1 then downscale in D; none of the fused layers' names.
         assert {'16x16/Conv0/weight', '8x8/Conv0/weight'} <= names
@@ -126,12 +132,17 @@ def test_resuming_unfused_networks_keeps_their_resampling_and_refuses_another(un
                          '--no-blur-resampling')
     assert refused.returncode == 1 and refused.stderr.strip() == (
         'error: %s: networks have blur_resampling=True but the command line asks for False' % snapshot), refused.stderr
+    refused = run_script('3-train.py', '--outdir', outdir, '--resume', snapshot, '--total-kimg', 1.2,
+                         '--no-edge-padding')
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        'error: %s: networks have edge_padding=True but the command line asks for False' % snapshot), refused.stderr
     # Resumed with its own settings and --metrics none: the restored --heldout is said to be unused.
     train('--outdir', outdir, '--resume', snapshot, '--total-kimg', 1.1, '--metrics', 'none')
     resumed = os.path.join(outdir, run_dirs(outdir)[-1])
     assert resumed != run_dir
     assert read_config(resumed)['G_kwargs']['fused_scale'] is False
     assert read_config(resumed)['D_kwargs']['blur_resampling'] is True
+    assert read_config(resumed)['G_kwargs']['edge_padding'] is True
     assert read_config(resumed)['heldout_dir'] == os.path.abspath(unfused_run['heldout_dir'])
     assert log_lines(resumed, '--heldout %s: not used, --metrics has no memorization'
                      % os.path.abspath(unfused_run['heldout_dir']))
