@@ -21,6 +21,8 @@ Only numbers measured in this process are put side by side as ratios:
   every augmentation on, cutout included (the bilinear resampling for scale and rotation, gathers of four pixels
   per output pixel, applied to reals, fakes, the penalty's mixed images and the G step's fakes); ADA's p update
   runs every 4 steps as in the training loop.  The budget is +15% per step.
+* "--blur-resampling", "--edge-padding": one step at 64x64 with each network option against the same step with
+  the original networks, timed the same way (rotated rounds, median of per-round ratios).
 Figures measured elsewhere are quoted as such, never divided by this run's numbers (see OUTSIDE_FIGURES).
 
 FLOP estimate: the forward multiply-adds per image of G and D at the trained resolution are counted layer by layer
@@ -36,6 +38,7 @@ ignored, so this is an estimate to about +-30%, good for orders of magnitude and
     python benchmarks/bench_training.py --full     # also the default one (8192 / 512) at 16x16 and 64x64 (slow)
     python benchmarks/bench_training.py --quick    # fewer and shorter repeats
     python benchmarks/bench_training.py --augment-only   # just the cost of --augment at 64x64
+    python benchmarks/bench_training.py --options-only   # just the cost of --blur-resampling / --edge-padding
 """
 import argparse
 import os
@@ -180,11 +183,11 @@ def measure_alternately(candidates, res_log2, lod, warmup, repeats, seconds):
     return [(statistics.median(r), min(r), max(r)) for r in rates]
 
 
-def build_graphs(kwargs, resolutions, data_dir, full_resolution, augment_pipe=None):
+def build_graphs(kwargs, resolutions, data_dir, full_resolution, augment_pipe=None, G_options=None, D_options=None):
     from nodules.gan import tfutil
     from nodules.training import loop as training_loop
-    G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=64, **kwargs)
-    D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=64, **kwargs)
+    G = tfutil.Network('G', 'G_paper', num_channels=1, resolution=64, **dict(kwargs, **(G_options or {})))
+    D = tfutil.Network('D', 'D_paper', num_channels=1, resolution=64, **dict(kwargs, **(D_options or {})))
     G.init_vars()
     D.init_vars()
     schedule = training_loop.Schedule(64, initial_resolution=min(resolutions), minibatch=MINIBATCH)
@@ -264,8 +267,9 @@ def measure_rotated(candidates, res_log2, lod, warmup, repeats, seconds):
     return times, ratios, steps
 
 
-def run_augment(kwargs, data_dir, args):
-    """Print the cost of each --augment policy at 64x64 as ms/step and same-run ratios to no augmentation."""
+def compare_at_64(title, build_cases, kwargs, args):
+    """Time one 64x64 training step of each case of build_cases() -> [(label, TrainingGraphs)] (the first is the
+    baseline) in rotated rounds; print ms/step and the same-run ratios to the baseline; return the ratios."""
     from nodules.gan import tfutil
     from nodules.util.tfcompat import tf
     graph = tf.Graph()
@@ -273,28 +277,50 @@ def run_augment(kwargs, data_dir, args):
             session.as_default():
         tf.set_random_seed(1000)
         start = time.time()
-        cases = augment_cases()
-        candidates = [build_graphs(kwargs, [64], data_dir, full_resolution=False, augment_pipe=pipe)[2]
-                      for _, pipe in cases]
-        print('--augment at 64x64, small configuration (fmap_base %d, fmap_max %d, minibatch %d): one step = D step '
-              '+ G step, p update every 4 steps; graphs built in %.1f s'
-              % (kwargs['fmap_base'], kwargs['fmap_max'], MINIBATCH, time.time() - start))
+        cases = build_cases()
+        print('%s at 64x64, small configuration (fmap_base %d, fmap_max %d, minibatch %d): one step = D step + G '
+              'step; graphs built in %.1f s' % (title, kwargs['fmap_base'], kwargs['fmap_max'], MINIBATCH,
+                                                time.time() - start))
         sys.stdout.flush()
-        times, ratios, steps = measure_rotated(candidates, 6, 0.0, args.warmup, args.augment_repeats,
-                                               args.seconds)
-        print('%d rounds of %d step(s) per policy, order rotated every round; ratio = median over rounds of the '
-              'round\'s time / that round\'s none' % (args.augment_repeats, steps))
-        print('%-26s %9s %17s %8s %15s' % ('augment', 'ms/step', '(min..max)', 'ratio', '(min..max)'))
+        times, ratios, steps = measure_rotated([graphs for _, graphs in cases], 6, 0.0, args.warmup,
+                                               args.augment_repeats, args.seconds)
+        print('%d rounds of %d step(s) per case, order rotated every round; ratio = median over rounds of the '
+              'round\'s time / that round\'s %s' % (args.augment_repeats, steps, cases[0][0]))
+        print('%-34s %9s %17s %8s %15s' % (title, 'ms/step', '(min..max)', 'ratio', '(min..max)'))
         for (label, _), column, ratio in zip(cases, times, ratios):
-            print('%-26s %9.1f %17s %7.3fx %15s'
+            print('%-34s %9.1f %17s %7.3fx %15s'
                   % (label, 1000 * statistics.median(column), '(%.1f..%.1f)' % (1000 * min(column),
                                                                                 1000 * max(column)),
                      statistics.median(ratio), '(%.2f..%.2f)' % (min(ratio), max(ratio))))
-        worst = statistics.median(ratios[-1])
-        print('worst case (%s): %+.1f%% per step, %s the %d%% budget'
-              % (cases[-1][0], 100 * (worst - 1), 'within' if worst <= 1 + AUGMENT_BUDGET else 'OVER',
-                 int(round(100 * AUGMENT_BUDGET))))
         sys.stdout.flush()
+        return ratios
+
+
+def run_augment(kwargs, data_dir, args):
+    """Print the cost of each --augment policy at 64x64 as ms/step and same-run ratios to no augmentation
+    (p update every 4 steps, as in the training loop)."""
+    build = lambda: [(label, build_graphs(kwargs, [64], data_dir, full_resolution=False, augment_pipe=pipe)[2])
+                     for label, pipe in augment_cases()]
+    ratios = compare_at_64('--augment', build, kwargs, args)
+    worst = statistics.median(ratios[-1])
+    print('worst case (ada p=1, all on): %+.1f%% per step, %s the %d%% budget'
+          % (100 * (worst - 1), 'within' if worst <= 1 + AUGMENT_BUDGET else 'OVER', int(round(100 * AUGMENT_BUDGET))))
+
+
+NETWORK_OPTIONS = [('original networks', {}), ('--blur-resampling', dict(blur_resampling=True)),
+                   ('--blur-resampling --edge-padding', dict(blur_resampling=True, edge_padding=True))]
+
+
+def run_network_options(kwargs, data_dir, args):
+    """Print the cost of the network options that are not in the original networks, at 64x64."""
+    def build():
+        cases = []
+        for label, options in NETWORK_OPTIONS:
+            D_options = {k: v for k, v in options.items() if k != 'edge_padding'}  # edge padding is G's only
+            cases.append((label, build_graphs(kwargs, [64], data_dir, full_resolution=False,
+                                              G_options=options, D_options=D_options)[2]))
+        return cases
+    compare_at_64('network options', build, kwargs, args)
 
 
 def main(argv=None):
@@ -312,8 +338,11 @@ def main(argv=None):
     parser.add_argument('--images', type=int, default=256, help='synthetic 64x64 images in the dataset')
     parser.add_argument('--augment-only', action='store_true',
                         help='only the cost of --augment at 64x64 (no GEMM peak, no per-resolution table)')
+    parser.add_argument('--options-only', action='store_true',
+                        help='only the cost of --blur-resampling and --edge-padding at 64x64')
     parser.add_argument('--augment-repeats', type=int,
-                        help='rounds of the --augment comparison (default 9, quick 3): more rounds, less noise')
+                        help='rounds of the --augment and network-option comparisons (default 9, quick 3): more '
+                             'rounds, less noise')
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.seconds = args.seconds or (0.5 if args.quick else 2.0)
@@ -335,6 +364,9 @@ def main(argv=None):
         if args.augment_only:
             run_augment(SMALL, data_dir, args)
             return
+        if args.options_only:
+            run_network_options(SMALL, data_dir, args)
+            return
         print('bfloat16 hardware: %s' % bfloat16_hardware())
         repeats = 3 if args.quick else 5
         peak, _ = gemm_rates(tf, tfutil, tfcompat.TF_VERSION, repeats)
@@ -352,6 +384,8 @@ def main(argv=None):
                   '"%% peak" column overstates the share (by up to that factor)' % (later_peak / peak))
         print()
         run_augment(SMALL, data_dir, args)
+        print()
+        run_network_options(SMALL, data_dir, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
