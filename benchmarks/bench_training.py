@@ -22,7 +22,8 @@ Only numbers measured in this process are put side by side as ratios:
   per output pixel, applied to reals, fakes, the penalty's mixed images and the G step's fakes); ADA's p update
   runs every 4 steps as in the training loop.  The budget is +15% per step.
 * "--blur-resampling", "--edge-padding": one step at 64x64 with each network option against the same step with
-  the original networks, timed the same way (rotated rounds, median of per-round ratios).
+  the original networks, timed the same way (rotated rounds, median of per-round ratios), in the small
+  configuration and in the demo weights' one (fmap_base 512, fmap_max 64).
 Figures measured elsewhere are quoted as such, never divided by this run's numbers (see OUTSIDE_FIGURES).
 
 FLOP estimate: the forward multiply-adds per image of G and D at the trained resolution are counted layer by layer
@@ -57,6 +58,7 @@ MINIBATCH = 16
 AUGMENT_BUDGET = 0.15  # --augment may add at most this much to a training step at 64x64
 SMALL = dict(fmap_base=1024, fmap_max=128)
 DEFAULT = dict(fmap_base=8192, fmap_max=512)
+DEMO = dict(fmap_base=512, fmap_max=64)  # the demo weights' networks
 # Measured elsewhere, quoted as such: the original PGGAN code and this code side by side on one machine.
 OUTSIDE_FIGURES = ('On the reviewer\'s machine (small configuration, minibatch 16), the original PGGAN code under '
                    'current TensorFlow measured 54.6 img/s at 16x16 and 19.0 at 64x64, and this code 64.4 and 22.7 '
@@ -278,7 +280,7 @@ def compare_at_64(title, build_cases, kwargs, args):
         tf.set_random_seed(1000)
         start = time.time()
         cases = build_cases()
-        print('%s at 64x64, small configuration (fmap_base %d, fmap_max %d, minibatch %d): one step = D step + G '
+        print('%s at 64x64 (fmap_base %d, fmap_max %d, minibatch %d): one step = D step + G '
               'step; graphs built in %.1f s' % (title, kwargs['fmap_base'], kwargs['fmap_max'], MINIBATCH,
                                                 time.time() - start))
         sys.stdout.flush()
@@ -366,6 +368,8 @@ def main(argv=None):
             return
         if args.options_only:
             run_network_options(SMALL, data_dir, args)
+            print()
+            run_network_options(DEMO, data_dir, args)
             return
         print('bfloat16 hardware: %s' % bfloat16_hardware())
         repeats = 3 if args.quick else 5
@@ -386,6 +390,8 @@ def main(argv=None):
         run_augment(SMALL, data_dir, args)
         print()
         run_network_options(SMALL, data_dir, args)
+        print()
+        run_network_options(DEMO, data_dir, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -238,8 +238,7 @@ SETTINGS = (
          off_help='no blur next to the resampling, as the original networks (also when resuming)'),
     _row('edge_padding', False, Switch(), _SWITCH, 'G',
          'pad G\'s convolutions and blurs with copies of the edge pixels instead of zeros, against the bright or dark '
-         'frame and the 2-px pattern along the patch borders that zero padding leads generators to draw (not in the '
-         'original networks)',
+         'frame along the patch borders that zero padding leads generators to draw (not in the original networks)',
          off_help='zero padding, as the original networks (also when resuming)'),
     _row('latent_size', None, Whole(), _at_least(1, whole=True, optional=True), 'G',
          'length of the latent vector', default_help='nf(0), 512 with the defaults'),
