@@ -132,19 +132,19 @@ def blur2d(x, taps=BINOMIAL_1D, edge_padding=False):
     step's blocks (nearest-neighbour up-sampling) and aliasing (down-sampling) out of the features: without it
     small generators learn a lattice at the periods of their up-sampling steps.
 
-    Written as weighted sums of shifted copies, one axis at a time, rather than a depthwise convolution: the
-    gradient penalty differentiates D twice, and TensorFlow 1.12 has no second derivative of depthwise
-    convolutions."""
+    One ordinary single-channel convolution with the feature maps folded into the batch, rather than a depthwise
+    convolution: the gradient penalty differentiates D twice, and TensorFlow 1.12 has no second derivative of
+    depthwise convolutions (written as sums of shifted copies instead, a step of the demo networks took 2.8x as
+    long as without the blur)."""
     weights = np.asarray(taps, dtype=np.float64) / np.sum(taps)
     radius = len(weights) // 2
-    for axis in (1, 2):
-        size = x.shape.as_list()[axis]
-        padding = [[0, 0]] * 4
-        padding[axis] = [radius, radius]
-        padded = tf.pad(x, padding, mode='SYMMETRIC' if edge_padding else 'CONSTANT')
-        shifted = lambda start: padded[:, start:start + size] if axis == 1 else padded[:, :, start:start + size]
-        x = tf.add_n([shifted(i) * float(w) for i, w in enumerate(weights)])
-    return x
+    kernel = tf.constant(np.outer(weights, weights)[:, :, np.newaxis, np.newaxis], dtype=x.dtype)
+    _, height, width, channels = x.shape.as_list()
+    maps = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, height, width, 1])
+    maps = tf.pad(maps, [[0, 0], [radius, radius], [radius, radius], [0, 0]],
+                  mode='SYMMETRIC' if edge_padding else 'CONSTANT')
+    maps = tf.nn.conv2d(maps, kernel, strides=[1, 1, 1, 1], padding='VALID', data_format='NHWC')
+    return tf.transpose(tf.reshape(maps, [-1, channels, height, width]), [0, 2, 3, 1])
 
 
 def _fused_kernel(w):
