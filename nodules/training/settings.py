@@ -457,7 +457,10 @@ def nimg_of_final(path):
         return None
     nimg, last = snapshots[-1]
     last = os.path.join(run_dir, last)
-    same = os.path.samefile(path, last) or filecmp.cmp(path, last, shallow=False)
+    try:
+        same = os.path.samefile(path, last) or filecmp.cmp(path, last, shallow=False)
+    except OSError:  # unreadable: then the file name is all there is to go by
+        return None
     return nimg if same else None
 
 
