@@ -24,7 +24,7 @@ import numpy as np
 from nodules.util import outputs
 from nodules.util import values
 from nodules.util.errors import UserError, check_folder_exists, check_regular_file
-from nodules.util.tfcompat import tf, tfrecord_iterator, TFRecordWriter
+from nodules.util.tfcompat import tf, tfrecord_iterator, TFRecordWriter, without_autotune
 
 _TFRECORD_NAME = re.compile(r'^(?P<base>.+)-r(?P<log2>\d\d)\.tfrecords$')
 
@@ -685,7 +685,7 @@ def training_batches(dataset_dir, resolution_log2, minibatch, labels=None, mirro
     else:
         data = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(label_array)))
     data = data.shuffle(shuffle_buffer, seed=seed).repeat().batch(minibatch, drop_remainder=True).prefetch(2)
-    image_batch, label_batch = data.make_one_shot_iterator().get_next()
+    image_batch, label_batch = without_autotune(data).make_one_shot_iterator().get_next()
     image_batch = tf.transpose(image_batch, [0, 2, 3, 1]) / 127.5 - 1.0
     if mirror:
         flip = tf.random_uniform([minibatch], 0.0, 1.0, seed=seed) < 0.5

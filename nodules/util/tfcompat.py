@@ -55,3 +55,18 @@ TF_VERSION = tf.VERSION if hasattr(tf, 'VERSION') else tf.__version__
 # Names that differ between TF 1.12 and tf.compat.v1 on TF 2.x.
 tfrecord_iterator = tf.python_io.tf_record_iterator
 TFRecordWriter = tf.python_io.TFRecordWriter
+
+
+def without_autotune(dataset):
+    """`dataset` with tf.data's autotuning switched off.
+
+    On TF 2.x autotuning runs a background thread per iterator, and its shutdown can miss its wake-up: closing the
+    session (at the end of training, or on Ctrl-C or SIGTERM) then waited forever in the iterator's destructor.  A
+    pipeline of fixed buffer sizes has nothing to tune, so the thread is not started at all.
+    """
+    options = tf.data.Options()
+    if hasattr(options, 'autotune'):
+        options.autotune.enabled = False
+    else:  # TF 1.12
+        options.experimental_autotune = False
+    return dataset.with_options(options)
