@@ -19,6 +19,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.resume_kimg is not None and not args.resume:
         parser.error('--resume-kimg needs --resume')
+    if args.transfer and args.resume:
+        parser.error('--transfer starts a new run from a model; --resume continues a run (a transferred one too)')
     return args
 
 

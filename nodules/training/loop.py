@@ -324,13 +324,16 @@ BUILDER_DEFAULTS = {'num_channels': 1, 'label_size': 0, 'fused_scale': True, 'bl
 
 def _networks(data, settings, resume, G_kwargs, D_kwargs):
     """(G, D, Gs): loaded from the snapshot `resume`, or new ones for the dataset, with the network settings
-    G_kwargs and D_kwargs (for new networks the others at the defaults of training_settings).  Networks that could
-    not be trained in this machine's memory are refused before they are built.
+    G_kwargs and D_kwargs (for new networks the others at the defaults of training_settings), started from the
+    weights of settings['transfer'] when it names a pickle.  Networks that could not be trained in this machine's
+    memory are refused before they are built.
 
     Class names go into every network's static keywords (`label_names`), which the networks' builders, and the
     original code's, ignore; 2-inference.py --label reads them.
     """
     common = dict(num_channels=data.num_channels, resolution=data.resolution, label_size=data.label_size)
+    if settings.get('transfer') and not resume:
+        return _transferred_networks(data, settings, settings['transfer'], G_kwargs, D_kwargs)
     if not resume:
         G_kwargs, D_kwargs = training_settings.network_kwargs(dict(D_kwargs or {}, **(G_kwargs or {})),
                                                               defaults=True)
@@ -357,6 +360,59 @@ def _networks(data, settings, resume, G_kwargs, D_kwargs):
                 raise UserError('%s: networks have %s=%s but %s asks for %s' % (resume, key, have, source, value))
     _check_memory(settings, data, stored[0], stored[1], resume)
     return tuple(legacy.network_from_state(state, resume) for state in states)
+
+
+def _transferred_networks(data, settings, source, G_kwargs, D_kwargs):
+    """(G, D, Gs) for the dataset, sized as the networks of the pickle `source` and holding its weights.
+
+    An unconditional source may go to a labelled dataset (--conditional): G's label inputs (the rows of its first
+    dense layer after the latent's) and D's label outputs (the columns of its last layer after the score) are new,
+    at their fresh initialisation, the same in G and Gs; every other weight is the source's.
+    """
+    states = legacy.read_network_states(source)
+    stored = [dict(state['static_kwargs']) for state in states]
+    resolution, channels = stored[0]['resolution'], stored[0].get('num_channels', BUILDER_DEFAULTS['num_channels'])
+    if (resolution, channels) != (data.resolution, data.num_channels):
+        raise UserError('%s: networks make %dx%d images with %d channel(s), but %s has %dx%d with %d'
+                        % (source, resolution, resolution, channels, data.data_dir, data.resolution,
+                           data.resolution, data.num_channels))
+    source_labels = stored[0].get('label_size', 0)
+    if source_labels not in (0, data.label_size):
+        raise UserError('%s: networks are conditional on %d classes, but %s gives %d; transfer a model of as many '
+                        'classes, or an unconditional one' % (source, source_labels, data.data_dir, data.label_size))
+    for have_kwargs, asked in zip(stored, (G_kwargs, D_kwargs)):
+        for key, value in sorted((asked or {}).items()):
+            if have_kwargs.get(key, BUILDER_DEFAULTS.get(key)) != value:
+                raise UserError('%s: networks have %s=%s but the command line asks for %s (the network size of '
+                                '--transfer is the pickle\'s)' % (source, key, have_kwargs.get(key), value))
+    names = {'label_names': data.class_names} if data.class_names else {}
+    for kwargs in stored:
+        kwargs.pop('label_names', None)
+        kwargs.update(label_size=data.label_size, **names)
+    _check_memory(settings, data, stored[0], stored[1], source)
+    G, D = (tfutil.Network(state['name'], state['build_func_name'], **kwargs)
+            for state, kwargs in zip(states[:2], stored[:2]))
+    G.init_vars()
+    D.init_vars()
+    fresh_G = G.get_vars()
+    Gs = G.clone('Gs')
+    for net, fresh, state in ((G, fresh_G, states[0]), (D, D.get_vars(), states[1]), (Gs, fresh_G, states[2])):
+        net.set_vars(_started_from(fresh, dict(state['variables']), source, state['name']))
+    return G, D, Gs
+
+
+def _started_from(fresh, weights, source, role):
+    """{name: value}: the source's `weights` over the `fresh` values, each in the leading block of its variable
+    (the label rows and columns an unconditional source lacks keep their fresh values)."""
+    values = {}
+    for name, value in fresh.items():
+        weight = np.asarray(weights.get(name)) if name in weights else None
+        if weight is None or weight.ndim != value.ndim or any(w > v for w, v in zip(weight.shape, value.shape)):
+            raise UserError('%s: network %s has no variable %s of shape %s or smaller to start from'
+                            % (source, role, name, list(value.shape)))
+        values[name] = value.copy()
+        values[name][tuple(slice(0, w) for w in weight.shape)] = weight
+    return values
 
 
 def _check_memory(settings, data, G_kwargs, D_kwargs, source):
@@ -664,12 +720,15 @@ def _train(settings, outdir, resume, resume_kimg, G_kwargs, D_kwargs, origins, g
                             % (error, recorded_in))
         raise
     heldout = _check_metrics(cfg, data)
-    schedule = Schedule(data.resolution, cfg.lod_training_kimg, cfg.lod_transition_kimg, minibatch=cfg.minibatch,
+    # Transferred networks are trained at full resolution only: the schedule starts at it.
+    schedule = Schedule(data.resolution, cfg.lod_training_kimg, cfg.lod_transition_kimg,
+                        initial_resolution=data.resolution if cfg.transfer else 4, minibatch=cfg.minibatch,
                         minibatch_dict=cfg.minibatch_dict, lr=cfg.lr, tick_kimg=cfg.tick_kimg)
     np.random.seed(cfg.seed)
     tfutil.init_tf(seed=cfg.seed, cpu_devices=cfg.num_devices)
     devices = available_devices(cfg.num_devices)
-    console('loading the networks of %s ...' % resume if resume else 'creating the networks ...')
+    console('loading the networks of %s ...' % (resume or cfg.transfer) if resume or cfg.transfer
+            else 'creating the networks ...')
     G, D, Gs = _networks(data, settings, resume, G_kwargs, D_kwargs)
     training_settings.check_settings(settings, 'settings',
                                      mbstd_group_size=D.static_kwargs.get('mbstd_group_size',
@@ -685,7 +744,7 @@ def _train(settings, outdir, resume, resume_kimg, G_kwargs, D_kwargs, origins, g
     run = RunOutputs(run_dir, data, Gs, cfg.seed, cfg.metrics, cfg.metric_images, grid_size, console, heldout)
     try:
         run.write_config(dict(settings, **{name: os.path.abspath(settings[name])
-                                           for name in training_settings.DIRECTORY_SETTINGS if settings[name]}),
+                                           for name in training_settings.PATH_SETTINGS if settings[name]}),
                          resume=resume and os.path.abspath(resume), resume_kimg=start_nimg / 1000.0,
                          G_kwargs=G.static_kwargs, D_kwargs=D.static_kwargs, G_params=G.num_params(),
                          D_params=D.num_params(), devices=devices, augment_config=pipe.config)
@@ -694,6 +753,8 @@ def _train(settings, outdir, resume, resume_kimg, G_kwargs, D_kwargs, origins, g
                    D.num_params(), ', '.join(devices)))
         if resume:
             run.log('resuming %s at kimg %s' % (resume, start_nimg / 1000.0))
+        elif cfg.transfer:
+            run.log('networks started from %s (transfer), trained at full resolution' % cfg.transfer)
         run.log('networks: G %s; D %s' % tuple(', '.join('%s=%s' % item for item in sorted(net.static_kwargs.items()))
                                                for net in (G, D)))
         for line in _describe_settings(settings, origins or {}) + schedule_warnings(cfg, schedule, start_nimg):

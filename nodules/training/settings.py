@@ -28,8 +28,8 @@ from nodules.util.errors import UserError
 # The vocabulary of the settings
 
 METRICS = ('swd', 'spectral', 'memorization')
-# Settings that name a directory: recorded absolute in config.json, a relative one read relative to the run.
-DIRECTORY_SETTINGS = ('data_dir', 'heldout_dir')
+# Settings that name a file or directory: recorded absolute in config.json, a relative one read relative to the run.
+PATH_SETTINGS = ('data_dir', 'heldout_dir', 'transfer')
 AUGMENT_POLICIES = ('none', 'diffaugment', 'ada')
 AUGMENTATIONS = ('xflip', 'yflip', 'rotate90', 'translate', 'scale', 'rotate', 'brightness', 'contrast', 'cutout')
 # What each policy applies unless told otherwise.  DiffAugment's colour for grey images is brightness and contrast.
@@ -251,6 +251,12 @@ SETTINGS = (
     _row('tick_kimg', None, Number(), _above(0, optional=True), 'loop', 'kimg between log lines and fakes grids',
          default_help='160 at 4x4 down to 80 at 64x64'),
     _row('snapshot_ticks', 10, Whole(), _at_least(1, whole=True), 'loop', 'ticks between network snapshots'),
+    _row('transfer', None, Text(), _rule('a file name', lambda v: isinstance(v, str) and v != '', optional=True),
+         'loop', 'start from the networks of this pickle (a trained G and D of the dataset\'s resolution, e.g. a demo '
+         'model) instead of new ones: transfer learning to other data, or to classes with --conditional (the label '
+         'inputs of G and outputs of D that an unconditional model lacks start fresh).  The run trains at full '
+         'resolution from kimg 0, without growing; the network size is the pickle\'s',
+         default_help='new networks, grown from 4x4'),
     _row('resume_kimg', None, Number(), _at_least(0, optional=True), 'resume', 'schedule position of --resume',
          default_help='read from its file name, or for network-final.pkl from its run\'s last snapshot'),
     _row('metrics', [], Repeated(METRICS), _names('metric names', METRICS), 'metrics',
@@ -504,7 +510,7 @@ def saved_settings(snapshot):
     path = config_path(os.path.dirname(os.path.abspath(snapshot)))
     if not os.path.isfile(path):
         return {}, None
-    settings = settings_table.read_config_file(path, BY_NAME, DEFAULTS, DIRECTORY_SETTINGS)
+    settings = settings_table.read_config_file(path, BY_NAME, DEFAULTS, PATH_SETTINGS)
     check_settings(settings, path)
     return settings, path
 

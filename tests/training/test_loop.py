@@ -1382,6 +1382,86 @@ def test_labels_are_used_only_with_conditional(tmp_path, labelled_data_dir, ada_
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Transfer: a new run started from a trained model's weights, at full resolution
+
+
+@pytest.fixture(scope='module')
+def transfer_run(tmp_path_factory, first_run, labelled_data_dir):
+    """The unconditional tiny model of first_run, transferred to the two-class dataset (--conditional) at a rate
+    so small that no weight moves measurably, then resumed."""
+    _, first_dir, _ = first_run
+    source = os.path.join(first_dir, 'network-final.pkl')
+    outdir = str(tmp_path_factory.mktemp('transfer'))
+    result = check_ok(train('--data', labelled_data_dir, '--outdir', outdir, '--transfer', source, '--conditional',
+                            '--lr', 1e-12, '--total-kimg', 0.256, '--tick-kimg', 0.128, '--snapshot-ticks', 1))
+    run_dir = os.path.join(outdir, run_dirs(outdir)[0])
+    resumed = check_ok(train('--outdir', outdir, '--resume', os.path.join(run_dir, 'network-final.pkl'),
+                             '--total-kimg', 0.384))
+    return source, run_dir, os.path.join(outdir, run_dirs(outdir)[1]), result, resumed
+
+
+@pytest.mark.slow
+def test_transfer_starts_from_the_source_weights_with_fresh_label_inputs_and_outputs(transfer_run):
+    source, run_dir, _, result, _ = transfer_run
+    assert 'networks started from %s (transfer), trained at full resolution' % source in result.stdout
+    with fresh_session():
+        before = [net.get_vars() for net in legacy.load_network_pkl(source)]
+        nets = legacy.load_network_pkl(os.path.join(run_dir, 'network-final.pkl'))
+        after = [net.get_vars() for net in nets]
+        assert [net.static_kwargs['label_names'] for net in nets] == [['AIS', 'MIA']] * 3
+    # Gs starts as the source's Gs and follows G by its moving average (G_smoothing 0.999, 16 minibatches of 16).
+    before[2] = {name: before[0][name] + (value - before[0][name]) * 0.999 ** 16 for name, value in before[2].items()}
+    grown = set()
+    for role, old, new in zip(('G', 'D', 'Gs'), before, after):
+        assert sorted(old) == sorted(new), role
+        for name, value in old.items():
+            if value.shape == new[name].shape:
+                np.testing.assert_allclose(new[name], value, rtol=1e-5, atol=1e-6, err_msg='%s %s' % (role, name))
+                continue
+            grown.add((role, name, value.shape, new[name].shape))
+            block = tuple(slice(0, n) for n in value.shape)
+            np.testing.assert_allclose(new[name][block], value, rtol=1e-5, atol=1e-6, err_msg='%s %s' % (role, name))
+            if role == 'Gs':  # G's new label rows, copied into Gs when the networks were made
+                fresh = np.ones(new[name].shape, bool)
+                fresh[block] = False
+                np.testing.assert_allclose(new[name][fresh], after[0][name][fresh], rtol=1e-5, atol=1e-6)
+    # Exactly the label inputs of G (2 rows after the 8 latent ones) and the label outputs of D (after the score).
+    dense = {(role, name): (old, new) for role, name, old, new in grown}
+    assert sorted(dense) == [('D', '4x4/Dense1/bias'), ('D', '4x4/Dense1/weight'), ('G', '4x4/Dense/weight'),
+                             ('Gs', '4x4/Dense/weight')], grown
+    assert dense['G', '4x4/Dense/weight'] == ((LATENT, 128), (LATENT + 2, 128))
+    assert dense['D', '4x4/Dense1/weight'] == ((8, 1), (8, 3)) and dense['D', '4x4/Dense1/bias'] == ((1,), (3,))
+
+
+@pytest.mark.slow
+def test_a_transferred_run_trains_at_full_resolution_also_when_resumed(transfer_run):
+    source, run_dir, resumed_dir, _, resumed = transfer_run
+    for directory in (run_dir, resumed_dir):
+        ticks = tick_lines(directory)
+        assert ticks and all(t['lod'] == 0.0 and t['resolution'] == 16 for t in ticks), ticks
+        assert read_config(directory)['transfer'] == os.path.abspath(source)
+    assert [t['kimg'] for t in tick_lines(run_dir)] == [0.128, 0.256]
+    assert 'loading the networks of %s' % os.path.join(run_dir, 'network-final.pkl') in resumed.stdout
+
+
+@pytest.mark.slow
+def test_transfer_refusals(tmp_path, first_run, labelled_data_dir, data_dir, ada_run):
+    _, first_dir, _ = first_run
+    source = os.path.join(first_dir, 'network-final.pkl')
+    outdir = str(tmp_path / 'results')
+    refused = train('--data', data_dir, '--outdir', outdir, '--transfer', source, '--resume', source)
+    assert_clean_failure(refused, '--transfer starts a new run from a model')
+    assert_clean_failure(train('--data', data_dir, '--outdir', outdir, '--transfer', source, '--fmap-base', 64),
+                         source, 'fmap_base=32', 'asks for 64')
+    _, _, conditional, _, _ = ada_run
+    assert_clean_failure(train('--data', data_dir, '--outdir', outdir, '--transfer', conditional),
+                         conditional, 'conditional on 2 classes', 'gives 0')
+    assert_clean_failure(train('--data', data_dir, '--outdir', outdir, '--transfer', str(tmp_path / 'nothing.pkl')),
+                         'nothing.pkl')
+    assert not os.path.exists(outdir)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # A diverging run: nothing with non-finite weights is saved
 
 
