@@ -107,7 +107,8 @@ class Whole(_Converted):
 
 
 class Text(Kind):
-    pass
+    def __init__(self, metavar=None):
+        self.metavar = metavar
 
 
 class Switch(Kind):
@@ -251,7 +252,7 @@ SETTINGS = (
     _row('tick_kimg', None, Number(), _above(0, optional=True), 'loop', 'kimg between log lines and fakes grids',
          default_help='160 at 4x4 down to 80 at 64x64'),
     _row('snapshot_ticks', 10, Whole(), _at_least(1, whole=True), 'loop', 'ticks between network snapshots'),
-    _row('transfer', None, Text(), _rule('a file name', lambda v: isinstance(v, str) and v != '', optional=True),
+    _row('transfer', None, Text('PKL'), _rule('a file name', lambda v: isinstance(v, str) and v != '', optional=True),
          'loop', 'start from the networks of this pickle (a trained G and D of the dataset\'s resolution, e.g. a demo '
          'model) instead of new ones: transfer learning to other data, or to classes with --conditional (the label '
          'inputs of G and outputs of D that an unconditional model lacks start fresh).  The run trains at full '
