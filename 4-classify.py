@@ -128,7 +128,8 @@ def parse_args(argv=None):
                      help='train the generators inside each training fold with these 3-train.py options (one '
                           'quoted string, e.g. "--fmap-base 512 --fmap-max 64 --total-kimg 100", or '
                           '--gan-train="--mirror" for a single option; not --data, --outdir, --resume or '
-                          '--conditional, which are set per fold); see below')
+                          '--conditional, which are set per fold, nor --transfer, whose model may have seen the '
+                          'test nodules); see below')
     parser.add_argument('--gan-conditional', action='store_true',
                         help='with --gan-train: one conditional generator per fold on all classes, instead of one '
                              'generator per class')
@@ -235,6 +236,9 @@ def training_recipe(text):
     if per_fold_flags:
         raise UserError('--gan-train %r: %s is set per fold (--gan-conditional for --conditional); leave it out'
                         % (text, per_fold_flags[0]))
+    if 'transfer' in given:  # the model's weights come from outside the fold: it may have trained on a test nodule
+        raise UserError('--gan-train %r: --transfer starts from a model that may have seen the test nodules; the '
+                        'per-fold generators start from new networks' % text)
     try:
         settings = training_settings.resolve_settings(given)[0]
         script.check_memory(settings, given)

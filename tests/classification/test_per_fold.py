@@ -54,6 +54,7 @@ def run_folders(outdir):
     (['--gan-train', '--outdir x'], ['--outdir is set per fold']),
     (['--gan-train=--conditional'], ['--conditional is set per fold', '--gan-conditional']),
     (['--gan-train', '--resume latest'], ['--resume is set per fold']),
+    (['--gan-train', '--transfer demo/weight/AIS.pkl'], ['--transfer starts from a model that may have seen the test']),
     (['--gan-train', '--total-kimg nan'], ['--gan-train', '--total-kimg', 'nan']),
     (['--gan-train', '--bogus 3'], ['--gan-train', 'unrecognized arguments: --bogus 3']),
     (['--gan-train', '--augment none --augment-p 0.5'], ['--gan-train', 'augment is none']),
