@@ -82,10 +82,9 @@ def test_shipped_datasets_say_they_are_synthetic():
         assert 'NOT patient data' in metadata['source'] and metadata['subtype'] == name
 
 
-# The demo generators: one per subtype (a conditional generator of the three, 'all', is not shipped yet: when it
-# is, add it here with its classes, ('all', 'AIS') and so on, and test the README's --label example on it).
-DEMO_WEIGHTS = ['AIS', 'MIA', 'IAC']
-DEMO_CLASSES = [('AIS', None), ('MIA', None), ('IAC', None)]
+# The demo generators: one per subtype, and one conditional generator of the three ('all'), checked class by class.
+DEMO_WEIGHTS = ['AIS', 'MIA', 'IAC', 'all']
+DEMO_CLASSES = [('AIS', None), ('MIA', None), ('IAC', None), ('all', 'AIS'), ('all', 'MIA'), ('all', 'IAC')]
 
 
 def demo_weight(name):
@@ -124,3 +123,23 @@ def test_readme_main_command_generates_from_the_demo_weights_by_default(tmp_path
     result = run_script('2-inference.py', '--outdir', str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(str(tmp_path))) == sorted('inference_img_%d.png' % i for i in range(10))
+
+
+README_ALL_COMMANDS = re.compile(r'^python (?:2-inference|compute_metrics)\.py .*demo/weight/all\.pkl.*$', re.MULTILINE)
+
+
+def test_readme_commands_with_the_conditional_demo_generator_run_as_written(tmp_path):
+    """The README's examples of one class of a conditional model (2-inference.py --label, compute_metrics.py
+    --label) run on the shipped all.pkl, output folders moved to a temporary one."""
+    with io.open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+        commands = [line.split('#')[0].split() for line in README_ALL_COMMANDS.findall(f.read())]
+    assert sorted(command[1] for command in commands) == ['2-inference.py', 'compute_metrics.py']
+    for command in commands:
+        args = [str(tmp_path / 'out') if previous == '--outdir' else arg
+                for previous, arg in zip([None] + command[2:], command[2:])]
+        result = run_script(command[1], *args)
+        assert result.returncode == 0, (command, result.stderr)
+        if command[1] == '2-inference.py':
+            assert len(os.listdir(str(tmp_path / 'out'))) == int(args[args.index('--number') + 1])
+        else:
+            assert 'Sliced Wasserstein distance' in result.stdout, result.stdout
