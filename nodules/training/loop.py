@@ -351,13 +351,7 @@ def _networks(data, settings, resume, G_kwargs, D_kwargs):
     if stored_names is not None and data.class_names is not None and list(stored_names) != data.class_names:
         raise UserError('%s: networks know the classes %s but %s has %s' % (
             resume, ', '.join(stored_names), data.data_dir, ', '.join(data.class_names)))
-    for have_kwargs, asked in zip(stored, (G_kwargs, D_kwargs)):
-        expected = dict(asked or {}, **common)
-        for key, value in sorted(expected.items()):
-            have = have_kwargs.get(key, BUILDER_DEFAULTS.get(key))
-            if have != value:
-                source = data.data_dir if key in common else 'the command line'
-                raise UserError('%s: networks have %s=%s but %s asks for %s' % (resume, key, have, source, value))
+    _refuse_other_networks(resume, stored, G_kwargs, D_kwargs, common, data.data_dir)
     _check_memory(settings, data, stored[0], stored[1], resume)
     return tuple(legacy.network_from_state(state, resume) for state in states)
 
@@ -371,20 +365,12 @@ def _transferred_networks(data, settings, source, G_kwargs, D_kwargs):
     """
     states = legacy.read_network_states(source)
     stored = [dict(state['static_kwargs']) for state in states]
-    resolution, channels = stored[0]['resolution'], stored[0].get('num_channels', BUILDER_DEFAULTS['num_channels'])
-    if (resolution, channels) != (data.resolution, data.num_channels):
-        raise UserError('%s: networks make %dx%d images with %d channel(s), but %s has %dx%d with %d'
-                        % (source, resolution, resolution, channels, data.data_dir, data.resolution,
-                           data.resolution, data.num_channels))
-    source_labels = stored[0].get('label_size', 0)
+    source_labels = stored[0].get('label_size', BUILDER_DEFAULTS['label_size'])
     if source_labels not in (0, data.label_size):
         raise UserError('%s: networks are conditional on %d classes, but %s gives %d; transfer a model of as many '
                         'classes, or an unconditional one' % (source, source_labels, data.data_dir, data.label_size))
-    for have_kwargs, asked in zip(stored, (G_kwargs, D_kwargs)):
-        for key, value in sorted((asked or {}).items()):
-            if have_kwargs.get(key, BUILDER_DEFAULTS.get(key)) != value:
-                raise UserError('%s: networks have %s=%s but the command line asks for %s (the network size of '
-                                '--transfer is the pickle\'s)' % (source, key, have_kwargs.get(key), value))
+    _refuse_other_networks(source, stored, G_kwargs, D_kwargs,
+                           dict(num_channels=data.num_channels, resolution=data.resolution), data.data_dir)
     names = {'label_names': data.class_names} if data.class_names else {}
     for kwargs in stored:
         kwargs.pop('label_names', None)
@@ -399,6 +385,17 @@ def _transferred_networks(data, settings, source, G_kwargs, D_kwargs):
     for net, fresh, state in ((G, fresh_G, states[0]), (D, D.get_vars(), states[1]), (Gs, fresh_G, states[2])):
         net.set_vars(_started_from(fresh, dict(state['variables']), source, state['name']))
     return G, D, Gs
+
+
+def _refuse_other_networks(path, stored, G_kwargs, D_kwargs, common, data_dir):
+    """A UserError when the networks stored in `path` (their static keywords `stored`) differ from what the command
+    line asks (G_kwargs, D_kwargs) or from what the dataset needs (`common`)."""
+    for have_kwargs, asked in zip(stored, (G_kwargs, D_kwargs)):
+        for key, value in sorted(dict(asked or {}, **common).items()):
+            have = have_kwargs.get(key, BUILDER_DEFAULTS.get(key))
+            if have != value:
+                source = data_dir if key in common else 'the command line'
+                raise UserError('%s: networks have %s=%s but %s asks for %s' % (path, key, have, source, value))
 
 
 def _started_from(fresh, weights, source, role):
